@@ -37,8 +37,10 @@ def prepare_output(path: Path, overwrite: bool) -> None:
 
 class StoreWriter:
     def __init__(self, path: Path, offsets: np.ndarray, n_mels: int, ids: list[str],
-                 texts: list[str], attrs: dict):
+                 texts: list[str], attrs: dict, chunk_frames: int = CHUNK_FRAMES,
+                 shard_frames: int = SHARD_FRAMES):
         self.path = path
+        self.shard_frames = shard_frames
         self.offsets = offsets
         self.n_frames = int(offsets[-1])
         try:
@@ -52,7 +54,7 @@ class StoreWriter:
             extra = (n_mels,) if trailing else ()
             self.arrays[name] = self.group.create_array(
                 name, shape=(self.n_frames, *extra), dtype=dtype,
-                chunks=(CHUNK_FRAMES, *extra), shards=(SHARD_FRAMES, *extra),
+                chunks=(chunk_frames, *extra), shards=(shard_frames, *extra),
                 compressors=None, fill_value=0, dimension_names=dims,
                 config={"write_empty_chunks": True})
         self._write_small(OFFSETS, offsets.astype(np.int64), ("utterance_edge",))
@@ -65,10 +67,10 @@ class StoreWriter:
 
     @property
     def num_shards(self) -> int:
-        return -(-self.n_frames // SHARD_FRAMES)
+        return -(-self.n_frames // self.shard_frames)
 
     def _shard_range(self, shard: int) -> tuple[int, int]:
-        return shard * SHARD_FRAMES, min((shard + 1) * SHARD_FRAMES, self.n_frames)
+        return shard * self.shard_frames, min((shard + 1) * self.shard_frames, self.n_frames)
 
     def _write_small(self, name: str, values: np.ndarray, dims: tuple[str, ...], dtype=None):
         array = self.group.create_array(name, shape=values.shape, dtype=dtype or values.dtype,
@@ -78,7 +80,7 @@ class StoreWriter:
     def add(self, index: int, features: dict[str, np.ndarray]) -> None:
         """Place utterance `index`'s features ([T, ...] each); write shards it completes."""
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
-        for shard in range(start // SHARD_FRAMES, (stop - 1) // SHARD_FRAMES + 1):
+        for shard in range(start // self.shard_frames, (stop - 1) // self.shard_frames + 1):
             lo, hi = self._shard_range(shard)
             a, b = max(start, lo), min(stop, hi)
             buffer = self.buffers.get(shard)

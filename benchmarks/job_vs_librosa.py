@@ -1,0 +1,88 @@
+"""Times real time of the extraction job against librosa mel + librosa.pyin at FastPitch's
+settings (what NeMo's extract_sup_data.py and FastPitch's prepare_dataset.py do), on the same
+corpus and machine, librosa with one single-threaded process per core.
+
+    python benchmarks/job_vs_librosa.py [--corpus DIR] [--device auto] [--librosa-files N]
+
+Without --corpus it writes the demo corpus to a temporary folder. librosa runs on the first
+--librosa-files utterances (all by default) and its rate is compared with the job's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def librosa_features(path: str) -> float:
+    """FastPitch prepare_dataset.py: mel (HiFi-GAN-style Slaney basis) and pyin C2-C7."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import librosa
+    import numpy as np
+
+    y, sr = librosa.load(path, sr=22050)
+    mag = np.abs(librosa.stft(y, n_fft=1024, hop_length=256, win_length=1024, center=True))
+    mel = librosa.filters.mel(sr=sr, n_fft=1024, n_mels=80, fmin=0, fmax=8000) @ mag
+    np.log(np.clip(mel, 1e-5, None))
+    librosa.pyin(y, fmin=librosa.note_to_hz("C2"), fmax=librosa.note_to_hz("C7"), sr=sr,
+                 frame_length=1024, hop_length=256, center=True)
+    return len(y) / sr
+
+
+def time_librosa(paths: list[str], workers: int) -> tuple[float, float]:
+    with ProcessPoolExecutor(workers, initializer=os.environ.__setitem__,
+                             initargs=("OMP_NUM_THREADS", "1")) as pool:
+        list(pool.map(librosa_features, paths[:workers]))      # warm up imports and numba
+        start = time.perf_counter()
+        audio_s = sum(pool.map(librosa_features, paths))
+    return audio_s, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--librosa-files", type=int)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    corpus = args.corpus
+    if corpus is None:
+        from extract.demo import write_demo_corpus
+        corpus = write_demo_corpus(work / "demo")
+
+    command = [sys.executable, "-m", "extract", "run", str(corpus), str(work / "out.zarr"),
+               "--device", args.device, "--overwrite", "--quiet"]
+    if args.batch_size:
+        command += ["--batch-size", str(args.batch_size)]
+    start = time.perf_counter()
+    summary = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    job_wall = time.perf_counter() - start
+    from extract.loader import FeatureStore
+    run = FeatureStore(work / "out.zarr").attrs["run"]
+    audio_s = run["audio_s"]
+    print(summary.strip())
+
+    from extract.input.corpus import load_corpus
+    paths = [str(u.path) for u in load_corpus(corpus).utterances][: args.librosa_files]
+    lib_audio, lib_wall = time_librosa(paths, args.workers)
+    lib_rate = lib_audio / lib_wall
+    print(f"librosa mel + pyin, {args.workers} processes: {lib_audio:.0f} s audio in "
+          f"{lib_wall:.1f} s = {lib_rate:.1f}x real time")
+    print(f"tts-extract on {run['device']}: {audio_s:.0f} s audio, job {run['elapsed_s']:.1f} s "
+          f"= {audio_s / run['elapsed_s']:.0f}x real time; whole command incl. start-up "
+          f"{job_wall:.1f} s = {audio_s / job_wall:.0f}x")
+    print(f"ratio (job / librosa): {audio_s / run['elapsed_s'] / lib_rate:.1f}x; "
+          f"whole command: {audio_s / job_wall / lib_rate:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

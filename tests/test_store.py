@@ -1,0 +1,130 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from extract.loader import FeatureStore, StoreFormatError
+from extract.store.layout import ATTRS_KEY
+from extract.store.writer import StoreError, StoreWriter, prepare_output
+
+from conftest import MIXED_SPECS
+
+
+def test_frame_counts_and_offsets_follow_the_frame_rule(mixed_store):
+    store = FeatureStore(mixed_store)
+    expected = [-(-int(sec * rate) * 22050 // rate) // 256 for _, sec, rate, _, _ in MIXED_SPECS]
+    assert store.lengths.tolist() == expected
+    assert store.offsets[0] == 0 and store.offsets[-1] == sum(expected)
+    for i in range(len(store)):
+        item = store[i]
+        assert item["mel"].shape == (expected[i], 80)
+        assert item["f0"].shape == item["voiced"].shape == item["energy"].shape == (expected[i],)
+
+
+def test_store_round_trip_ids_texts_config_stats(mixed_store):
+    store = FeatureStore(mixed_store)
+    assert store.ids == [s[0] for s in MIXED_SPECS]
+    assert store["c"]["text"] == "Normalized c."
+    assert store.config["n_mels"] == 80 and store.config["frame_count_rule"]
+    assert store.config["frame_center_offset_s"] == pytest.approx(128 / 22050)
+    mel = np.concatenate([store[i]["mel"].numpy() for i in range(len(store))])
+    f0 = np.concatenate([store[i]["f0"].numpy() for i in range(len(store))])
+    voiced = np.concatenate([store[i]["voiced"].numpy() for i in range(len(store))])
+    energy = np.concatenate([store[i]["energy"].numpy() for i in range(len(store))])
+    s = store.stats
+    np.testing.assert_allclose(s["mel_mean"], mel.astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(s["mel_std"], mel.astype(np.float64).std(0), rtol=1e-5)
+    assert s["f0_mean"] == pytest.approx(f0[voiced].mean(), rel=1e-6)
+    assert s["f0_std"] == pytest.approx(f0[voiced].std(), rel=1e-5)
+    assert s["energy_mean"] == pytest.approx(energy.mean(), rel=1e-6)
+    assert not f0[~voiced].any() and (f0[voiced] > 0).all()
+    attrs = store.attrs
+    assert attrs["manifest_sha256"] and attrs["versions"]["zarr"] == zarr.__version__
+
+
+def test_numeric_arrays_open_with_tensorstore(mixed_store):
+    ts = pytest.importorskip("tensorstore")
+    group = zarr.open_group(str(mixed_store), mode="r")
+    for name in ("mel", "f0", "voiced", "energy", "offsets"):
+        array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file",
+                                                        "path": str(mixed_store / name)}}).result()
+        np.testing.assert_array_equal(array.read().result(), group[name][:])
+        assert list(array.domain.labels) == list(group[name].metadata.dimension_names)
+
+
+def test_everything_opens_with_plain_zarr_without_our_package(mixed_store):
+    code = f"""
+import sys
+sys.modules["extract"] = None          # any import of our package now fails
+import json, zarr, numpy as np
+g = zarr.open_group({str(mixed_store)!r}, mode="r")
+meta = g.attrs["{ATTRS_KEY}"]
+assert meta["complete"] is True
+ids = list(g["utterances/id"][:]); texts = list(g["utterances/text"][:])
+off = g["offsets"][:]
+i = ids.index("b")
+mel = g["mel"][off[i]:off[i + 1]]
+print(json.dumps({{"ids": [str(x) for x in ids], "text": str(texts[i]), "frames": len(mel),
+                  "n_mels": mel.shape[1], "hop": meta["config"]["hop_length"]}}))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                    capture_output=True, text=True).stdout)
+    store = FeatureStore(mixed_store)
+    assert out == {"ids": store.ids, "text": "Normalized b.", "frames": len(store["b"]["f0"]),
+                   "n_mels": 80, "hop": 256}
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
+    """Utterances straddle chunk and shard edges and arrive out of order; some chunks are all
+    zero. Reads must return exactly what was written."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 90, size=40)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = [f"utt{i}" for i in range(40)]
+    features = []
+    for n in lengths:
+        voiced = rng.random(n) < 0.5
+        features.append({"mel": rng.standard_normal((n, 5)).astype(np.float32),
+                         "f0": np.where(voiced, rng.uniform(80, 300, n), 0).astype(np.float32),
+                         "voiced": voiced, "energy": rng.random(n).astype(np.float32)})
+    features[3]["f0"][:] = 0
+    w = StoreWriter(tmp_path / "s.zarr", offsets, 5, ids, [f"t{i}" for i in ids],
+                    {"config": {}, "manifest_sha256": "x", "versions": {}},
+                    chunk_frames=16, shard_frames=64)
+    for i in rng.permutation(40):
+        w.add(int(i), features[i])
+        assert len(w.buffers) <= w.num_shards
+    w.finish({"stats": {}})
+    store = FeatureStore(tmp_path / "s.zarr", in_memory=in_memory)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert group["mel"].shards == (64, 5) and group["mel"].chunks == (16, 5)
+    for i in rng.permutation(40):
+        item = store[ids[i]]
+        for name, value in features[i].items():
+            np.testing.assert_array_equal(item[name].numpy(), value)
+            np.testing.assert_array_equal(group[name][offsets[i]:offsets[i + 1]], value)
+
+
+def test_unfinished_store_is_refused(tmp_path):
+    w = StoreWriter(tmp_path / "s.zarr", np.array([0, 10]), 3, ["a"], ["t"],
+                    {"config": {}, "manifest_sha256": "x", "versions": {}})
+    with pytest.raises(StoreFormatError, match="incomplete"):
+        FeatureStore(tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="never completed"):
+        w.finish({"stats": {}})
+    with pytest.raises(StoreFormatError, match="incomplete"):
+        FeatureStore(tmp_path / "s.zarr")
+
+
+def test_existing_output_is_refused_and_foreign_folders_never_deleted(tmp_path):
+    (tmp_path / "store.zarr").mkdir()
+    (tmp_path / "store.zarr" / "keep.txt").write_text("mine")
+    with pytest.raises(StoreError, match="--overwrite"):
+        prepare_output(tmp_path / "store.zarr", overwrite=False)
+    with pytest.raises(StoreError, match="not a tts-extract store"):
+        prepare_output(tmp_path / "store.zarr", overwrite=True)
+    assert (tmp_path / "store.zarr" / "keep.txt").read_text() == "mine"
