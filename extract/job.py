@@ -128,7 +128,8 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
     started = time.perf_counter()
     preset_obj = load_preset(preset)
     torch_device = resolve_device(device)
-    batch_size = batch_size or DEFAULT_BATCH_SIZE[torch_device.type]
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE[torch_device.type]
     if batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
     corpus = load_corpus(dataset, limit)

@@ -1,0 +1,101 @@
+"""Command line: tts-extract run | inspect | presets | demo.
+
+Errors the user can fix print one line, `tts-extract: error: ...`, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tts-extract",
+        description="Extract log-mel, pitch and energy from a TTS corpus into one Zarr store.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="extract features from a corpus")
+    run.add_argument("dataset", help="folder with metadata.csv and wavs/, or the metadata file")
+    run.add_argument("out", help="output store, e.g. features.zarr")
+    run.add_argument("--preset", default="hifigan",
+                     help="preset name (see `tts-extract presets`) or a YAML file")
+    run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    run.add_argument("--batch-size", type=int, default=None,
+                     help="utterances per batch (default 256 on CUDA, 32 on CPU)")
+    run.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    inspect = commands.add_parser("inspect", help="describe a store")
+    inspect.add_argument("store")
+
+    commands.add_parser("presets", help="list the presets")
+
+    demo = commands.add_parser("demo", help="write the bundled demo corpus")
+    demo.add_argument("folder", help="where to write metadata.csv and wavs/")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from extract.config import PresetError
+    from extract.input.corpus import CorpusError
+    from extract.loader.feature_store import StoreFormatError
+    from extract.store.writer import StoreError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (PresetError, CorpusError, StoreError, StoreFormatError, ValueError,
+            RuntimeError) as e:
+        print(f"tts-extract: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def cmd_run(args) -> int:
+    from extract.job import run_job
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be positive, got {args.limit}")
+    result = run_job(args.dataset, args.out, preset=args.preset, device=args.device,
+                     batch_size=args.batch_size, limit=args.limit, overwrite=args.overwrite,
+                     show_progress=not args.quiet)
+    s = result.stats
+    print(f"done: {result.utterances} utterances, {result.audio_s / 60:.1f} min of audio, "
+          f"{result.frames} frames in {result.elapsed_s:.1f} s "
+          f"({result.times_real_time:.0f}x real time on {result.device})\n"
+          f"  f0 mean {s['f0_mean']:.1f} Hz, std {s['f0_std']:.1f} Hz over "
+          f"{s['f0_voiced_frames']} voiced frames ({s['f0_voiced_frames'] / s['frames']:.0%})\n"
+          f"  energy mean {s['energy_mean']:.2f}, std {s['energy_std']:.2f}\n"
+          f"  store: {result.path}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from extract.loader.feature_store import FeatureStore
+
+    store = FeatureStore(args.store)
+    print(store.describe())
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from extract.config import available_presets
+
+    for name, description in available_presets().items():
+        print(f"{name:16s} {description}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from extract.demo import write_demo_corpus
+
+    folder = write_demo_corpus(Path(args.folder))
+    print(f"demo corpus written to {folder}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "inspect": cmd_inspect, "presets": cmd_presets, "demo": cmd_demo}

@@ -1,0 +1,174 @@
+"""Presets: the full definition of every feature, loaded from configs/*.yaml and validated.
+
+A preset is a frozen dataclass, so a job's configuration can be written into the store and
+compared exactly. Unknown keys, wrong types and impossible values raise `PresetError` naming the
+preset and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+WINDOWS = ("hann_periodic",)
+PADDINGS = ("reflect_half",)
+MEL_SCALES = ("slaney",)
+MEL_NORMS = ("slaney",)
+LOGS = ("ln_clamp",)
+PITCH_METHODS = ("yin",)
+FRAME_COUNT_RULES = {"reflect_half": "num_samples // hop_length"}
+
+
+class PresetError(ValueError):
+    """A preset name, file or value is invalid."""
+
+
+@dataclass(frozen=True)
+class PitchConfig:
+    method: str = "yin"
+    fmin: float = 65.406
+    fmax: float = 2093.0
+    frame_length: int = 1024
+    threshold: float = 0.2
+    silence_db: float = -60.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    mirrors: str
+    sample_rate: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    n_mels: int
+    fmin: float
+    fmax: float
+    peak_normalize: float | None = None
+    window: str = "hann_periodic"
+    padding: str = "reflect_half"
+    magnitude_eps: float = 0.0
+    mel_scale: str = "slaney"
+    mel_norm: str = "slaney"
+    log: str = "ln_clamp"
+    log_floor: float = 1e-5
+    pitch: PitchConfig = field(default_factory=PitchConfig)
+
+    @property
+    def frame_count_rule(self) -> str:
+        return FRAME_COUNT_RULES[self.padding]
+
+    @property
+    def frame_center_offset_s(self) -> float:
+        """Time of frame 0's centre; frame t is centred at this + t * hop / sample_rate."""
+        return (self.hop_length / 2) / self.sample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames for `num_samples` samples at the preset's rate."""
+        return num_samples // self.hop_length
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["frame_count_rule"] = self.frame_count_rule
+        d["frame_center_offset_s"] = self.frame_center_offset_s
+        return d
+
+
+def preset_dir() -> Path:
+    return Path(str(resources.files("extract.configs")))
+
+
+def available_presets() -> dict[str, str]:
+    """Preset name -> one-line description, for every YAML file in configs/."""
+    return {p.stem: load_preset(p.stem).description for p in sorted(preset_dir().glob("*.yaml"))}
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """Load and validate a preset by name (configs/NAME.yaml) or by path to a YAML file.
+
+    >>> load_preset("hifigan").hop_length
+    256
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = preset_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in preset_dir().glob("*.yaml")))
+            raise PresetError(f"unknown preset {name_or_path!r}; known presets: {known}")
+    elif not path.is_file():
+        raise PresetError(f"preset file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise PresetError(f"preset {path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise PresetError(f"preset {path}: expected a mapping of fields")
+    return preset_from_dict(path.stem, raw)
+
+
+def preset_from_dict(name: str, raw: dict) -> Preset:
+    raw = dict(raw)
+    pitch = _build(PitchConfig, raw.pop("pitch", {}) or {}, f"{name}.pitch")
+    preset = _build(Preset, {"name": name, **raw, "pitch": pitch}, name)
+    _validate(preset)
+    return preset
+
+
+def _build(cls, raw: dict, where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise PresetError(f"preset {where}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    missing = [n for n, f in fields.items() if n not in raw
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise PresetError(f"preset {where}: missing field(s) {missing}")
+    values = {}
+    for key, value in raw.items():
+        kind = fields[key].type
+        if kind in ("int", "float") or (kind == "float | None" and value is not None):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise PresetError(f"preset {where}: {key} must be a number, got {value!r}")
+            if kind == "int" and value != int(value):
+                raise PresetError(f"preset {where}: {key} must be an integer, got {value!r}")
+            value = int(value) if kind == "int" else float(value)
+        elif kind == "str" and not isinstance(value, str):
+            raise PresetError(f"preset {where}: {key} must be a string, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _validate(p: Preset) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise PresetError(f"preset {p.name}: {message}")
+
+    for key, allowed in (("window", WINDOWS), ("padding", PADDINGS), ("mel_scale", MEL_SCALES),
+                         ("mel_norm", MEL_NORMS), ("log", LOGS)):
+        need(getattr(p, key) in allowed, f"{key} must be one of {allowed}, got {getattr(p, key)!r}")
+    need(p.pitch.method in PITCH_METHODS,
+         f"pitch.method must be one of {PITCH_METHODS}, got {p.pitch.method!r}")
+    for key in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):
+        need(getattr(p, key) > 0, f"{key} must be positive, got {getattr(p, key)}")
+    need(p.win_length <= p.n_fft, f"win_length ({p.win_length}) must be <= n_fft ({p.n_fft})")
+    need(p.hop_length <= p.n_fft, f"hop_length ({p.hop_length}) must be <= n_fft ({p.n_fft})")
+    need((p.n_fft - p.hop_length) % 2 == 0, "n_fft - hop_length must be even for reflect_half")
+    need(0 <= p.fmin < p.fmax <= p.sample_rate / 2,
+         f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={p.fmin} fmax={p.fmax}")
+    need(p.peak_normalize is None or 0 < p.peak_normalize <= 1,
+         f"peak_normalize must be in (0, 1] or null, got {p.peak_normalize}")
+    need(p.log_floor > 0 and p.magnitude_eps >= 0, "log_floor must be > 0 and magnitude_eps >= 0")
+    q = p.pitch
+    need(0 < q.fmin < q.fmax <= p.sample_rate / 2,
+         f"need 0 < pitch.fmin < pitch.fmax <= sample_rate/2, got {q.fmin}, {q.fmax}")
+    need(math.ceil(p.sample_rate / q.fmin) < q.frame_length,
+         f"pitch.frame_length ({q.frame_length}) is too short for pitch.fmin={q.fmin} Hz")
+    need(math.floor(p.sample_rate / q.fmax) >= 2,
+         f"pitch.fmax ({q.fmax}) is too high for sample_rate {p.sample_rate}")
+    need(0 < q.threshold < 1, f"pitch.threshold must be in (0, 1), got {q.threshold}")

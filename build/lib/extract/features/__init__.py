@@ -1,0 +1,30 @@
+"""Features computed on the device from padded waveform batches at the preset's rate."""
+
+from __future__ import annotations
+
+import torch
+
+from extract.config import Preset
+from extract.features.pitch import pitch_frames, yin
+from extract.features.spectral import frame_energy, log_mel, magnitude_spectrogram
+
+
+def normalize_peak(audio: torch.Tensor, peak: float) -> torch.Tensor:
+    """Scale each row to max |x| = peak (librosa.util.normalize * peak); silent rows stay 0."""
+    current = audio.abs().amax(dim=1, keepdim=True)
+    tiny = torch.finfo(audio.dtype).tiny
+    return torch.where(current > tiny, audio * (peak / current.clamp(min=tiny)), audio)
+
+
+def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
+                     preset: Preset) -> dict[str, torch.Tensor]:
+    """Padded audio [B, L] at preset.sample_rate, zero past `lengths` ->
+    mel [B, T, n_mels], f0 [B, T], voiced [B, T], energy [B, T], all on the same frames."""
+    if preset.peak_normalize is not None:
+        audio = normalize_peak(audio, preset.peak_normalize)
+    magnitude = magnitude_spectrogram(audio, lengths, preset)
+    q = preset.pitch
+    f0, voiced = yin(pitch_frames(audio, preset, magnitude.shape[-1]), preset.sample_rate,
+                     q.fmin, q.fmax, q.threshold, q.silence_db)
+    return {"mel": log_mel(magnitude, preset), "f0": f0, "voiced": voiced,
+            "energy": frame_energy(magnitude)}

@@ -1,0 +1,1 @@
+"""Input: the corpus metadata and WAV headers."""

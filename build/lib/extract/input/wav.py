@@ -1,0 +1,99 @@
+"""WAV header reading (RIFF/WAVE), without decoding: rate, length, channels and sample format.
+
+Reading headers first gives every utterance's frame count before extraction, and catches files
+the decoder would fail on (its errors do not name the file).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PCM, IEEE_FLOAT, EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
+SUPPORTED = {(PCM, 16), (PCM, 24), (PCM, 32), (IEEE_FLOAT, 32), (IEEE_FLOAT, 64)}
+
+
+class WavError(ValueError):
+    """The file is not a WAV this job can decode."""
+
+
+@dataclass(frozen=True)
+class WavInfo:
+    sample_rate: int
+    num_samples: int      # per channel
+    channels: int
+    format: str           # e.g. "pcm16", "float32"
+    file_size: int
+
+
+def read_wav_info(path: Path) -> WavInfo:
+    """Parse the RIFF header of `path`; raise `WavError` saying what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+            file_size = f.seek(0, 2)
+    except FileNotFoundError:
+        raise WavError(f"{path}: file not found") from None
+    except OSError as e:
+        raise WavError(f"{path}: cannot read ({e.strerror})") from None
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise WavError(f"{path}: not a RIFF/WAVE file")
+    fmt, pos = None, 12
+    while pos + 8 <= len(data):
+        chunk_id, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = pos + 8
+        if chunk_id == b"fmt ":
+            fmt = _parse_fmt(path, data[body:body + size])
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise WavError(f"{path}: data chunk before fmt chunk")
+            tag, channels, rate, bits = fmt
+            available = file_size - body
+            if size > available:
+                raise WavError(f"{path}: truncated, header promises {size} data bytes "
+                               f"but the file holds {available}")
+            frame_bytes = channels * bits // 8
+            return WavInfo(rate, size // frame_bytes, channels,
+                           ("float" if tag == IEEE_FLOAT else "pcm") + str(bits), file_size)
+        pos = body + size + (size & 1)
+    raise WavError(f"{path}: no {'data' if fmt else 'fmt'} chunk")
+
+
+def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, int]:
+    if len(body) < 16:
+        raise WavError(f"{path}: fmt chunk too short")
+    tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+    if tag == EXTENSIBLE and len(body) >= 26:
+        tag = struct.unpack_from("<H", body, 24)[0]
+    if channels < 1 or rate < 1:
+        raise WavError(f"{path}: invalid header ({channels} channels, {rate} Hz)")
+    if (tag, bits) not in SUPPORTED:
+        name = {PCM: "PCM", IEEE_FLOAT: "float"}.get(tag, f"format tag {tag:#x}")
+        raise WavError(f"{path}: unsupported sample format {name} {bits}-bit; convert to "
+                       "16/24/32-bit PCM or 32-bit float WAV")
+    return tag, channels, rate, bits
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int, fmt: str = "pcm16") -> None:
+    """Write float samples in [-1, 1] ([n] or [n, channels]) as a WAV of format `fmt`:
+    pcm16, pcm24, pcm32 or float32 (for demo data and tests)."""
+    x = np.asarray(samples, dtype=np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    bits = int(fmt[-2:])
+    if fmt == "float32":
+        tag, payload = IEEE_FLOAT, x.astype("<f4").tobytes()
+    elif fmt in ("pcm16", "pcm24", "pcm32"):
+        scale = 2 ** (bits - 1)
+        ints = np.clip(np.round(x * scale), -scale, scale - 1).astype("<i4")
+        payload = ints.view(np.uint8).reshape(-1, 4)[:, : bits // 8].tobytes()
+        tag = PCM
+    else:
+        raise ValueError(f"unsupported WAV format {fmt!r}")
+    channels, block = x.shape[1], x.shape[1] * bits // 8
+    header = b"RIFF" + struct.pack("<I", 36 + len(payload)) + b"WAVE" + b"fmt " + \
+        struct.pack("<IHHIIHH", 16, tag, channels, sample_rate, sample_rate * block, block,
+                    bits) + b"data" + struct.pack("<I", len(payload))
+    Path(path).write_bytes(header + payload)

@@ -1,0 +1,68 @@
+"""Length-bucketing batch sampler and padding collate for `FeatureStore` in a DataLoader.
+
+>>> loader = torch.utils.data.DataLoader(                              # doctest: +SKIP
+...     store, batch_sampler=LengthBucketSampler(store.lengths, batch_size=16),
+...     collate_fn=pad_collate, num_workers=4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+PADDED_FEATURES = ("mel", "f0", "voiced", "energy")
+
+
+class LengthBucketSampler(torch.utils.data.Sampler):
+    """Batches of utterances of similar length, in random order.
+
+    Each epoch shuffles the indices, sorts pools of `batch_size * pool_batches` by length,
+    cuts them into batches and shuffles the batches. Call `set_epoch` for a new order.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False, pool_batches: int = 50, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.pool = batch_size * pool_batches
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start:start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i:i + self.batch_size].tolist()
+                        for i in range(0, len(pool), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def pad_collate(items: list[dict]) -> dict:
+    """Stack items, zero-padding the time axis: mel [B, T, n_mels], f0/voiced/energy [B, T],
+    lengths [B] (frames), ids and texts as lists."""
+    lengths = torch.tensor([len(item["f0"]) for item in items], dtype=torch.int64)
+    batch = {"ids": [item["id"] for item in items], "texts": [item["text"] for item in items],
+             "lengths": lengths}
+    for name in PADDED_FEATURES:
+        batch[name] = torch.nn.utils.rnn.pad_sequence([item[name] for item in items],
+                                                      batch_first=True)
+    return batch

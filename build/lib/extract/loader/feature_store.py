@@ -1,0 +1,166 @@
+"""`FeatureStore`: random access to a finished store's utterances for training loops.
+
+Imports only numpy, zarr and torch (any torch >= 2.4). Safe in DataLoader workers under fork
+and spawn: files are opened lazily, per process, and nothing open is pickled.
+
+>>> store = FeatureStore("features.zarr")            # doctest: +SKIP
+>>> item = store["LJ001-0001"]; item["mel"].shape    # doctest: +SKIP
+torch.Size([832, 80])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from extract.loader.shard_reader import ShardReader, raw_layout
+from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
+                                  UTTERANCE_FIELDS, UTTERANCE_GROUP)
+
+
+class StoreFormatError(ValueError):
+    """The path is not a complete tts-extract store this version can read."""
+
+
+class FeatureStore:
+    """Utterances of a tts-extract store, by position or id.
+
+    `store[i]` / `store["id"]` -> {"id", "text", "mel" [T, n_mels] float32, "f0" [T] float32,
+    "voiced" [T] bool, "energy" [T] float32} (torch tensors).
+    `in_memory=True` reads every array once at open (per process) and serves from RAM.
+    """
+
+    def __init__(self, path: str | Path, in_memory: bool = False):
+        self.path = Path(path)
+        self.in_memory = in_memory
+        group = self._open_group()
+        record = group.attrs.get(ATTRS_KEY)
+        if not isinstance(record, dict):
+            raise StoreFormatError(f"{self.path} is a Zarr group but not a tts-extract store")
+        if record.get("format_version") != FORMAT_VERSION:
+            raise StoreFormatError(f"{self.path} has format version "
+                                   f"{record.get('format_version')!r}; this tts-extract reads "
+                                   f"version {FORMAT_VERSION}")
+        if not record.get("complete"):
+            raise StoreFormatError(f"{self.path} is incomplete: the job that wrote it did not "
+                                   "finish; rerun `tts-extract run` with --overwrite")
+        self.config: dict = record["config"]
+        self.stats: dict = record["stats"]
+        self.attrs: dict = record
+        missing = [n for n in (*FRAME_ARRAYS, OFFSETS) if n not in group]
+        if missing:
+            raise StoreFormatError(f"{self.path} lacks array(s) {missing}")
+        self.offsets = np.asarray(group[OFFSETS][:], dtype=np.int64)
+        self.ids = [str(v) for v in group[f"{UTTERANCE_GROUP}/id"][:]]
+        self.texts = [str(v) for v in group[f"{UTTERANCE_GROUP}/text"][:]]
+        self._check_consistency(group)
+        self._position = {utt_id: i for i, utt_id in enumerate(self.ids)}
+        self._pid: int | None = None
+        self._readers: dict = {}
+
+    def _open_group(self) -> zarr.Group:
+        if not (self.path / "zarr.json").is_file():
+            raise StoreFormatError(f"{self.path} is not a Zarr store (no zarr.json)")
+        try:
+            return zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
+            raise StoreFormatError(f"{self.path} cannot be opened: {e}") from e
+
+    def _check_consistency(self, group: zarr.Group) -> None:
+        n_frames = group["mel"].shape[0]
+        lengths = np.diff(self.offsets)
+        if len(self.offsets) < 1 or self.offsets[0] != 0 or (lengths < 0).any() \
+                or self.offsets[-1] != n_frames:
+            raise StoreFormatError(f"{self.path}: offsets are not monotonic from 0 to the "
+                                   f"{n_frames} stored frames")
+        if not len(self.ids) == len(self.texts) == len(lengths):
+            raise StoreFormatError(f"{self.path}: {len(self.ids)} ids, {len(self.texts)} texts "
+                                   f"and {len(lengths)} utterances disagree")
+        for name in FRAME_ARRAYS:
+            if group[name].shape[0] != n_frames:
+                raise StoreFormatError(f"{self.path}: {name} has {group[name].shape[0]} frames, "
+                                       f"mel has {n_frames}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Frames per utterance."""
+        return np.diff(self.offsets)
+
+    def _arrays(self) -> dict:
+        """Per-process readers: ShardReader, a zarr array, or an in-memory numpy array."""
+        if self._pid != os.getpid():
+            self._readers = {}
+            self._pid = os.getpid()
+        if not self._readers:
+            group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+            for name in FRAME_ARRAYS:
+                if self.in_memory:
+                    self._readers[name] = group[name][:]
+                elif raw_layout(json.loads((self.path / name / "zarr.json").read_text())):
+                    self._readers[name] = ShardReader(self.path / name)
+                else:
+                    self._readers[name] = group[name]
+        return self._readers
+
+    def frames(self, name: str, index: int) -> np.ndarray:
+        """Array `name` for utterance `index`, as numpy."""
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        reader = self._arrays()[name]
+        return reader.read(start, stop) if isinstance(reader, ShardReader) else \
+            np.asarray(reader[start:stop])
+
+    def index_of(self, utt_id: str) -> int:
+        try:
+            return self._position[utt_id]
+        except KeyError:
+            raise KeyError(f"no utterance {utt_id!r} in {self.path}") from None
+
+    def __getitem__(self, key: int | str) -> dict:
+        index = self.index_of(key) if isinstance(key, str) else int(key)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"utterance {index} out of range for {len(self)} utterances")
+        index %= len(self)
+        item = {"id": self.ids[index], "text": self.texts[index]}
+        for name in FRAME_ARRAYS:
+            item[name] = torch.from_numpy(self.frames(name, index))
+        return item
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_readers"], state["_pid"] = {}, None
+        return state
+
+    def describe(self) -> str:
+        c, s = self.config, self.stats
+        frames = self.lengths
+        seconds = frames.sum() * c["hop_length"] / c["sample_rate"]
+        return "\n".join([
+            f"{self.path}: tts-extract store, format {self.attrs['format_version']}, complete",
+            f"  utterances: {len(self)}  frames: {frames.sum()}  "
+            f"(min {frames.min()}, median {int(np.median(frames))}, max {frames.max()})  "
+            f"audio: {seconds / 60:.1f} min",
+            f"  preset: {c['name']} ({c['description']})",
+            f"  {c['sample_rate']} Hz, n_fft {c['n_fft']}, win {c['win_length']}, "
+            f"hop {c['hop_length']}, {c['n_mels']} mels {c['fmin']:g}-{c['fmax']:g} Hz, "
+            f"frames: {c['frame_count_rule']}, frame 0 centre {c['frame_center_offset_s']:.6f} s",
+            f"  pitch: {c['pitch']['method']} {c['pitch']['fmin']:g}-{c['pitch']['fmax']:g} Hz; "
+            f"f0 mean {_fmt(s['f0_mean'])} std {_fmt(s['f0_std'])} Hz over "
+            f"{s['f0_voiced_frames']} voiced frames",
+            f"  energy mean {_fmt(s['energy_mean'])} std {_fmt(s['energy_std'])}",
+            f"  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in FRAME_ARRAYS.items())
+            + f", {OFFSETS} int64, {UTTERANCE_GROUP}/{{{','.join(UTTERANCE_FIELDS)}}} string",
+            f"  manifest sha256: {self.attrs['manifest_sha256']}",
+            "  versions: " + ", ".join(f"{k} {v}" for k, v in self.attrs["versions"].items()),
+        ])
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -1,0 +1,102 @@
+"""Row-range reads from an uncompressed, sharded Zarr v3 array, straight from its shard files.
+
+Written from the Zarr v3 sharding codec spec: a shard file holds its inner chunks followed by an
+index of (offset, nbytes) uint64 pairs per chunk (2^64-1 for an absent chunk) and a crc32c.
+With the plain `bytes` codec a chunk's rows are contiguous, so reading frames [a, b) is one
+pread per chunk touched: no decoding and none of zarr-python's per-call overhead (about 1.7 ms
+a read, 20x a .npy load). Arrays with any other codec chain are read through zarr instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+ABSENT = np.uint64(2**64 - 1)
+
+
+def raw_layout(metadata: dict) -> dict | None:
+    """The parameters for raw reads, or None when the array is not laid out for them."""
+    codecs = metadata.get("codecs", [])
+    if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
+        return None
+    config = codecs[0]["configuration"]
+    inner = config.get("codecs", [])
+    index_codecs = [c.get("name") for c in config.get("index_codecs", [])]
+    key_encoding = metadata.get("chunk_key_encoding", {})
+    if (len(inner) != 1 or inner[0].get("name") != "bytes"
+            or inner[0].get("configuration", {}).get("endian", "little") != "little"
+            or config.get("index_location", "end") != "end"
+            or index_codecs not in (["bytes"], ["bytes", "crc32c"])
+            or key_encoding.get("name") != "default"
+            or metadata["shape"][1:] != config["chunk_shape"][1:]):
+        return None
+    return {"chunk_rows": config["chunk_shape"][0],
+            "shard_rows": metadata["chunk_grid"]["configuration"]["chunk_shape"][0],
+            "separator": key_encoding.get("configuration", {}).get("separator", "/"),
+            "index_checksum": len(index_codecs) == 2}
+
+
+class ShardReader:
+    """Reads rows [start, stop) of one array; open files and shard indexes are cached."""
+
+    def __init__(self, array_dir: Path):
+        self.dir = Path(array_dir)
+        metadata = json.loads((self.dir / "zarr.json").read_text())
+        layout = raw_layout(metadata)
+        if layout is None:
+            raise ValueError(f"{array_dir} is not an uncompressed sharded array")
+        self.shape = tuple(metadata["shape"])
+        self.dtype = np.dtype(metadata["data_type"]).newbyteorder("<")
+        self.fill = np.array(metadata["fill_value"], dtype=self.dtype)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self.chunk_rows, self.shard_rows = layout["chunk_rows"], layout["shard_rows"]
+        self.chunks_per_shard = self.shard_rows // self.chunk_rows
+        self.index_bytes = 16 * self.chunks_per_shard + (4 if layout["index_checksum"] else 0)
+        self.key_suffix = layout["separator"].join(["0"] * (len(self.shape) - 1))
+        self.separator = layout["separator"]
+        self.shards: dict[int, tuple[int, np.ndarray] | None] = {}
+
+    def _shard(self, shard: int) -> tuple[int, np.ndarray] | None:
+        """(file descriptor, index [chunks, 2]) of a shard, or None when it was never written."""
+        if shard not in self.shards:
+            parts = ["c", str(shard)] + ([self.key_suffix] if self.key_suffix else [])
+            path = self.dir / self.separator.join(parts)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                self.shards[shard] = None
+                return None
+            size = os.fstat(fd).st_size
+            raw = os.pread(fd, self.index_bytes, size - self.index_bytes)
+            index = np.frombuffer(raw, dtype="<u8", count=2 * self.chunks_per_shard)
+            self.shards[shard] = (fd, index.reshape(-1, 2))
+        return self.shards[shard]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
+        row = start
+        while row < stop:
+            chunk = row // self.chunk_rows
+            end = min(stop, (chunk + 1) * self.chunk_rows)
+            shard = self._shard(chunk // self.chunks_per_shard)
+            offset, nbytes = (ABSENT, ABSENT) if shard is None else \
+                shard[1][chunk % self.chunks_per_shard]
+            if offset == ABSENT:
+                out[row - start:end - start] = self.fill
+            else:
+                first = int(offset) + (row - chunk * self.chunk_rows) * self.row_bytes
+                data = os.pread(shard[0], (end - row) * self.row_bytes, first)
+                out[row - start:end - start] = np.frombuffer(data, self.dtype).reshape(
+                    end - row, *self.shape[1:])
+            row = end
+        return out
+
+    def close(self) -> None:
+        for entry in self.shards.values():
+            if entry is not None:
+                os.close(entry[0])
+        self.shards.clear()

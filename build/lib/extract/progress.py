@@ -1,0 +1,49 @@
+"""A dependency-free progress line: utterances/s, times real time and ETA, on stderr."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+BAR_WIDTH = 24
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    def __init__(self, total: int, total_audio_s: float, enabled: bool = True,
+                 min_interval_s: float = 0.2, stream=sys.stderr):
+        self.total, self.total_audio_s = total, total_audio_s
+        self.done, self.audio_s = 0, 0.0
+        self.enabled, self.stream = enabled, stream
+        self.interactive = stream.isatty()
+        # a log file gets a line every 10 s, a terminal a redraw every 0.2 s
+        self.min_interval_s = min_interval_s if self.interactive else 10.0
+        self.started = self.last_shown = time.perf_counter()
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        share = self.done / max(self.total, 1)
+        bar = "#" * int(share * BAR_WIDTH)
+        rate = self.audio_s / elapsed
+        eta = (self.total_audio_s - self.audio_s) / rate if rate > 0 else 0.0
+        return (f"[{bar:<{BAR_WIDTH}}] {self.done}/{self.total} utt  "
+                f"{self.done / elapsed:.1f} utt/s  {rate:.0f}x real time  "
+                f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}")
+
+    def update(self, utterances: int, audio_s: float) -> None:
+        self.done += utterances
+        self.audio_s += audio_s
+        now = time.perf_counter()
+        if self.enabled and (now - self.last_shown >= self.min_interval_s
+                             or self.done == self.total):
+            self.last_shown = now
+            end = "\r" if self.interactive and self.done < self.total else "\n"
+            print(self.line(), end=end, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.interactive and self.done < self.total:
+            print(file=self.stream)

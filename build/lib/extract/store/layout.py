@@ -1,0 +1,23 @@
+"""The store's layout: array names, shapes, chunking and the completion marker.
+
+Shared by the writer and the loader; imports only numpy. docs/FORMAT.md is the prose version.
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+ATTRS_KEY = "tts_extract"          # group attribute holding everything the job records
+
+CHUNK_FRAMES = 1024                # one utterance touches one or two chunks
+SHARD_FRAMES = 16 * CHUNK_FRAMES   # the unit a writer owns; about 3 minutes at 86 frames/s
+
+# name -> (dtype, trailing shape key, dimension names)
+FRAME_ARRAYS = {
+    "mel": ("float32", "n_mels", ("frame", "mel")),
+    "f0": ("float32", None, ("frame",)),
+    "voiced": ("bool", None, ("frame",)),
+    "energy": ("float32", None, ("frame",)),
+}
+OFFSETS = "offsets"                # int64 [utterances + 1]
+UTTERANCE_GROUP = "utterances"     # string arrays: id, text
+UTTERANCE_FIELDS = ("id", "text")

@@ -1,0 +1,58 @@
+import subprocess
+import sys
+
+import pytest
+
+from extract.loader import FeatureStore
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "extract", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def demo_corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo") / "corpus"
+    result = cli("demo", folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
+    out = tmp_path / "demo.zarr"
+    result = cli("run", demo_corpus, out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "done: 100 utterances" in result.stdout and "x real time" in result.stdout
+    assert "utt/s" in result.stderr and "ETA" in result.stderr          # the progress line
+    store = FeatureStore(out)
+    assert len(store) == 100 and store.ids[0] == "llm_intro_0"
+    assert store["llm_intro_0"]["text"].startswith("So here we go")
+    assert 0.2 < store.stats["f0_voiced_frames"] / store.stats["frames"] < 0.9
+    inspect = cli("inspect", out)
+    assert inspect.returncode == 0 and "utterances: 100" in inspect.stdout
+
+    again = cli("run", demo_corpus, out, "--device", "cpu", "--limit", "3")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert len(FeatureStore(out)) == 100                                # untouched
+    limited = cli("run", demo_corpus, out, "--device", "cpu", "--limit", "3", "--overwrite")
+    assert limited.returncode == 0 and len(FeatureStore(out)) == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "{tmp}/missing", "{tmp}/o.zarr"], "does not exist"),
+    (["run", "{demo}", "{tmp}/o.zarr", "--preset", "nope"], "unknown preset 'nope'; known"),
+    (["run", "{demo}", "{tmp}/o.zarr", "--batch-size", "0"], "--batch-size must be positive"),
+    (["inspect", "{tmp}"], "not a Zarr store"),
+])
+def test_errors_are_one_clear_line(demo_corpus, tmp_path, args, message):
+    result = cli(*[a.format(tmp=tmp_path, demo=demo_corpus) for a in args])
+    assert result.returncode == 2
+    assert result.stderr.startswith("tts-extract: error:") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_presets_lists_the_default():
+    result = cli("presets")
+    assert result.returncode == 0 and result.stdout.startswith("hifigan")

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from extract.config import PresetError, load_preset, preset_from_dict
+from extract.input.corpus import CorpusError, load_corpus
+from extract.input.wav import WavError, read_wav_info, write_wav
+
+from conftest import write_corpus
+
+
+def test_ljspeech_and_seed_metadata_styles(tmp_path):
+    lj = load_corpus(write_corpus(tmp_path / "lj", [("LJ001-0001", 0.5, 22050, 1, "pcm16")]))
+    assert (lj.utterances[0].id, lj.utterances[0].text) == ("LJ001-0001", "Normalized LJ001-0001.")
+    seed = load_corpus(write_corpus(tmp_path / "seed", [("x_0", 0.5, 22050, 1, "pcm16")],
+                                    lj_style=False) / "metadata.csv")
+    assert (seed.utterances[0].id, seed.utterances[0].text) == ("x_0", "Raw text 0")
+    assert seed.utterances[0].path.name == "x_0.wav"
+
+
+def test_bom_crlf_and_blank_lines(tmp_path):
+    folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16"),
+                                           ("b", 0.5, 22050, 1, "pcm16")])
+    (folder / "metadata.csv").write_bytes(b"\xef\xbb\xbfa|A|\r\n\r\nb|B|bee\r\n")
+    corpus = load_corpus(folder)
+    assert [(u.id, u.text, u.line_number) for u in corpus.utterances] == \
+        [("a", "A", 1), ("b", "bee", 3)]
+
+
+@pytest.mark.parametrize("line,message", [
+    ("no separators here", "expected 'id|text"),
+    ("../../etc/passwd|x|", "outside"),
+    ("/abs/path.wav|x|", "outside"),
+    ("missing|x|", "file not found"),
+])
+def test_bad_metadata_lines_name_the_line(tmp_path, line, message):
+    folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
+    (folder / "metadata.csv").write_text(f"a|A|\n{line}\n")
+    with pytest.raises(CorpusError, match=message) as info:
+        load_corpus(folder)
+    assert "metadata.csv:2" in str(info.value) or "metadata.csv" in str(info.value)
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
+    (folder / "metadata.csv").write_text("a|A|\na.wav|again|\n")
+    with pytest.raises(CorpusError, match="duplicate id 'a'"):
+        load_corpus(folder)
+
+
+@pytest.mark.parametrize("fmt,bits", [("pcm16", 16), ("pcm24", 24), ("pcm32", 32),
+                                      ("float32", 32)])
+def test_wav_headers(tmp_path, fmt, bits):
+    write_wav(tmp_path / "x.wav", np.zeros((1234, 2)), 44100, fmt)
+    info = read_wav_info(tmp_path / "x.wav")
+    assert (info.sample_rate, info.num_samples, info.channels, info.format) == \
+        (44100, 1234, 2, fmt)
+
+
+def test_not_a_wav_and_truncated(tmp_path):
+    (tmp_path / "t.wav").write_text("hello")
+    with pytest.raises(WavError, match="not a RIFF/WAVE"):
+        read_wav_info(tmp_path / "t.wav")
+    write_wav(tmp_path / "x.wav", np.zeros(1000), 22050)
+    data = (tmp_path / "x.wav").read_bytes()
+    (tmp_path / "x.wav").write_bytes(data[:-100])
+    with pytest.raises(WavError, match="truncated"):
+        read_wav_info(tmp_path / "x.wav")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"hop_length": 0}, "hop_length must be positive"),
+    ({"fmax": 20000.0}, "fmax"),
+    ({"window": "hamming"}, "window must be one of"),
+    ({"n_ftt": 1024}, "unknown field"),
+    ({"n_mels": "eighty"}, "n_mels must be a number"),
+    ({"pitch": {"fmin": 10.0}}, "too short for pitch.fmin"),
+])
+def test_preset_validation(change, message):
+    import dataclasses
+    base = dataclasses.asdict(load_preset("hifigan"))
+    base.pop("name")
+    base.update(change if "pitch" not in change else {"pitch": {**base["pitch"], **change["pitch"]}})
+    with pytest.raises(PresetError, match=message):
+        preset_from_dict("custom", base)
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(PresetError, match="known presets: hifigan"):
+        load_preset("hifi")
