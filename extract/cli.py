@@ -63,14 +63,12 @@ def cmd_run(args) -> int:
     result = run_job(args.dataset, args.out, preset=args.preset, device=args.device,
                      batch_size=args.batch_size, limit=args.limit, overwrite=args.overwrite,
                      show_progress=not args.quiet)
-    s = result.stats
-    print(f"done: {result.utterances} utterances, {result.audio_s / 60:.1f} min of audio, "
-          f"{result.frames} frames in {result.elapsed_s:.1f} s "
-          f"({result.times_real_time:.0f}x real time on {result.device})\n"
-          f"  f0 mean {s['f0_mean']:.1f} Hz, std {s['f0_std']:.1f} Hz over "
-          f"{s['f0_voiced_frames']} voiced frames ({s['f0_voiced_frames'] / s['frames']:.0%})\n"
-          f"  energy mean {s['energy_mean']:.2f}, std {s['energy_std']:.2f}\n"
-          f"  store: {result.path}")
+    from extract.loader.feature_store import FeatureStore
+
+    print(f"done: {result.utterances} utterances, {result.audio_s / 60:.1f} min of audio in "
+          f"{result.elapsed_s:.1f} s ({result.times_real_time:.0f}x real time on "
+          f"{result.device})")
+    print(FeatureStore(result.path).describe())
     return 0
 
 

@@ -128,3 +128,18 @@ def test_existing_output_is_refused_and_foreign_folders_never_deleted(tmp_path):
     with pytest.raises(StoreError, match="not a tts-extract store"):
         prepare_output(tmp_path / "store.zarr", overwrite=True)
     assert (tmp_path / "store.zarr" / "keep.txt").read_text() == "mine"
+
+
+def test_all_silent_corpus_gives_unvoiced_pitch_and_null_f0_stats(tmp_path):
+    from extract.input.wav import write_wav
+    from extract.job import run_job
+
+    (tmp_path / "c" / "wavs").mkdir(parents=True)
+    write_wav(tmp_path / "c" / "wavs" / "quiet.wav", np.zeros(22050), 22050)
+    (tmp_path / "c" / "metadata.csv").write_text("quiet|shh|\n")
+    run_job(tmp_path / "c", tmp_path / "q.zarr", device="cpu", show_progress=False)
+    store = FeatureStore(tmp_path / "q.zarr")
+    item = store["quiet"]
+    assert not item["voiced"].any() and not item["f0"].any()
+    assert (item["mel"] == np.log(1e-5)).all()          # sqrt(1e-9) summed stays under the floor
+    assert store.stats["f0_mean"] is None and "f0 mean n/a" in store.describe()

@@ -14,7 +14,7 @@ class _Moments:
 
     def add(self, values: torch.Tensor) -> None:
         """values [n, width] (or [n] for width 1)."""
-        values = values.to(torch.float64).reshape(values.shape[0], -1)
+        values = values.to(torch.float64).reshape(values.shape[0], len(self.sum))
         self.count += values.shape[0]
         self.sum += values.sum(dim=0)
         self.sum_sq += values.square().sum(dim=0)

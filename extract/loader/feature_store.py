@@ -155,7 +155,7 @@ class FeatureStore:
             f"f0 mean {_fmt(s['f0_mean'])} std {_fmt(s['f0_std'])} Hz over "
             f"{s['f0_voiced_frames']} voiced frames",
             f"  energy mean {_fmt(s['energy_mean'])} std {_fmt(s['energy_std'])}",
-            f"  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in FRAME_ARRAYS.items())
+            "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in FRAME_ARRAYS.items())
             + f", {OFFSETS} int64, {UTTERANCE_GROUP}/{{{','.join(UTTERANCE_FIELDS)}}} string",
             f"  manifest sha256: {self.attrs['manifest_sha256']}",
             "  versions: " + ", ".join(f"{k} {v}" for k, v in self.attrs["versions"].items()),

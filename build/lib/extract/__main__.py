@@ -1,5 +1,0 @@
-import sys
-
-from extract.cli import main
-
-sys.exit(main())

@@ -1,1 +1,0 @@
-"""Preset YAML files, importable as extract.configs."""

@@ -1,1 +1,0 @@
-"""Input: the corpus metadata and WAV headers."""

@@ -1,1 +1,0 @@
-"""GPU kernels (Triton), importable as extract.kernels."""
