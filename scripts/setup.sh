@@ -7,4 +7,5 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# torchaudio 2.11 is built against torch 2.11 but does not declare it: pin the pair here.
+.venv/bin/python -m pip install -q -e '.[test]' torch==2.11.0 torchaudio==2.11.0
