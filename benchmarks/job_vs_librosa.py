@@ -22,7 +22,6 @@ from pathlib import Path
 
 def librosa_features(path: str) -> float:
     """FastPitch prepare_dataset.py: mel (HiFi-GAN-style Slaney basis) and pyin C2-C7."""
-    os.environ["OMP_NUM_THREADS"] = "1"
     import librosa
     import numpy as np
 

@@ -31,11 +31,9 @@ DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 32}
 class JobResult:
     path: Path
     utterances: int
-    frames: int
     audio_s: float
     elapsed_s: float
     device: str
-    stats: dict
 
     @property
     def times_real_time(self) -> float:
@@ -165,10 +163,9 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
                 writer.add(index, {name: v[edges[k]:edges[k + 1]] for name, v in host.items()})
             progress.update(len(batch_utts), sum(u.duration_s for u in batch_utts))
     elapsed = time.perf_counter() - started
-    result = stats.result()
-    writer.finish({"stats": result, "run": {"device": str(torch_device),
+    writer.finish({"stats": stats.result(), "run": {"device": str(torch_device),
                                              "elapsed_s": round(elapsed, 3),
                                              "audio_s": round(corpus.duration_s, 3)}})
     progress.close()
-    return JobResult(out, len(utts), int(offsets[-1]), corpus.duration_s,
-                     time.perf_counter() - started, str(torch_device), result)
+    return JobResult(out, len(utts), corpus.duration_s, time.perf_counter() - started,
+                     str(torch_device))

@@ -12,12 +12,10 @@ from librosa.util import normalize
 MAX_WAV_VALUE = 32768.0
 
 
-def hifigan_mel(y: torch.Tensor, n_fft=1024, num_mels=80, sampling_rate=22050, hop_size=256,
-                win_size=1024, fmin=0, fmax=8000) -> torch.Tensor:
-    """jik876/hifi-gan meldataset.py mel_spectrogram (center=False), for y [1, L] -> [1, 80, T].
-    Only the deprecated real-valued stft output is replaced by return_complex + view_as_real."""
-    mel = librosa_mel_fn(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
-    mel_basis = torch.from_numpy(mel).float()
+def hifigan_magnitude(y: torch.Tensor, n_fft=1024, hop_size=256, win_size=1024) -> torch.Tensor:
+    """The magnitude step of jik876/hifi-gan meldataset.py mel_spectrogram (center=False), for
+    y [1, L] -> [1, n_fft//2 + 1, T]. Only the deprecated real-valued stft output is replaced by
+    return_complex + view_as_real."""
     hann_window = torch.hann_window(win_size)
     y = torch.nn.functional.pad(y.unsqueeze(1), (int((n_fft - hop_size) / 2),
                                                  int((n_fft - hop_size) / 2)), mode="reflect")
@@ -26,8 +24,15 @@ def hifigan_mel(y: torch.Tensor, n_fft=1024, num_mels=80, sampling_rate=22050, h
                       center=False, pad_mode="reflect", normalized=False, onesided=True,
                       return_complex=True)
     spec = torch.view_as_real(spec)
-    spec = torch.sqrt(spec.pow(2).sum(-1) + (1e-9))
-    spec = torch.matmul(mel_basis, spec)
+    return torch.sqrt(spec.pow(2).sum(-1) + (1e-9))
+
+
+def hifigan_mel(y: torch.Tensor, n_fft=1024, num_mels=80, sampling_rate=22050, hop_size=256,
+                win_size=1024, fmin=0, fmax=8000) -> torch.Tensor:
+    """meldataset.py mel_spectrogram, for y [1, L] -> [1, 80, T]."""
+    mel = librosa_mel_fn(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
+    mel_basis = torch.from_numpy(mel).float()
+    spec = torch.matmul(mel_basis, hifigan_magnitude(y, n_fft, hop_size, win_size))
     return torch.log(torch.clamp(spec, min=1e-5))
 
 
@@ -48,8 +53,4 @@ def load_for_hifigan(path, target_rate: int = 22050) -> torch.Tensor:
 
 def frame_energy_reference(y: torch.Tensor) -> np.ndarray:
     """L2 norm over frequency of HiFi-GAN's magnitude spectrum (NeMo's energy definition)."""
-    y = torch.nn.functional.pad(y.unsqueeze(1), (384, 384), mode="reflect").squeeze(1)
-    spec = torch.stft(y, 1024, hop_length=256, win_length=1024, window=torch.hann_window(1024),
-                      center=False, return_complex=True)
-    magnitude = torch.sqrt(torch.view_as_real(spec).pow(2).sum(-1) + 1e-9)
-    return torch.linalg.norm(magnitude, dim=1)[0].numpy()
+    return torch.linalg.norm(hifigan_magnitude(y), dim=1)[0].numpy()
