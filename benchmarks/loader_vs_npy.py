@@ -1,4 +1,4 @@
-"""Random access to whole utterances (mel, f0, voiced, energy, text): FeatureStore in its
+"""Random access to whole utterances (mel, f0, voiced, voiced_prob, energy, text): FeatureStore in its
 default and in-memory modes against one .npy file per utterance and feature (the NeMo and
 FastPitch layout) and against naive zarr-python slicing, on the same data.
 
@@ -19,7 +19,7 @@ import zarr
 
 from extract.loader import FeatureStore
 
-NAMES = ("mel", "f0", "voiced", "energy")
+NAMES = ("mel", "f0", "voiced", "voiced_prob", "energy")
 
 
 def rate(read, order) -> float:

@@ -20,7 +20,7 @@ PADDINGS = ("reflect_half",)
 MEL_SCALES = ("slaney",)
 MEL_NORMS = ("slaney",)
 LOGS = ("ln_clamp",)
-PITCH_METHODS = ("yin",)
+PITCH_METHODS = ("pyin", "yin")
 FRAME_COUNT_RULES = {"reflect_half": "num_samples // hop_length"}
 
 
@@ -30,12 +30,18 @@ class PresetError(ValueError):
 
 @dataclass(frozen=True)
 class PitchConfig:
-    method: str = "yin"
+    """Pitch on the mel frames. `pyin` reproduces librosa.pyin; `yin` is a fast single-threshold
+    option. threshold and silence_db apply to yin; switch_prob, no_trough_prob and
+    max_transition_rate (octaves per second) to pyin, with librosa's defaults."""
+    method: str = "pyin"
     fmin: float = 65.406
     fmax: float = 2093.0
     frame_length: int = 1024
     threshold: float = 0.2
     silence_db: float = -60.0
+    switch_prob: float = 0.01
+    no_trough_prob: float = 0.01
+    max_transition_rate: float = 35.92
 
 
 @dataclass(frozen=True)
@@ -172,3 +178,8 @@ def _validate(p: Preset) -> None:
     need(math.floor(p.sample_rate / q.fmax) >= 2,
          f"pitch.fmax ({q.fmax}) is too high for sample_rate {p.sample_rate}")
     need(0 < q.threshold < 1, f"pitch.threshold must be in (0, 1), got {q.threshold}")
+    need(0 < q.switch_prob < 1 and 0 <= q.no_trough_prob <= 1,
+         f"pitch.switch_prob must be in (0, 1) and pitch.no_trough_prob in [0, 1], got "
+         f"{q.switch_prob} and {q.no_trough_prob}")
+    need(q.max_transition_rate > 0,
+         f"pitch.max_transition_rate must be positive, got {q.max_transition_rate}")

@@ -156,7 +156,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
             valid = torch.arange(features["mel"].shape[1], device=torch_device)[None] < \
                 n_frames[:, None]
             flat = {name: value[valid] for name, value in features.items()}
-            stats.add(**flat)
+            stats.add(flat["mel"], flat["f0"], flat["voiced"], flat["energy"])
             host = {name: value.cpu().numpy() for name, value in flat.items()}
             edges = np.concatenate([[0], np.cumsum(counts[batch.indices])])
             for k, index in enumerate(batch.indices):

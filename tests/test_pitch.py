@@ -69,5 +69,5 @@ def test_all_features_share_the_frame_count():
     features = extract_features(audio, lengths, PRESET)
     frames = 22050 // HOP
     assert features["mel"].shape == (3, frames, 80)
-    for name in ("f0", "voiced", "energy"):
+    for name in ("f0", "voiced", "voiced_prob", "energy"):
         assert features[name].shape == (3, frames)

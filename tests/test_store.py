@@ -48,7 +48,7 @@ def test_store_round_trip_ids_texts_config_stats(mixed_store):
 def test_numeric_arrays_open_with_tensorstore(mixed_store):
     ts = pytest.importorskip("tensorstore")
     group = zarr.open_group(str(mixed_store), mode="r")
-    for name in ("mel", "f0", "voiced", "energy", "offsets"):
+    for name in ("mel", "f0", "voiced", "voiced_prob", "energy", "offsets"):
         array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file",
                                                         "path": str(mixed_store / name)}}).result()
         np.testing.assert_array_equal(array.read().result(), group[name][:])
@@ -90,7 +90,8 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
         voiced = rng.random(n) < 0.5
         features.append({"mel": rng.standard_normal((n, 5)).astype(np.float32),
                          "f0": np.where(voiced, rng.uniform(80, 300, n), 0).astype(np.float32),
-                         "voiced": voiced, "energy": rng.random(n).astype(np.float32)})
+                         "voiced": voiced, "voiced_prob": rng.random(n).astype(np.float32),
+                         "energy": rng.random(n).astype(np.float32)})
     features[3]["f0"][:] = 0
     w = StoreWriter(tmp_path / "s.zarr", offsets, 5, ids, [f"t{i}" for i in ids],
                     {"config": {}, "manifest_sha256": "x", "versions": {}},

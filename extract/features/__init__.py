@@ -6,6 +6,7 @@ import torch
 
 from extract.config import Preset
 from extract.features.pitch import pitch_frames, yin
+from extract.features.pyin import pyin
 from extract.features.spectral import frame_energy, log_mel, magnitude_spectrogram
 
 
@@ -18,13 +19,19 @@ def normalize_peak(audio: torch.Tensor, peak: float) -> torch.Tensor:
 
 def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
                      preset: Preset) -> dict[str, torch.Tensor]:
-    """Padded audio [B, L] at preset.sample_rate, zero past `lengths` ->
-    mel [B, T, n_mels], f0 [B, T], voiced [B, T], energy [B, T], all on the same frames."""
+    """Padded audio [B, L] at preset.sample_rate, zero past `lengths` -> mel [B, T, n_mels],
+    f0 [B, T], voiced [B, T], voiced_prob [B, T], energy [B, T], all on the same frames."""
     if preset.peak_normalize is not None:
         audio = normalize_peak(audio, preset.peak_normalize)
     magnitude = magnitude_spectrogram(audio, lengths, preset)
     q = preset.pitch
-    f0, voiced = yin(pitch_frames(audio, preset, magnitude.shape[-1]), preset.sample_rate,
-                     q.fmin, q.fmax, q.threshold, q.silence_db)
+    frames = pitch_frames(audio, preset, magnitude.shape[-1])
+    if q.method == "pyin":
+        f0, voiced, voiced_prob = pyin(frames, lengths // preset.hop_length, preset.sample_rate,
+                                       preset.hop_length, q.fmin, q.fmax, q.switch_prob,
+                                       q.no_trough_prob, q.max_transition_rate)
+    else:
+        f0, voiced = yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold, q.silence_db)
+        voiced_prob = voiced.float()
     return {"mel": log_mel(magnitude, preset), "f0": f0, "voiced": voiced,
-            "energy": frame_energy(magnitude)}
+            "voiced_prob": voiced_prob, "energy": frame_energy(magnitude)}

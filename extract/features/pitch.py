@@ -45,18 +45,11 @@ def yin(frames: torch.Tensor, sample_rate: int, fmin: float, fmax: float, thresh
 
 def _yin_rows(x: torch.Tensor, sample_rate: int, fmin: float, fmax: float, threshold: float,
               silence_db: float) -> tuple[torch.Tensor, torch.Tensor]:
-    n = x.shape[1]
-    min_period = int(math.floor(sample_rate / fmax))
-    max_period = min(int(math.ceil(sample_rate / fmin)), n - 1)
+    min_period, max_period = period_range(sample_rate, fmin, fmax, x.shape[1])
     cmnd = cumulative_mean_normalized_difference(x, min_period, max_period)
 
     shifts = parabolic_shifts(cmnd)
-    left, mid, right = cmnd[:, :-2], cmnd[:, 1:-1], cmnd[:, 2:]
-    trough = torch.zeros_like(cmnd, dtype=torch.bool)
-    trough[:, 1:-1] = (mid < left) & (mid <= right)
-    trough[:, 0] = cmnd[:, 0] < cmnd[:, 1]
-    trough[:, -1] = cmnd[:, -1] < cmnd[:, -2]
-    candidates = trough & (cmnd < threshold)
+    candidates = trough_mask(cmnd) & (cmnd < threshold)
 
     lag = torch.argmax(candidates.to(torch.uint8), dim=1)
     period = min_period + lag + torch.gather(shifts, 1, lag[:, None])[:, 0]
@@ -83,6 +76,23 @@ def cumulative_mean_normalized_difference(x: torch.Tensor, min_period: int,
     mean = torch.cumsum(diff, dim=1) / torch.arange(1, max_period + 1, device=x.device)
     tiny = torch.finfo(x.dtype).tiny
     return diff[:, min_period - 1:] / (mean[:, min_period - 1:] + tiny)
+
+
+def period_range(sample_rate: int, fmin: float, fmax: float, frame_length: int) -> tuple[int, int]:
+    """(min_period, max_period) in samples, as librosa.yin and librosa.pyin choose them."""
+    return (int(math.floor(sample_rate / fmax)),
+            min(int(math.ceil(sample_rate / fmin)), frame_length - 1))
+
+
+def trough_mask(cmnd: torch.Tensor) -> torch.Tensor:
+    """Local minima of [R, K] rows (librosa.util.localmin: x[i] < x[i-1] and x[i] <= x[i+1]);
+    the first lag counts if x[0] < x[1], the last if x[-1] < x[-2]."""
+    left, mid, right = cmnd[:, :-2], cmnd[:, 1:-1], cmnd[:, 2:]
+    trough = torch.zeros_like(cmnd, dtype=torch.bool)
+    trough[:, 1:-1] = (mid < left) & (mid <= right)
+    trough[:, 0] = cmnd[:, 0] < cmnd[:, 1]
+    trough[:, -1] = cmnd[:, -1] < cmnd[:, -2]
+    return trough
 
 
 def parabolic_shifts(x: torch.Tensor) -> torch.Tensor:

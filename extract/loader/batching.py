@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-PADDED_FEATURES = ("mel", "f0", "voiced", "energy")
+PADDED_FEATURES = ("mel", "f0", "voiced", "voiced_prob", "energy")
 
 
 class LengthBucketSampler(torch.utils.data.Sampler):

@@ -31,7 +31,7 @@ class FeatureStore:
     """Utterances of a tts-extract store, by position or id.
 
     `store[i]` / `store["id"]` -> {"id", "text", "mel" [T, n_mels] float32, "f0" [T] float32,
-    "voiced" [T] bool, "energy" [T] float32} (torch tensors).
+    "voiced" [T] bool, "voiced_prob" [T] float32, "energy" [T] float32} (torch tensors).
     `in_memory=True` reads every array once at open (per process) and serves from RAM.
     """
 

@@ -5,7 +5,7 @@ Shared by the writer and the loader; imports only numpy. docs/FORMAT.md is the p
 
 from __future__ import annotations
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ATTRS_KEY = "tts_extract"          # group attribute holding everything the job records
 
 CHUNK_FRAMES = 1024                # one utterance touches one or two chunks
@@ -16,6 +16,7 @@ FRAME_ARRAYS = {
     "mel": ("float32", "n_mels", ("frame", "mel")),
     "f0": ("float32", None, ("frame",)),
     "voiced": ("bool", None, ("frame",)),
+    "voiced_prob": ("float32", None, ("frame",)),
     "energy": ("float32", None, ("frame",)),
 }
 OFFSETS = "offsets"                # int64 [utterances + 1]

@@ -1,0 +1,128 @@
+"""pYIN's banded Viterbi decoder as a Triton kernel: one program per utterance.
+
+The same recursion as extract.features.viterbi.viterbi_torch (read that docstring for the
+model). Each program keeps its utterance's voiced and unvoiced state values in registers and
+loops over frames; the band's shifted predecessors are read back from a small per-utterance
+scratch row, back-pointers are stored as int16, and the program backtracks at the end.
+Runs on CUDA, and on the CPU under TRITON_INTERPRET=1 (tests, small sizes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_ptr, scratch_ptr,
+                    back_ptr, states_ptr, steps, n_bins,
+                    WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    length = tl.load(lengths_ptr + b).to(tl.int32)
+    n_states = 2 * n_bins
+    log_init = tl.load(constants_ptr)
+    log_tiny = tl.load(constants_ptr + 1)
+    j = tl.arange(0, BLOCK)
+    in_range = j < n_bins
+    obs = log_obs_ptr + b * steps * n_states
+    back = back_ptr + b * steps * n_states
+    scratch = scratch_ptr + b * n_states
+    neg_inf = tl.full((BLOCK,), float("-inf"), tl.float64)
+
+    voiced = tl.load(obs + j, mask=in_range, other=float("-inf")) + log_init
+    unvoiced = tl.load(obs + n_bins + j, mask=in_range, other=float("-inf")) + log_init
+    voiced = tl.where(in_range, voiced, neg_inf)
+    unvoiced = tl.where(in_range, unvoiced, neg_inf)
+    tl.store(scratch + j, voiced, mask=in_range)
+    tl.store(scratch + n_bins + j, unvoiced, mask=in_range)
+    for t in range(1, steps):   # a fixed trip count; frames past `length` change nothing
+        tl.debug_barrier()
+        active = t < length
+        top_v = tl.max(voiced, axis=0)
+        top_u = tl.max(unvoiced, axis=0)
+        top = tl.maximum(top_v, top_u)
+        top_state = tl.where(top_v >= top_u, tl.argmax(voiced, axis=0),
+                             n_bins + tl.argmax(unvoiced, axis=0))
+        # best[into][from] and its source state; strict > keeps the lowest index on ties
+        best_vv, best_uv, best_vu, best_uu = neg_inf, neg_inf, neg_inf, neg_inf
+        src_vv = tl.zeros((BLOCK,), tl.int32)
+        src_uv, src_vu, src_uu = src_vv, src_vv, src_vv
+        for m in range(WIDTH):
+            k = j - WIDTH // 2 + m
+            ok = in_range & (k >= 0) & (k < n_bins)
+            from_v = tl.load(scratch + k, mask=ok, other=float("-inf"))
+            from_u = tl.load(scratch + n_bins + k, mask=ok, other=float("-inf"))
+            w_same = tl.load(same_ptr + j * WIDTH + m, mask=ok, other=float("-inf"))
+            w_switch = tl.load(switch_ptr + j * WIDTH + m, mask=ok, other=float("-inf"))
+            c = from_v + w_same
+            better = c > best_vv
+            best_vv, src_vv = tl.where(better, c, best_vv), tl.where(better, k, src_vv)
+            c = from_u + w_switch
+            better = c > best_uv
+            best_uv, src_uv = tl.where(better, c, best_uv), tl.where(better, k + n_bins, src_uv)
+            c = from_v + w_switch
+            better = c > best_vu
+            best_vu, src_vu = tl.where(better, c, best_vu), tl.where(better, k, src_vu)
+            c = from_u + w_same
+            better = c > best_uu
+            best_uu, src_uu = tl.where(better, c, best_uu), tl.where(better, k + n_bins, src_uu)
+        other = best_uv > best_vv
+        into_v, src_v = tl.where(other, best_uv, best_vv), tl.where(other, src_uv, src_vv)
+        other = best_uu > best_vu
+        into_u, src_u = tl.where(other, best_uu, best_vu), tl.where(other, src_uu, src_vu)
+        jump = top + log_tiny
+        take = (jump > into_v) | ((jump == into_v) & (top_state < src_v))
+        into_v, src_v = tl.where(take, jump, into_v), tl.where(take, top_state, src_v)
+        take = (jump > into_u) | ((jump == into_u) & (top_state < src_u))
+        into_u, src_u = tl.where(take, jump, into_u), tl.where(take, top_state, src_u)
+        row = t * n_states
+        tl.store(back + row + j, src_v.to(tl.int16), mask=in_range & active)
+        tl.store(back + row + n_bins + j, src_u.to(tl.int16), mask=in_range & active)
+        into_v += tl.load(obs + row + j, mask=in_range & active, other=float("-inf"))
+        into_u += tl.load(obs + row + n_bins + j, mask=in_range & active, other=float("-inf"))
+        voiced = tl.where(in_range & active, into_v, tl.where(in_range, voiced, neg_inf))
+        unvoiced = tl.where(in_range & active, into_u, tl.where(in_range, unvoiced, neg_inf))
+        tl.debug_barrier()
+        tl.store(scratch + j, voiced, mask=in_range)
+        tl.store(scratch + n_bins + j, unvoiced, mask=in_range)
+
+    top_v = tl.max(voiced, axis=0)
+    top_u = tl.max(unvoiced, axis=0)
+    state = tl.where(top_v >= top_u, tl.argmax(voiced, axis=0),
+                     n_bins + tl.argmax(unvoiced, axis=0)).to(tl.int32)
+    tl.store(states_ptr + b * steps + tl.maximum(length - 1, 0), state.to(tl.int64),
+             mask=length > 0)
+    for i in range(1, steps):
+        t = length - i
+        if_active = t >= 1
+        state = tl.load(back + tl.maximum(t, 1) * n_states + state, mask=if_active,
+                        other=state).to(tl.int32)
+        tl.store(states_ptr + b * steps + t - 1, state.to(tl.int64), mask=if_active)
+
+
+def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands) -> torch.Tensor:
+    """log_obs [B, T, 2n] float64, lengths [B], bands (TransitionBands) -> states [B, T] int64;
+    states past an utterance's length are 0."""
+    batch, steps, n_states = log_obs.shape
+    n_bins, width = bands.same.shape
+    if n_states != 2 * n_bins or n_states > np.iinfo(np.int16).max:
+        raise ValueError(f"log_obs has {n_states} states; need 2 x {n_bins} and < 32768")
+    device = log_obs.device
+    log_obs = log_obs.contiguous()
+    lengths = lengths.to(device=device, dtype=torch.int64).contiguous()
+    constants = torch.tensor([math.log(1 / n_states + np.finfo(np.float64).tiny),
+                              math.log(np.finfo(np.float64).tiny)], dtype=torch.float64,
+                             device=device)
+    scratch = torch.empty(batch, n_states, dtype=torch.float64, device=device)
+    back = torch.empty(batch, steps, n_states, dtype=torch.int16, device=device)
+    states = torch.zeros(batch, steps, dtype=torch.int64, device=device)
+    block = triton.next_power_of_2(n_bins)
+    _viterbi_kernel[(batch,)](log_obs, lengths, bands.same.contiguous(),
+                              bands.switch.contiguous(), constants, scratch, back, states,
+                              steps, n_bins, WIDTH=width, BLOCK=block,
+                              num_warps=8 if block >= 512 else 4)
+    return states
