@@ -1,0 +1,169 @@
+"""pyin against librosa.pyin (>= 0.11) and its pieces against librosa/scipy, and the Viterbi
+decoders (torch, and the Triton kernel under TRITON_INTERPRET=1) against
+librosa.sequence.viterbi."""
+
+import librosa
+import numpy as np
+import pytest
+import scipy.stats
+import soundfile
+import torch
+
+from extract.config import load_preset
+from extract.demo import synth_utterance
+from extract.features import extract_features
+from extract.features.pyin import pyin, threshold_prior, transition_width
+from extract.features.viterbi import TransitionBands, viterbi_torch
+from extract.kernels.viterbi import viterbi_triton
+from reference import load_for_hifigan
+
+SR, N, HOP = 22050, 1024, 256
+FMIN, FMAX = 65.406, 2093.0
+TINY = np.finfo(np.float64).tiny
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"   # cpu: the Triton interpreter
+
+
+def librosa_transition(n_bins: int, width: int, switch_prob: float = 0.01) -> np.ndarray:
+    """The dense matrix librosa.pyin builds."""
+    local = librosa.sequence.transition_local(n_bins, width, window="triangle", wrap=False)
+    return np.kron(librosa.sequence.transition_loop(2, 1 - switch_prob), local)
+
+
+def librosa_viterbi(probs: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """probs [S, T] -> states [T], with pyin's uniform start."""
+    n = probs.shape[0]
+    return librosa.sequence.viterbi(probs, transition, p_init=np.full(n, 1 / n))
+
+
+def random_problems(n_bins: int, steps: int, batch: int, seed: int) -> np.ndarray:
+    """[B, 2n, T] observation probabilities with zeros, ties, an all-zero frame and forced
+    jumps further than the band allows."""
+    rng = np.random.default_rng(seed)
+    probs = rng.random((batch, 2 * n_bins, steps)) ** 6
+    probs[rng.random(probs.shape) < 0.6] = 0
+    probs[0, :, 3] = 0                                    # nothing possible
+    probs[1] = np.round(probs[1], 1)                      # many exact ties
+    probs[2, :, 4:] = 0                                   # impossible transitions: only
+    probs[2, 0, 4:steps:2] = 1                            # bins 0 and n - 1 alternate
+    probs[2, n_bins - 1, 5:steps:2] = 1
+    probs[3] = probs[3, :1]                               # every state equal
+    return probs
+
+
+@pytest.mark.parametrize("n_bins,width", [(601, 51), (37, 11)])
+def test_transition_bands_are_librosas_matrix_bit_for_bit(n_bins, width):
+    log_dense = np.log(librosa_transition(n_bins, width) + TINY)
+    bands = TransitionBands.from_librosa_definition(n_bins, width, 0.01)
+    half = width // 2
+    for j in range(n_bins):
+        src = np.arange(j - half, j + half + 1)
+        ok = (src >= 0) & (src < n_bins)
+        np.testing.assert_array_equal(bands.same[j].numpy()[ok], log_dense[src[ok], j])
+        np.testing.assert_array_equal(bands.switch[j].numpy()[ok], log_dense[n_bins + src[ok], j])
+        np.testing.assert_array_equal(bands.switch[j].numpy()[ok], log_dense[src[ok], n_bins + j])
+        assert np.isneginf(bands.same[j].numpy()[~ok]).all()
+        # everything outside the band is librosa's log(tiny)
+        outside = np.ones(n_bins, bool)
+        outside[src[ok]] = False
+        assert (log_dense[:n_bins][outside, j] == np.log(TINY)).all()
+
+
+def test_threshold_prior_and_width_are_librosas():
+    thresholds, beta = threshold_prior()
+    grid = np.linspace(0, 1, 101)
+    np.testing.assert_array_equal(thresholds, grid[1:])
+    np.testing.assert_allclose(beta, np.diff(scipy.stats.beta.cdf(grid, 2, 18)), rtol=1e-12,
+                               atol=1e-17)
+    assert transition_width(35.92, HOP, SR) == 51
+
+
+@pytest.mark.parametrize("n_bins,width,steps", [(37, 11, 30), (601, 51, 12)])
+def test_torch_viterbi_matches_librosa(n_bins, width, steps):
+    probs = random_problems(n_bins, steps, 4, seed=n_bins)
+    lengths = torch.tensor([steps, steps - 5, steps, 1])
+    ours = viterbi_torch(torch.from_numpy(np.log(probs.transpose(0, 2, 1) + TINY)), lengths,
+                         TransitionBands.from_librosa_definition(n_bins, width, 0.01)).numpy()
+    transition = librosa_transition(n_bins, width)
+    for b, n in enumerate(lengths.tolist()):
+        np.testing.assert_array_equal(ours[b, :n], librosa_viterbi(probs[b, :, :n], transition))
+        assert not ours[b, n:].any()
+
+
+def test_triton_kernel_matches_torch_and_librosa():
+    n_bins, width, steps = 24, 9, 20
+    probs = random_problems(n_bins, steps, 4, seed=7)
+    lengths = torch.tensor([steps, 11, steps - 1, 1])
+    bands = TransitionBands.from_librosa_definition(n_bins, width, 0.01)
+    log_obs = torch.from_numpy(np.log(probs.transpose(0, 2, 1) + TINY))
+    kernel = viterbi_triton(log_obs.to(KERNEL_DEVICE), lengths.to(KERNEL_DEVICE),
+                            bands.to(torch.device(KERNEL_DEVICE))).cpu().numpy()
+    np.testing.assert_array_equal(kernel, viterbi_torch(log_obs, lengths, bands).numpy())
+    transition = librosa_transition(n_bins, width)
+    for b, n in enumerate(lengths.tolist()):
+        np.testing.assert_array_equal(kernel[b, :n], librosa_viterbi(probs[b, :, :n], transition))
+
+
+def librosa_grid(y: np.ndarray) -> torch.Tensor:
+    """librosa.pyin's frames (center=True, zero padding): [T, N] centred at t * HOP."""
+    return torch.from_numpy(np.pad(y, N // 2)).unfold(0, N, HOP)
+
+
+def parity_clips() -> list[np.ndarray]:
+    """20 speech-like clips (voiced, unvoiced and silent stretches) at 22.05 kHz, float32 as
+    librosa.load returns them; F0 from about 85 to 250 Hz."""
+    return [synth_utterance(1.5 + 0.05 * k, SR, np.random.default_rng(500 + k)).astype(np.float32)
+            for k in range(20)]
+
+
+def test_pyin_matches_librosa_pyin_on_its_own_frames():
+    clips = parity_clips()
+    frames = torch.nn.utils.rnn.pad_sequence([librosa_grid(y) for y in clips], batch_first=True)
+    counts = torch.tensor([1 + len(y) // HOP for y in clips])
+    f0, voiced, prob = pyin(frames, counts, SR, HOP, FMIN, FMAX)
+    same_voicing, close, exact, total, both_voiced, prob_close = 0, 0, 0, 0, 0, 0
+    for b, y in enumerate(clips):
+        ref_f0, ref_voiced, ref_prob = librosa.pyin(y, fmin=FMIN, fmax=FMAX, sr=SR,
+                                                    frame_length=N, hop_length=HOP)
+        n = len(ref_f0)
+        assert n == int(counts[b])
+        ours_f0, ours_voiced = f0[b, :n].numpy(), voiced[b, :n].numpy()
+        both = ours_voiced & ref_voiced
+        cents = 1200 * np.abs(np.log2(ours_f0[both] / ref_f0[both]))
+        same_voicing += (ours_voiced == ref_voiced).sum()
+        close += (cents <= 10 + 1e-3).sum()
+        exact += ((ours_voiced == ref_voiced) & (~ref_voiced | (
+            np.nan_to_num(ref_f0).astype(np.float32) == ours_f0))).sum()
+        total += n
+        both_voiced += both.sum()
+        prob_close += (np.abs(prob[b, :n].numpy() - ref_prob) <= 1e-6).sum()
+        assert not ours_f0[~ours_voiced].any()
+    print(f"pyin parity over {total} frames: voicing {same_voicing / total:.4%}, within 10 cents "
+          f"{close / both_voiced:.4%}, identical {exact / total:.4%}, voiced_prob within 1e-6 "
+          f"{prob_close / total:.4%}")
+    assert both_voiced > 0.3 * total
+    assert same_voicing / total >= 0.99
+    assert close / both_voiced >= 0.99
+    assert prob_close / total >= 0.99
+
+
+def test_job_pitch_is_pyin_on_the_mel_frame_centres(tmp_path):
+    """The default preset's f0 at mel frame t equals librosa.pyin's on the audio advanced by
+    half a hop (its frame t is centred at sample t * hop + hop / 2 of the original)."""
+    preset = load_preset("hifigan")
+    assert preset.pitch.method == "pyin"
+    y = synth_utterance(2.5, SR, np.random.default_rng(42))
+    path = tmp_path / "a.wav"
+    soundfile.write(path, y, SR, subtype="PCM_16")
+    audio = load_for_hifigan(path)[0].float()
+    features = extract_features(audio[None], torch.tensor([len(audio)]),
+                                preset)
+    ref_f0, ref_voiced, _ = librosa.pyin(audio[HOP // 2:].numpy(), fmin=FMIN, fmax=FMAX, sr=SR,
+                                         frame_length=N, hop_length=HOP)
+    frames = len(audio) // HOP
+    assert features["f0"].shape == (1, frames) == features["voiced_prob"].shape
+    inner = slice(3, frames - 3)   # the edges see different zero padding
+    voiced = features["voiced"][0].numpy()[inner]
+    assert (voiced == ref_voiced[inner]).mean() >= 0.99
+    both = voiced & ref_voiced[inner]
+    cents = 1200 * np.abs(np.log2(features["f0"][0].numpy()[inner][both] / ref_f0[inner][both]))
+    assert both.sum() > 0.3 * frames and (cents <= 10 + 1e-3).mean() >= 0.99
