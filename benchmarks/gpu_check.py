@@ -5,7 +5,9 @@ measures throughput. Writes gpu_check.json and prints a summary.
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below);
 2. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice;
-3. librosa mel + pyin with one process per core on the first --librosa-files files.
+3. pyin alone on 1000 utterances in one batch: the Triton decoder against the torch one on the
+   GPU, and times real time;
+4. librosa mel + pyin with one process per core on the first --librosa-files files.
 """
 
 from __future__ import annotations
@@ -45,6 +47,35 @@ def compare(cpu: FeatureStore, gpu: FeatureStore) -> dict:
             "voicing_agreement": float(np.concatenate(voiced_same).mean()),
             "f0_cents_p99": float(np.percentile(cents, 99)), "f0_cents_max": float(cents.max()),
             "stats_f0_mean": [cpu.stats["f0_mean"], gpu.stats["f0_mean"]]}
+
+
+def pyin_batch(utterances: int = 1000, seconds: float = 4.0) -> dict:
+    """pyin on `utterances` speech-like clips at once; Triton vs torch decoding on the GPU."""
+    from extract.demo import synth_utterance
+    from extract.features.pyin import pyin, transition_bands
+    from extract.features.viterbi import viterbi_torch
+    from extract.kernels.viterbi import viterbi_triton
+
+    clips = [synth_utterance(seconds, 22050, np.random.default_rng(k)) for k in range(16)]
+    audio = torch.from_numpy(np.stack(clips * (utterances // 16 + 1))[:utterances]).float()
+    frames = torch.nn.functional.pad(audio, (512, 512)).cuda().unfold(1, 1024, 256)
+    counts = torch.full((utterances,), frames.shape[1], device="cuda")
+    result = {"utterances": utterances, "audio_s": utterances * seconds}
+    for attempt in range(2):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        _, voiced, _ = pyin(frames, counts, 22050, 256, 65.406, 2093.0)
+        torch.cuda.synchronize()
+        result[f"xrt_run{attempt}"] = result["audio_s"] / (time.perf_counter() - start)
+    log_obs = torch.randn(64, 300, 1202, dtype=torch.float64, device="cuda")
+    lengths = torch.randint(1, 301, (64,), device="cuda")
+    bands = transition_bands(601, 51, 0.01).to(torch.device("cuda"))
+    result["triton_equals_torch"] = bool(torch.equal(viterbi_triton(log_obs, lengths, bands),
+                                                     viterbi_torch(log_obs, lengths, bands)))
+    _, cpu_voiced, _ = pyin(frames[:16].cpu(), counts[:16].cpu(), 22050, 256, 65.406,
+                                 2093.0)
+    result["voicing_agreement_cpu_gpu"] = float((cpu_voiced == voiced[:16].cpu()).float().mean())
+    return result
 
 
 def repeated_corpus(demo: Path, folder: Path, copies: int) -> Path:
@@ -90,6 +121,7 @@ def main() -> None:
             runs.append({"xrt": r.times_real_time, "wall_s": time.perf_counter() - start,
                          "audio_s": r.audio_s})
         report[f"big_gpu_batch{batch_size}"] = runs
+    report["pyin_batch"] = pyin_batch()
     report["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
 
     try:

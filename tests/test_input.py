@@ -74,6 +74,8 @@ def test_not_a_wav_and_truncated(tmp_path):
     ({"n_ftt": 1024}, "unknown field"),
     ({"n_mels": "eighty"}, "n_mels must be a number"),
     ({"pitch": {"fmin": 10.0}}, "too short for pitch.fmin"),
+    ({"pitch": {"method": "crepe"}}, "pitch.method must be one of"),
+    ({"pitch": {"switch_prob": 1.0}}, "pitch.switch_prob must be in"),
 ])
 def test_preset_validation(change, message):
     import dataclasses

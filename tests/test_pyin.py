@@ -2,6 +2,9 @@
 decoders (torch, and the Triton kernel under TRITON_INTERPRET=1) against
 librosa.sequence.viterbi."""
 
+from importlib import resources
+from pathlib import Path
+
 import librosa
 import numpy as np
 import pytest
@@ -167,3 +170,16 @@ def test_job_pitch_is_pyin_on_the_mel_frame_centres(tmp_path):
     both = voiced & ref_voiced[inner]
     cents = 1200 * np.abs(np.log2(features["f0"][0].numpy()[inner][both] / ref_f0[inner][both]))
     assert both.sum() > 0.3 * frames and (cents <= 10 + 1e-3).mean() >= 0.99
+
+
+def test_yin_remains_an_option(tmp_path):
+    """A preset file with pitch.method yin: voiced_prob is the voicing as 0/1."""
+    text = (Path(str(resources.files("extract.configs"))) / "hifigan.yaml").read_text()
+    path = tmp_path / "fast.yaml"
+    path.write_text(text.replace("method: pyin", "method: yin"))
+    preset = load_preset(str(path))
+    assert preset.pitch.method == "yin"
+    audio = torch.from_numpy(synth_utterance(1.5, SR, np.random.default_rng(1)))[None].float()
+    features = extract_features(audio, torch.tensor([audio.shape[1]]), preset)
+    assert features["voiced"].any()
+    assert torch.equal(features["voiced_prob"], features["voiced"].float())

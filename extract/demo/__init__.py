@@ -33,9 +33,17 @@ def formant_envelope(freqs: np.ndarray, formants: np.ndarray) -> np.ndarray:
 
 def synth_utterance(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
     """Speech-like mono audio in [-1, 1]."""
+    return synth_with_truth(seconds, rate, rng)[0]
+
+
+def synth_with_truth(seconds: float, rate: int, rng: np.random.Generator,
+                     f0_range: tuple[float, float] = (95, 230)
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(audio [n] in [-1, 1], f0 [n] in Hz, voicing [n] in [0, 1]): the harmonic part follows
+    the known contour f0 and is weighted by voicing, so both are ground truth for pitch."""
     n = int(seconds * rate)
     t = np.arange(n) / rate
-    base = rng.uniform(95, 230)
+    base = rng.uniform(*f0_range)
     f0 = base * (1.1 - 0.2 * t / seconds) * (1 + 0.06 * np.sin(2 * np.pi * rng.uniform(2, 5) * t
                                                                    + rng.uniform(0, 6.3)))
     # segments: voiced ~200 ms, unvoiced ~60 ms, pause ~80 ms
@@ -63,7 +71,7 @@ def synth_utterance(seconds: float, rate: int, rng: np.random.Generator) -> np.n
     speech *= voiced
     hiss = np.convolve(rng.standard_normal(n), [1, -0.9], mode="same") * noise * 0.15
     y = speech + hiss + 0.002 * rng.standard_normal(n)
-    return 0.8 * y / np.abs(y).max()
+    return 0.8 * y / np.abs(y).max(), f0, voiced
 
 
 def write_demo_corpus(folder: Path) -> Path:

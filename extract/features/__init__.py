@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from extract.config import Preset
-from extract.features.pitch import pitch_frames, yin
-from extract.features.pyin import pyin
+from extract.features import pitch, pyin
 from extract.features.spectral import frame_energy, log_mel, magnitude_spectrogram
 
 
@@ -25,13 +24,13 @@ def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
         audio = normalize_peak(audio, preset.peak_normalize)
     magnitude = magnitude_spectrogram(audio, lengths, preset)
     q = preset.pitch
-    frames = pitch_frames(audio, preset, magnitude.shape[-1])
+    frames = pitch.pitch_frames(audio, preset, magnitude.shape[-1])
     if q.method == "pyin":
-        f0, voiced, voiced_prob = pyin(frames, lengths // preset.hop_length, preset.sample_rate,
+        f0, voiced, voiced_prob = pyin.pyin(frames, lengths // preset.hop_length, preset.sample_rate,
                                        preset.hop_length, q.fmin, q.fmax, q.switch_prob,
                                        q.no_trough_prob, q.max_transition_rate)
     else:
-        f0, voiced = yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold, q.silence_db)
+        f0, voiced = pitch.yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold, q.silence_db)
         voiced_prob = voiced.float()
     return {"mel": log_mel(magnitude, preset), "f0": f0, "voiced": voiced,
             "voiced_prob": voiced_prob, "energy": frame_energy(magnitude)}

@@ -63,7 +63,7 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
 
 
 def pitch_bin_count(fmin: float, fmax: float) -> int:
-    return int(math.floor(12 * BINS_PER_SEMITONE * math.log2(fmax / fmin))) + 1
+    return math.floor(12 * BINS_PER_SEMITONE * math.log2(fmax / fmin)) + 1
 
 
 def transition_width(max_transition_rate: float, hop_length: int, sample_rate: int) -> int:

@@ -8,7 +8,8 @@ so every state can also be reached from the best state at that cost; we compare 
 Ties go to the lowest predecessor index, and the last frame's argmax to the lowest state.
 
 This module is the CPU path (one vectorised step per frame); CUDA tensors go to the Triton
-kernel in extract.kernels.viterbi, which runs the same recursion one program per utterance.
+kernel in extract.kernels.viterbi, which runs the same recursion one program per utterance and
+keeps int16 back-pointers.
 """
 
 from __future__ import annotations
@@ -80,38 +81,66 @@ def viterbi(log_obs: torch.Tensor, lengths: torch.Tensor, bands: TransitionBands
 
 def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
                   bands: TransitionBands) -> torch.Tensor:
+    """The recursion without back-pointers: the forward pass keeps each frame's state values
+    (in place of log_obs, which it no longer needs), and backtracking recomputes the winning
+    predecessor of the one decoded state per frame from the same floats."""
     batch, steps, n_states = log_obs.shape
     n, half = n_states // 2, bands.half
-    device = log_obs.device
-    # weights[dst voicing, src voicing]: same on the diagonal, switch across
-    weights = torch.stack([torch.stack([bands.same, bands.switch]),
-                           torch.stack([bands.switch, bands.same])])        # [2, 2, n, W]
-    band_offset = torch.arange(n, device=device) - half                     # + m -> src bin
-    rows = torch.arange(batch, device=device)
-    back = torch.zeros(batch, steps, n_states, dtype=torch.int16, device=device)
-    value = log_obs[:, 0] + math.log(1 / n_states + np.finfo(np.float64).tiny)
+    order = torch.argsort(lengths, descending=True, stable=True)   # running rows: a prefix
+    lengths = lengths[order]
+    running = torch.bincount(lengths.clamp(max=steps), minlength=steps + 1).flip(0).cumsum(0)
+    running = running.flip(0).tolist()                              # rows with length >= t
+    values = log_obs[order]
+    values[:, 0] += math.log(1 / n_states + np.finfo(np.float64).tiny)
+    # by_offset[m, dst voicing, src voicing, j]: weight into bin j from bin j - half + m
+    by_offset = torch.stack([torch.stack([bands.same, bands.switch]),
+                             torch.stack([bands.switch, bands.same])]).permute(3, 0, 1, 2)
+    by_offset = by_offset.contiguous()
     for t in range(1, steps):
-        by_voicing = value.view(batch, 2, n)
-        shifted = torch.nn.functional.pad(by_voicing, (half, half), value=-math.inf)
-        windows = shifted.unfold(2, 2 * half + 1, 1)                         # [B, 2, n, W]
-        best, m = (windows[:, None] + weights).max(dim=-1)                   # [B, dst, src, n]
-        from_other = best[:, :, 1] > best[:, :, 0]                           # ties: voiced src
-        best = torch.where(from_other, best[:, :, 1], best[:, :, 0])
-        source = torch.where(from_other, m[:, :, 1], m[:, :, 0]) + band_offset + \
-            n * from_other
-        top, top_state = value.max(dim=1)                                    # first maximum
-        jump = top[:, None, None] + LOG_TINY
-        take = (jump > best) | ((jump == best) & (top_state[:, None, None] < source))
-        best = torch.where(take, jump, best).reshape(batch, n_states)
-        back[:, t] = torch.where(take, top_state[:, None, None], source).reshape(batch, -1)
-        value = torch.where((t < lengths)[:, None], log_obs[:, t] + best, value)
-    states = torch.zeros(batch, steps, dtype=torch.long, device=device)
+        rows = running[t + 1]
+        if rows == 0:
+            break
+        previous = values[:rows, t - 1]
+        shifted = torch.nn.functional.pad(previous.view(rows, 1, 2, n), (half, half),
+                                          value=-math.inf)
+        best = shifted[..., :n] + by_offset[0]                           # [rows, dst, src, n]
+        for m in range(1, 2 * half + 1):
+            torch.maximum(best, shifted[..., m:m + n] + by_offset[m], out=best)
+        best = best.amax(dim=2).view(rows, n_states)
+        jump = previous.amax(dim=1, keepdim=True) + LOG_TINY
+        values[:rows, t] += torch.maximum(best, jump)
+    states = torch.empty(batch, steps, dtype=torch.long, device=log_obs.device)
+    states[order] = _backtrack(values, lengths, bands)
+    return states
+
+
+def _backtrack(values: torch.Tensor, lengths: torch.Tensor,
+               bands: TransitionBands) -> torch.Tensor:
+    batch, steps, n_states = values.shape
+    n, half = n_states // 2, bands.half
+    rows = torch.arange(batch, device=values.device)
+    m = torch.arange(2 * half + 1, device=values.device)
     last = (lengths - 1).clamp(min=0)
-    state = value.argmax(dim=1)
+    state = values[rows, last].argmax(dim=1)
+    states = torch.zeros(batch, steps, dtype=torch.long, device=values.device)
     states[rows, last] = state
     for t in range(steps - 1, 0, -1):
+        previous = values[:, t - 1]
+        j, into_unvoiced = state % n, state >= n
+        padded = torch.nn.functional.pad(previous.view(batch, 2, n), (half, half),
+                                         value=-math.inf)
+        window = padded.gather(2, (j[:, None, None] + m).expand(batch, 2, -1))   # [B, 2, W]
+        same, switch = bands.same[j], bands.switch[j]
+        from_voiced = torch.where(into_unvoiced[:, None], switch, same)
+        from_unvoiced = torch.where(into_unvoiced[:, None], same, switch)
+        candidates = torch.cat([window[:, 0] + from_voiced, window[:, 1] + from_unvoiced], 1)
+        best, pick = candidates.max(dim=1)
+        source = j - half + pick % m.numel() + n * (pick >= m.numel())
+        top, top_state = previous.max(dim=1)
+        jump = top + LOG_TINY
+        take = (jump > best) | ((jump == best) & (top_state < source))
         active = t <= last
-        previous = back[rows, t, state].long()
-        state = torch.where(active, previous, state)
+        state = torch.where(active, torch.where(take, top_state, source), state)
         states[:, t - 1] = torch.where(active, state, states[:, t - 1])
-    return torch.where(torch.arange(steps, device=device)[None] < lengths[:, None], states, 0)
+    return torch.where(torch.arange(steps, device=values.device)[None] < lengths[:, None],
+                       states, 0)
