@@ -1,6 +1,9 @@
 """Command line: tts-extract run | inspect | presets | demo.
 
-Errors the user can fix print one line, `tts-extract: error: ...`, and exit with status 2.
+Exit status of `run`: 0 when every utterance was extracted; 3 when the store is complete but
+some items were skipped (each named in the summary and in the store; --allow-skipped makes
+this 0); 2 for errors that stop the job (one line, `tts-extract: error: ...`); 130 or 143 when
+SIGINT or SIGTERM stopped it (rerun with --resume).
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_USAGE = 2
+from extract.input.corpus import MAX_DURATION_S
+
+EXIT_OK, EXIT_FATAL, EXIT_SKIPPED = 0, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="utterances per batch (default 256 on CUDA, 32 on CPU)")
     run.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    run.add_argument("--resume", action="store_true",
+                     help="finish an interrupted run of the same job, keeping its work")
+    run.add_argument("--allow-skipped", action="store_true",
+                     help="exit 0 even if some utterances were skipped")
+    run.add_argument("--max-duration", type=float, default=MAX_DURATION_S, metavar="SECONDS",
+                     help=f"skip longer files (default {MAX_DURATION_S:g})")
+    run.add_argument("--shard-frames", type=int, default=None, metavar="N",
+                     help="frames per Zarr shard, the unit of writing and resuming "
+                          "(default 16384)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     inspect = commands.add_parser("inspect", help="describe a store")
@@ -44,32 +58,44 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from extract.config import PresetError
     from extract.input.corpus import CorpusError
+    from extract.job import JobInterrupted
     from extract.loader.feature_store import StoreFormatError
     from extract.store.writer import StoreError
 
     try:
         return COMMANDS[args.command](args)
-    except (PresetError, CorpusError, StoreError, StoreFormatError, ValueError,
-            RuntimeError) as e:
+    except JobInterrupted as e:
+        print(f"tts-extract: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except (PresetError, CorpusError, StoreError, StoreFormatError, ValueError, RuntimeError,
+            OSError) as e:
         print(f"tts-extract: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FATAL
 
 
 def cmd_run(args) -> int:
     from extract.job import run_job
+    from extract.store.layout import SHARD_FRAMES
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be positive, got {args.limit}")
     result = run_job(args.dataset, args.out, preset=args.preset, device=args.device,
                      batch_size=args.batch_size, limit=args.limit, overwrite=args.overwrite,
+                     resume=args.resume, max_duration_s=args.max_duration,
+                     shard_frames=args.shard_frames or SHARD_FRAMES,
                      show_progress=not args.quiet)
     from extract.loader.feature_store import FeatureStore
 
-    print(f"done: {result.utterances} utterances, {result.audio_s / 60:.1f} min of audio in "
-          f"{result.elapsed_s:.1f} s ({result.times_real_time:.0f}x real time on "
-          f"{result.device})")
+    if result.already_complete:
+        print(f"{result.path} is already complete; nothing to do")
+    else:
+        print(f"done: {result.utterances} utterances ({result.extracted} extracted by this run), "
+              f"{result.audio_s / 60:.1f} min of audio in {result.elapsed_s:.1f} s "
+              f"({result.times_real_time:.0f}x real time on {result.device})")
     print(FeatureStore(result.path).describe())
-    return 0
+    if result.rejected:
+        return EXIT_OK if args.allow_skipped else EXIT_SKIPPED
+    return EXIT_OK
 
 
 def cmd_inspect(args) -> int:

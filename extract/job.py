@@ -5,6 +5,10 @@ One code path for every device; `device` only decides where tensors live.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
@@ -17,23 +21,35 @@ from extract.config import Preset, load_preset
 from extract.decode.dali import decode_batches
 from extract.decode.resample import resample_batch, resampled_length
 from extract.features import extract_features
-from extract.features.stats import FeatureStats
-from extract.input.corpus import Corpus, CorpusError, Utterance, load_corpus
+from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
+                                  load_corpus, manifest_sha256)
 from extract.progress import Progress
-from extract.store.layout import SHARD_FRAMES
-from extract.store.writer import StoreWriter, prepare_output
+from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
+from extract.store.writer import StoreWriter, open_output
 
 WINDOW_FRAMES = 32 * SHARD_FRAMES   # utterances are length-sorted within windows this long
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 32}
 
 
+class JobInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; finished shards are kept and --resume completes the store."""
+
+    def __init__(self, signum: int, path: Path):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}; the shards written so far "
+                         f"are kept: rerun with --resume to finish {path}")
+
+
 @dataclass
 class JobResult:
     path: Path
-    utterances: int
-    audio_s: float
+    utterances: int                 # in the store
+    rejected: list[Rejection]       # skipped, with reasons
+    audio_s: float                  # of the utterances in the store
     elapsed_s: float
     device: str
+    extracted: int                  # utterances decoded by this run (fewer after --resume)
+    already_complete: bool = False  # --resume found nothing to do
 
     @property
     def times_real_time(self) -> float:
@@ -53,20 +69,30 @@ def resolve_device(name: str) -> torch.device:
         torch.device("cpu")
 
 
-def frame_counts(corpus: Corpus, preset: Preset) -> np.ndarray:
-    """Frames per utterance, from headers; raises for audio too short to frame."""
-    min_samples = (preset.n_fft - preset.hop_length) // 2 + 1
-    counts, short = [], []
+def plan(corpus: Corpus, preset: Preset, max_duration_s: float
+         ) -> tuple[list[Utterance], np.ndarray, list[Rejection]]:
+    """The store's utterances (re-indexed in metadata order), their frame counts, and every
+    rejection (the corpus's plus audio too short to frame or longer than max_duration_s)."""
+    min_samples = max((preset.n_fft - preset.hop_length) // 2 + 1, preset.hop_length)
+    kept, counts, rejected = [], [], list(corpus.rejected)
     for u in corpus.utterances:
         n = resampled_length(u.wav.num_samples, u.wav.sample_rate, preset.sample_rate)
-        if n < max(min_samples, preset.hop_length):
-            short.append(f"{u.path} (metadata line {u.line_number}): {n} samples at "
-                         f"{preset.sample_rate} Hz, need at least "
-                         f"{max(min_samples, preset.hop_length)}")
-        counts.append(preset.num_frames(n))
-    if short:
-        raise CorpusError("audio too short to frame:\n  " + "\n  ".join(short[:20]))
-    return np.asarray(counts, dtype=np.int64)
+        if u.duration_s > max_duration_s:
+            reason = (f"{u.path}: {u.duration_s:.0f} s is longer than --max-duration "
+                      f"({max_duration_s:g} s); split the file or raise --max-duration")
+        elif n < min_samples:
+            reason = (f"{u.path}: too short, {n} samples at {preset.sample_rate} Hz; need at "
+                      f"least {min_samples}")
+        else:
+            kept.append(dataclasses.replace(u, index=len(kept)))
+            counts.append(preset.num_frames(n))
+            continue
+        rejected.append(Rejection(u.line_number, u.id, reason))
+    rejected.sort(key=lambda r: r.line_number)
+    if not kept:
+        raise CorpusError("no utterance left to extract:\n  " +
+                          "\n  ".join(str(r) for r in rejected[:20]))
+    return kept, np.asarray(counts, dtype=np.int64), rejected
 
 
 def processing_order(utterances: list[Utterance], counts: np.ndarray) -> list[Utterance]:
@@ -102,13 +128,6 @@ def to_preset_rate(audio: torch.Tensor, lengths: torch.Tensor, rates: list[int],
     return out, out_lengths
 
 
-def check_decoded_lengths(utterances: list[Utterance], lengths: list[int]) -> None:
-    for u, n in zip(utterances, lengths):
-        if n != u.wav.num_samples:
-            raise CorpusError(f"{u.path} (metadata line {u.line_number}): decoded {n} samples "
-                              f"but its header says {u.wav.num_samples}; re-encode the file")
-
-
 def dependency_versions() -> dict[str, str]:
     versions = {}
     for name in ("tts-extract", "torch", "torchaudio", "nvidia-dali-cuda130", "numpy", "zarr"):
@@ -121,51 +140,117 @@ def dependency_versions() -> dict[str, str]:
 
 def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", device: str = "auto",
             batch_size: int | None = None, limit: int | None = None, overwrite: bool = False,
-            show_progress: bool = True) -> JobResult:
-    """Extract every utterance of `dataset` into the store `out`; see the README."""
+            resume: bool = False, max_duration_s: float = MAX_DURATION_S,
+            shard_frames: int = SHARD_FRAMES, show_progress: bool = True) -> JobResult:
+    """Extract every usable utterance of `dataset` into the store `out`; see the README."""
     started = time.perf_counter()
     preset_obj = load_preset(preset)
     torch_device = resolve_device(device)
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE[torch_device.type]
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    for flag, value in (("--batch-size", batch_size), ("--shard-frames", shard_frames),
+                        ("--max-duration", max_duration_s)):
+        if value <= 0:
+            raise ValueError(f"{flag} must be positive, got {value}")
     corpus = load_corpus(dataset, limit)
-    counts = frame_counts(corpus, preset_obj)
+    utts, counts, rejected = plan(corpus, preset_obj, max_duration_s)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     out = Path(out)
-    prepare_output(out, overwrite)
-    utts = corpus.utterances
-    writer = StoreWriter(out, offsets, preset_obj.n_mels, [u.id for u in utts],
-                         [u.text for u in utts],
-                         {"config": preset_obj.to_dict(), "manifest_sha256":
-                          corpus.manifest_sha256(), "versions": dependency_versions()})
-    stats = FeatureStats(preset_obj.n_mels, torch_device)
-    progress = Progress(len(utts), corpus.duration_s, enabled=show_progress)
-    order = processing_order(utts, counts)
+    lock, resuming = open_output(out, overwrite, resume)
+    try:
+        writer = StoreWriter(
+            out, offsets, preset_obj.n_mels, [u.id for u in utts], [u.text for u in utts],
+            {"config": preset_obj.to_dict(), "manifest_sha256": manifest_sha256(corpus.root, utts),
+             "versions": dependency_versions(), "rejected": [r.to_dict() for r in rejected]},
+            chunk_frames=min(CHUNK_FRAMES, shard_frames), shard_frames=shard_frames,
+            resume=resuming)
+        if writer.complete:
+            return JobResult(out, len(utts), rejected, sum(u.duration_s for u in utts),
+                             time.perf_counter() - started, str(torch_device), 0, True)
+        todo = [u for u in processing_order(utts, counts) if writer.needed(u.index)]
+        with _stop_on_signals() as stop:
+            failed = _extract(todo, utts, counts, preset_obj, torch_device, batch_size, writer,
+                              stop, Progress(len(todo), sum(u.duration_s for u in todo),
+                                             enabled=show_progress))
+        if failed:
+            rejected = sorted(rejected + [Rejection(utts[i].line_number, utts[i].id, reason)
+                                          for i, reason in failed.items()],
+                              key=lambda r: r.line_number)
+            utts = [u for u in utts if u.index not in failed]
+            if not utts:
+                raise CorpusError("no utterance could be decoded:\n  " +
+                                  "\n  ".join(str(r) for r in rejected[:20]))
+            writer.remove_utterances(sorted(failed), [u.id for u in utts], [u.text for u in utts])
+        audio_s = sum(u.duration_s for u in utts)
+        elapsed = time.perf_counter() - started
+        writer.finish({"manifest_sha256": manifest_sha256(corpus.root, utts),
+                       "rejected": [r.to_dict() for r in rejected],
+                       "run": {"device": str(torch_device), "elapsed_s": round(elapsed, 3),
+                               "audio_s": round(audio_s, 3), "resumed": resuming}})
+    finally:
+        lock.release()
+    return JobResult(out, len(utts), rejected, audio_s, time.perf_counter() - started,
+                     str(torch_device), len(todo))
+
+
+def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, preset: Preset,
+             device: torch.device, batch_size: int, writer: StoreWriter, stop: list[int],
+             progress: Progress) -> dict[int, str]:
+    """Decode, featurise and store `todo`; return {index: reason} for files that fail to
+    decode. Raises `JobInterrupted` between batches once `stop` holds a signal number."""
+    failed: dict[int, str] = {}
+    if not todo:
+        return failed
     with torch.inference_mode():
-        for batch in decode_batches([u.path for u in order], [u.index for u in order],
-                                    batch_size, torch_device):
-            batch_utts = [utts[i] for i in batch.indices]
-            check_decoded_lengths(batch_utts, batch.lengths.tolist())
-            audio, lengths = to_preset_rate(batch.audio, batch.lengths,
-                                            [u.wav.sample_rate for u in batch_utts],
-                                            preset_obj.sample_rate)
-            features = extract_features(audio, lengths, preset_obj)
-            n_frames = torch.as_tensor(counts[batch.indices], device=torch_device)
-            valid = torch.arange(features["mel"].shape[1], device=torch_device)[None] < \
-                n_frames[:, None]
-            flat = {name: value[valid] for name, value in features.items()}
-            stats.add(flat["mel"], flat["f0"], flat["voiced"], flat["energy"])
-            host = {name: value.cpu().numpy() for name, value in flat.items()}
-            edges = np.concatenate([[0], np.cumsum(counts[batch.indices])])
-            for k, index in enumerate(batch.indices):
-                writer.add(index, {name: v[edges[k]:edges[k + 1]] for name, v in host.items()})
-            progress.update(len(batch_utts), sum(u.duration_s for u in batch_utts))
-    elapsed = time.perf_counter() - started
-    writer.finish({"stats": stats.result(), "run": {"device": str(torch_device),
-                                             "elapsed_s": round(elapsed, 3),
-                                             "audio_s": round(corpus.duration_s, 3)}})
+        for batch in decode_batches([u.path for u in todo], [u.index for u in todo],
+                                    batch_size, device):
+            failed.update(batch.failed)
+            keep = []
+            for row, index in enumerate(batch.indices):
+                expected = utts[index].wav.num_samples
+                if int(batch.lengths[row]) == expected:
+                    keep.append(row)
+                else:
+                    failed[index] = (f"{utts[index].path}: decoded {int(batch.lengths[row])} "
+                                     f"samples but its header says {expected}; re-encode it")
+            if keep:
+                _featurise(batch, keep, utts, counts, preset, device, writer)
+            progress.update(len(batch.indices) + len(batch.failed),
+                            sum(utts[i].duration_s for i in batch.indices))
+            if stop:
+                progress.close()
+                raise JobInterrupted(stop[0], writer.path)
     progress.close()
-    return JobResult(out, len(utts), corpus.duration_s, time.perf_counter() - started,
-                     str(torch_device))
+    return failed
+
+
+def _featurise(batch, rows: list[int], utts: list[Utterance], counts: np.ndarray,
+               preset: Preset, device: torch.device, writer: StoreWriter) -> None:
+    indices = [batch.indices[r] for r in rows]
+    lengths = batch.lengths[rows]
+    audio, lengths = to_preset_rate(batch.audio[rows, : int(lengths.max())], lengths,
+                                    [utts[i].wav.sample_rate for i in indices],
+                                    preset.sample_rate)
+    features = extract_features(audio, lengths, preset)
+    n_frames = torch.as_tensor(counts[indices], device=device)
+    valid = torch.arange(features["mel"].shape[1], device=device)[None] < n_frames[:, None]
+    host = {name: value[valid].cpu().numpy() for name, value in features.items()}
+    edges = np.concatenate([[0], np.cumsum(counts[indices])])
+    for k, index in enumerate(indices):
+        writer.add(index, {name: v[edges[k]:edges[k + 1]] for name, v in host.items()})
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Collect SIGINT/SIGTERM into a list instead of dying mid-batch (main thread only)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -27,23 +29,28 @@ def test_bom_crlf_and_blank_lines(tmp_path):
 
 
 @pytest.mark.parametrize("line,message", [
-    ("no separators here", "expected 'id|text"),
-    ("../../etc/passwd|x|", "outside"),
-    ("/abs/path.wav|x|", "outside"),
-    ("missing|x|", "file not found"),
+    (b"no separators here", "expected 'id|text"),
+    (b"../../etc/passwd|x|", "outside"),
+    (b"/abs/path.wav|x|", "outside"),
+    (b"wavs/../../a|x|", "outside"),
+    (b"missing|x|", "file not found"),
+    (b"a.wav|again|", "duplicate id 'a' \\(first on line 1\\)"),
+    (b"caf\xe9|latin-1|", "not valid UTF-8"),
 ])
-def test_bad_metadata_lines_name_the_line(tmp_path, line, message):
+def test_bad_metadata_lines_are_rejected_by_line(tmp_path, line, message):
     folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
-    (folder / "metadata.csv").write_text(f"a|A|\n{line}\n")
-    with pytest.raises(CorpusError, match=message) as info:
-        load_corpus(folder)
-    assert "metadata.csv:2" in str(info.value)
+    (folder / "metadata.csv").write_bytes(b"a|A|\n" + line + b"\n")
+    corpus = load_corpus(folder)
+    assert [u.id for u in corpus.utterances] == ["a"]
+    [rejection] = corpus.rejected
+    assert rejection.line_number == 2
+    assert re.search(message, rejection.reason), rejection.reason
 
 
-def test_duplicate_ids_are_refused(tmp_path):
+def test_a_corpus_with_nothing_usable_is_an_error(tmp_path):
     folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
-    (folder / "metadata.csv").write_text("a|A|\na.wav|again|\n")
-    with pytest.raises(CorpusError, match="duplicate id 'a'"):
+    (folder / "metadata.csv").write_text("missing|x|\n")
+    with pytest.raises(CorpusError, match="no usable utterance(.|\n)*line 1 \\(missing\\)"):
         load_corpus(folder)
 
 

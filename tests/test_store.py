@@ -8,7 +8,7 @@ import zarr
 
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY
-from extract.store.writer import StoreError, StoreWriter, prepare_output
+from extract.store.writer import StoreError, StoreWriter, open_output
 
 from conftest import MIXED_SPECS
 
@@ -99,7 +99,7 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
     for i in rng.permutation(40):
         w.add(int(i), features[i])
         assert len(w.buffers) <= w.num_shards
-    w.finish({"stats": {}})
+    w.finish({})
     store = FeatureStore(tmp_path / "s.zarr", in_memory=in_memory)
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     assert group["mel"].shards == (64, 5) and group["mel"].chunks == (16, 5)
@@ -116,19 +116,20 @@ def test_unfinished_store_is_refused(tmp_path):
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(tmp_path / "s.zarr")
     with pytest.raises(StoreError, match="never completed"):
-        w.finish({"stats": {}})
+        w.finish({})
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(tmp_path / "s.zarr")
 
 
-def test_existing_output_is_refused_and_foreign_folders_never_deleted(tmp_path):
+def test_existing_output_is_refused_and_foreign_folders_never_deleted(tmp_path, mixed_store):
     (tmp_path / "store.zarr").mkdir()
     (tmp_path / "store.zarr" / "keep.txt").write_text("mine")
-    with pytest.raises(StoreError, match="--overwrite"):
-        prepare_output(tmp_path / "store.zarr", overwrite=False)
-    with pytest.raises(StoreError, match="not a tts-extract store"):
-        prepare_output(tmp_path / "store.zarr", overwrite=True)
+    for overwrite, resume in ((False, False), (True, False), (False, True)):
+        with pytest.raises(StoreError, match="not a tts-extract store"):
+            open_output(tmp_path / "store.zarr", overwrite, resume)
     assert (tmp_path / "store.zarr" / "keep.txt").read_text() == "mine"
+    with pytest.raises(StoreError, match="--resume .* or --overwrite"):
+        open_output(mixed_store, overwrite=False, resume=False)
 
 
 def test_all_silent_corpus_gives_unvoiced_pitch_and_null_f0_stats(tmp_path):

@@ -3,16 +3,22 @@
 Reading and decoding run on DALI's CPU thread pool; on a GPU the padded batch is uploaded by
 DALI (`.gpu()`) and handed over zero-copy through DLPack. Audio keeps its own sample rate here;
 resampling happens in torch (`extract.decode.resample`), because DALI's resampler aliases.
+
+When the decoder fails on a file, DALI fails the whole batch without naming the file and the
+pipeline is unusable. We then decode the files of the batches in flight one at a time to find
+the culprits, report them in `AudioBatch.failed`, and go on with a new pipeline.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+PREFETCH = 2
 
 
 @dataclass
@@ -20,18 +26,40 @@ class AudioBatch:
     indices: list[int]          # utterance indices, in batch order
     audio: torch.Tensor         # [B, L] float32 in [-1, 1], zero past each length, on `device`
     lengths: torch.Tensor       # [B] int64 samples, on `device`
+    failed: list[tuple[int, str]] = field(default_factory=list)   # (index, decoder error)
 
 
 def decode_batches(paths: Sequence[Path], indices: Sequence[int], batch_size: int,
                    device: torch.device, num_threads: int | None = None) -> Iterator[AudioBatch]:
     """Decode `paths` in the given order (mono, native rate) in batches of `batch_size`."""
+    threads = num_threads or os.cpu_count() or 1
+    batch_size = max(1, min(batch_size, len(paths)))
+    start = 0
+    while start < len(paths):
+        pipe = _pipeline(paths[start:], indices[start:], batch_size, device, threads, PREFETCH)
+        while start < len(paths):
+            take = min(batch_size, len(paths) - start)
+            try:
+                outputs = pipe.run()
+            except RuntimeError:
+                # the failing batch may be any of those in flight
+                stop = min(len(paths), start + batch_size * PREFETCH)
+                yield _isolate(paths[start:stop], indices[start:stop], device, threads)
+                start = stop
+                break
+            yield _to_batch(outputs, take, device)
+            start += take
+
+
+def _pipeline(paths, indices, batch_size: int, device: torch.device, threads: int,
+              prefetch: int):
     from nvidia.dali import fn, pipeline_def, types
 
     use_gpu = device.type == "cuda"
-    batch_size = max(1, min(batch_size, len(paths)))
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads or os.cpu_count() or 1,
-                  device_id=(device.index or 0) if use_gpu else None, prefetch_queue_depth=2)
+    @pipeline_def(batch_size=batch_size, num_threads=threads,
+                  device_id=(device.index or 0) if use_gpu else None,
+                  prefetch_queue_depth=prefetch)
     def pipeline():
         encoded, label = fn.readers.file(files=[str(p) for p in paths], labels=list(indices),
                                          pad_last_batch=True, random_shuffle=False, name="reader")
@@ -42,13 +70,38 @@ def decode_batches(paths: Sequence[Path], indices: Sequence[int], batch_size: in
 
     pipe = pipeline()
     pipe.build()
-    remaining = len(paths)
-    while remaining > 0:
-        audio, length, label = pipe.run()
-        take = min(batch_size, remaining)
-        remaining -= take
-        lengths = torch.from_dlpack(length.as_tensor()).reshape(-1)[:take].to(torch.int64)
-        labels = torch.from_dlpack(label.as_tensor()).reshape(-1)[:take].tolist()
-        samples = torch.from_dlpack(audio.as_tensor())[:take, : int(lengths.max())]
-        # DALI reuses its output buffers on the next run(): copy before handing over.
-        yield AudioBatch(labels, samples.to(device, copy=True), lengths.to(device))
+    return pipe
+
+
+def _to_batch(outputs, take: int, device: torch.device) -> AudioBatch:
+    audio, length, label = outputs
+    lengths = torch.from_dlpack(length.as_tensor()).reshape(-1)[:take].to(torch.int64)
+    labels = torch.from_dlpack(label.as_tensor()).reshape(-1)[:take].tolist()
+    samples = torch.from_dlpack(audio.as_tensor())[:take, : int(lengths.max())]
+    # DALI reuses its output buffers on the next run(): copy before handing over.
+    return AudioBatch(labels, samples.to(device, copy=True), lengths.to(device))
+
+
+def _isolate(paths, indices, device: torch.device, threads: int) -> AudioBatch:
+    """Decode one file at a time; a failure rebuilds the pipeline after the culprit."""
+    good, failed, position = [], [], 0
+    while position < len(paths):
+        pipe = _pipeline(paths[position:], indices[position:], 1, device, threads, 1)
+        while position < len(paths):
+            try:
+                good.append(_to_batch(pipe.run(), 1, device))
+            except RuntimeError as e:
+                reason = str(e).strip().splitlines()[0][:200]
+                failed.append((indices[position], f"{paths[position]}: the audio decoder "
+                                                  f"failed on this file ({reason})"))
+                position += 1
+                break
+            position += 1
+    if not good:
+        empty = torch.zeros(0, 0, device=device)
+        return AudioBatch([], empty, torch.zeros(0, dtype=torch.int64, device=device), failed)
+    width = max(int(b.lengths[0]) for b in good)
+    audio = torch.stack([torch.nn.functional.pad(b.audio[0], (0, width - b.audio.shape[1]))
+                         for b in good])
+    return AudioBatch([b.indices[0] for b in good], audio, torch.cat([b.lengths for b in good]),
+                      failed)

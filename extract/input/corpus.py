@@ -6,7 +6,8 @@ Accepted metadata lines (one utterance each, fields separated by '|'):
     llm_intro_0.wav|raw text|               file name; empty normalized field -> raw text
 
 Every WAV header is read up front (`extract.input.wav`), so frame counts are known before any
-audio is decoded.
+audio is decoded. A bad line or file does not stop the job: it becomes a `Rejection` naming the
+metadata line, the file and what is wrong, and the other utterances go ahead.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from extract.input.wav import WavError, WavInfo, read_wav_info
+from extract.input.wav import WavError, WavInfo, check_finite, read_wav_info
 
 AUDIO_SUFFIXES = (".wav",)
+MAX_DURATION_S = 600.0     # default limit; longer files are skipped (--max-duration)
 
 
 class CorpusError(ValueError):
@@ -40,20 +42,28 @@ class Utterance:
 
 
 @dataclass(frozen=True)
+class Rejection:
+    line_number: int
+    entry: str          # the id field, or the start of an unparsable line
+    reason: str         # names the file where there is one
+
+    def __str__(self) -> str:
+        return f"line {self.line_number} ({self.entry}): {self.reason}"
+
+    def to_dict(self) -> dict:
+        return {"line": self.line_number, "entry": self.entry, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Corpus:
     root: Path
     metadata: Path
     utterances: list[Utterance]
+    rejected: list[Rejection]
 
     @property
     def duration_s(self) -> float:
         return sum(u.duration_s for u in self.utterances)
-
-    def manifest_sha256(self) -> str:
-        """Hash of what the job reads: ids, texts, relative paths and file sizes, in order."""
-        rows = [[u.id, u.text, u.path.relative_to(self.root).as_posix(), u.wav.file_size]
-                for u in self.utterances]
-        return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
 
 
 def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
@@ -74,28 +84,34 @@ def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
     return metadata, wavs
 
 
-def parse_metadata(metadata: Path) -> list[tuple[int, str, str]]:
-    """(line number, id field, text) per non-blank line; text is the normalized field, or the raw
-    one when the normalized field is empty or absent."""
+def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str]], list[Rejection]]:
+    """(line number, id field, text) per usable non-blank line, and a rejection per unusable
+    one; text is the normalized field, or the raw one when that is empty or absent."""
     try:
-        lines = metadata.read_bytes().decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        line = metadata.read_bytes()[: e.start].count(b"\n") + 1
-        raise CorpusError(f"{metadata}:{line}: not valid UTF-8 (byte {e.start}); "
-                          "re-encode the file as UTF-8") from e
-    rows = []
-    for number, line in enumerate(lines, start=1):
+        raw = metadata.read_bytes()
+    except OSError as e:
+        raise CorpusError(f"cannot read {metadata}: {e.strerror}") from e
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    rows, rejected = [], []
+    for number, encoded in enumerate(raw.splitlines(), start=1):
+        try:
+            line = encoded.decode("utf-8")
+        except UnicodeDecodeError as e:
+            rejected.append(Rejection(number, repr(encoded[:40])[2:-1],
+                                      f"not valid UTF-8 (byte {e.start}); re-encode the "
+                                      "metadata as UTF-8"))
+            continue
         if not line.strip():
             continue
         fields = line.split("|")
         if len(fields) < 2 or not fields[0].strip():
-            raise CorpusError(f"{metadata}:{number}: expected 'id|text[|normalized text]', "
-                              f"got {line[:80]!r}")
+            rejected.append(Rejection(number, line[:40], "expected 'id|text[|normalized "
+                                      "text]'"))
+            continue
         normalized = fields[2].strip() if len(fields) > 2 else ""
         rows.append((number, fields[0].strip(), normalized or fields[1].strip()))
-    if not rows:
-        raise CorpusError(f"{metadata} lists no utterances")
-    return rows
+    return rows, rejected
 
 
 def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
@@ -111,10 +127,16 @@ def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
 
 
 def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
-    """Read the metadata and every WAV header; raise `CorpusError` listing every problem."""
+    """Read the metadata (the first `limit` lines that name an utterance) and every WAV header.
+
+    Unusable lines and files become rejections; raise `CorpusError` only when the dataset
+    itself is unusable or no utterance is left."""
     metadata, wavs = find_metadata(dataset)
-    rows = parse_metadata(metadata)[:limit]
-    utterances, problems, seen = [], [], {}
+    rows, rejected = parse_metadata(metadata)
+    rows = rows[:limit]
+    if limit is not None and rows:
+        rejected = [r for r in rejected if r.line_number < rows[-1][0]]
+    utterances, seen = [], {}
     for number, id_field, text in rows:
         try:
             utt_id, path = resolve_audio(wavs, id_field)
@@ -122,12 +144,22 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
                 raise CorpusError(f"duplicate id {utt_id!r} (first on line {seen[utt_id]})")
             seen[utt_id] = number
             info = read_wav_info(path)
+            check_finite(path, info)
         except (CorpusError, WavError) as e:
-            problems.append(f"{metadata.name}:{number}: {e}")
+            rejected.append(Rejection(number, id_field, str(e)))
             continue
         utterances.append(Utterance(len(utterances), utt_id, text, path, number, info))
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise CorpusError(f"{len(problems)} problem(s) in {metadata}:\n  {shown}{more}")
-    return Corpus(metadata.parent.resolve(), metadata, utterances)
+    rejected.sort(key=lambda r: r.line_number)
+    if not utterances:
+        shown = "\n  ".join(str(r) for r in rejected[:20])
+        raise CorpusError(f"{metadata} lists no usable utterance" +
+                          (f":\n  {shown}" if shown else ""))
+    return Corpus(metadata.parent.resolve(), metadata, utterances, rejected)
+
+
+def manifest_sha256(root: Path, utterances: list[Utterance]) -> str:
+    """Hash of what a store holds: ids, texts, audio paths relative to the dataset and file
+    sizes, in order."""
+    rows = [[u.id, u.text, u.path.relative_to(root).as_posix(), u.wav.file_size]
+            for u in utterances]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-PCM, IEEE_FLOAT, EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
+PCM, IEEE_FLOAT, A_LAW, MU_LAW, EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
 SUPPORTED = {(PCM, 16), (PCM, 24), (PCM, 32), (IEEE_FLOAT, 32), (IEEE_FLOAT, 64)}
+FORMAT_NAMES = {PCM: "PCM", IEEE_FLOAT: "float", A_LAW: "A-law", MU_LAW: "mu-law"}
+FINITE_CHECK_SAMPLES = 1 << 20     # float data is checked for NaN/Inf in blocks this long
 
 
 class WavError(ValueError):
@@ -27,6 +29,7 @@ class WavInfo:
     channels: int
     format: str           # e.g. "pcm16", "float32"
     file_size: int
+    data_offset: int      # byte offset of the samples
 
 
 def read_wav_info(path: Path) -> WavInfo:
@@ -57,7 +60,8 @@ def read_wav_info(path: Path) -> WavInfo:
                                f"but the file holds {available}")
             frame_bytes = channels * bits // 8
             return WavInfo(rate, size // frame_bytes, channels,
-                           ("float" if tag == IEEE_FLOAT else "pcm") + str(bits), file_size)
+                           ("float" if tag == IEEE_FLOAT else "pcm") + str(bits), file_size,
+                           body)
         pos = body + size + (size & 1)
     raise WavError(f"{path}: no {'data' if fmt else 'fmt'} chunk")
 
@@ -71,10 +75,30 @@ def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, int]:
     if channels < 1 or rate < 1:
         raise WavError(f"{path}: invalid header ({channels} channels, {rate} Hz)")
     if (tag, bits) not in SUPPORTED:
-        name = {PCM: "PCM", IEEE_FLOAT: "float"}.get(tag, f"format tag {tag:#x}")
-        raise WavError(f"{path}: unsupported sample format {name} {bits}-bit; convert to "
-                       "16/24/32-bit PCM or 32-bit float WAV")
+        name = FORMAT_NAMES.get(tag, f"format tag {tag:#x}")
+        if tag == PCM and bits == 8:
+            name = "8-bit unsigned PCM"
+        elif tag in FORMAT_NAMES:
+            name += f" {bits}-bit"
+        raise WavError(f"{path}: unsupported sample format {name}; convert it to 16-bit PCM "
+                       "(e.g. sox IN.wav -b 16 -e signed-integer OUT.wav)")
     return tag, channels, rate, bits
+
+
+def check_finite(path: Path, info: WavInfo) -> None:
+    """Raise `WavError` if float samples hold NaN or Inf (integer PCM cannot)."""
+    if not info.format.startswith("float"):
+        return
+    dtype = np.dtype("<f4" if info.format == "float32" else "<f8")
+    count = info.num_samples * info.channels
+    if count == 0:
+        return
+    samples = np.memmap(path, dtype=dtype, mode="r", offset=info.data_offset, shape=(count,))
+    for start in range(0, count, FINITE_CHECK_SAMPLES):
+        block = samples[start:start + FINITE_CHECK_SAMPLES]
+        if not np.isfinite(block).all():
+            bad = start + int(np.argmin(np.isfinite(block)))
+            raise WavError(f"{path}: sample {bad // info.channels} is NaN or infinite")
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int, fmt: str = "pcm16") -> None:

@@ -23,6 +23,9 @@ from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSE
                                   UTTERANCE_FIELDS, UTTERANCE_GROUP)
 
 
+SHOWN_REJECTIONS = 20
+
+
 class StoreFormatError(ValueError):
     """The path is not a complete tts-extract store this version can read."""
 
@@ -48,7 +51,8 @@ class FeatureStore:
                                    f"version {FORMAT_VERSION}")
         if not record.get("complete"):
             raise StoreFormatError(f"{self.path} is incomplete: the job that wrote it did not "
-                                   "finish; rerun `tts-extract run` with --overwrite")
+                                   "finish; rerun the same `tts-extract run` with --resume to "
+                                   "finish it")
         self.config: dict = record["config"]
         self.stats: dict = record["stats"]
         self.attrs: dict = record
@@ -157,6 +161,9 @@ class FeatureStore:
             f"  energy mean {_fmt(s['energy_mean'])} std {_fmt(s['energy_std'])}",
             "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in FRAME_ARRAYS.items())
             + f", {OFFSETS} int64, {UTTERANCE_GROUP}/{{{','.join(UTTERANCE_FIELDS)}}} string",
+            f"  skipped: {len(self.attrs.get('rejected', []))} item(s)"
+            + "".join(f"\n    line {r['line']} ({r['entry']}): {r['reason']}"
+                      for r in self.attrs.get("rejected", [])[:SHOWN_REJECTIONS]),
             f"  manifest sha256: {self.attrs['manifest_sha256']}",
             "  versions: " + ", ".join(f"{k} {v}" for k, v in self.attrs["versions"].items()),
         ])

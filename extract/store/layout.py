@@ -20,5 +20,6 @@ FRAME_ARRAYS = {
     "energy": ("float32", None, ("frame",)),
 }
 OFFSETS = "offsets"                # int64 [utterances + 1]
+PROGRESS = "progress"              # while a job runs: one JSON file per finished shard
 UTTERANCE_GROUP = "utterances"     # string arrays: id, text
 UTTERANCE_FIELDS = ("id", "text")

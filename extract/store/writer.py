@@ -2,51 +2,103 @@
 
 Frame offsets are fixed before extraction (from WAV headers), so arrays are created once at
 their final size. Results may arrive in any order; each is copied into the buffer of the shards
-it overlaps, and a shard is written, whole and once, when all its frames have arrived. The root
-group is marked complete only by `finish()`.
+it overlaps, and a shard is written, whole and once, when all its frames have arrived. Then a
+marker progress/NNNNNNNN.json (with the shard's statistics moments) is written atomically: a
+rerun with --resume skips the marked shards and redoes the rest. The root group is marked
+complete only by `finish()`, which also removes progress/.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import zarr
 
+from extract.features.stats import combine, shard_moments
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
-                                  OFFSETS, SHARD_FRAMES, UTTERANCE_GROUP)
+                                  OFFSETS, PROGRESS, SHARD_FRAMES, UTTERANCE_GROUP)
+from extract.store.lock import LOCK_NAME, StoreLock, StoreLockedError
 
 
 class StoreError(RuntimeError):
     """The output store cannot be created or written."""
 
 
-def prepare_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless `overwrite`; even then delete only a store of ours."""
-    if not path.exists():
-        return
-    if not overwrite:
-        raise StoreError(f"{path} already exists; pass --overwrite to replace it")
-    ours = (path / "zarr.json").is_file() and ATTRS_KEY in (path / "zarr.json").read_text()
-    if path.is_dir() and (ours or not any(path.iterdir())):
-        shutil.rmtree(path)
-    else:
-        raise StoreError(f"{path} exists and is not a tts-extract store; refusing to delete it")
+def is_our_store(path: Path) -> bool:
+    meta = path / "zarr.json"
+    try:
+        return meta.is_file() and ATTRS_KEY in json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+
+
+def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, bool]:
+    """Lock the output folder for this job; return the lock and whether there is an unfinished
+    store to resume. Refuses an existing output without --resume or --overwrite, and never
+    deletes anything but a tts-extract store (or an empty folder)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create output folder {path}: {e.strerror or e}") from e
+    if not path.is_dir():
+        raise StoreError(f"{path} exists and is not a folder")
+    ours = is_our_store(path)
+    empty = not any(p.name != LOCK_NAME for p in path.iterdir())
+    if not (ours or empty):
+        raise StoreError(f"{path} exists and is not a tts-extract store; refusing to touch it")
+    if ours and not (resume or overwrite):
+        raise StoreError(f"{path} already exists; pass --resume to finish an interrupted run "
+                         "or --overwrite to replace it")
+    try:
+        lock = StoreLock(path).acquire()
+    except StoreLockedError as e:
+        raise StoreError(str(e)) from None
+    except OSError as e:
+        raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
+    if ours and overwrite and not resume:
+        for child in path.iterdir():
+            if child.name != LOCK_NAME:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return lock, False
+    return lock, ours
 
 
 class StoreWriter:
+    """Writes one store. `resume=True` reopens an unfinished one made with the same offsets,
+    ids, texts and attributes (config, manifest), and treats its marked shards as written."""
+
     def __init__(self, path: Path, offsets: np.ndarray, n_mels: int, ids: list[str],
                  texts: list[str], attrs: dict, chunk_frames: int = CHUNK_FRAMES,
-                 shard_frames: int = SHARD_FRAMES):
+                 shard_frames: int = SHARD_FRAMES, resume: bool = False):
         self.path = path
         self.shard_frames = shard_frames
         self.offsets = offsets
         self.n_frames = int(offsets[-1])
         try:
-            self.group = zarr.open_group(str(path), mode="w-", zarr_format=3)
-        except (OSError, FileExistsError, zarr.errors.ContainsGroupError) as e:
-            raise StoreError(f"cannot create {path}: {e}") from e
+            if resume:
+                self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+                self._check_resumable(ids, texts, attrs, chunk_frames)
+                self.arrays = {name: self.group[name] for name in FRAME_ARRAYS}
+            else:
+                self._create(n_mels, ids, texts, attrs, chunk_frames)
+            (path / PROGRESS).mkdir(exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
+        self.done = {int(p.stem) for p in (path / PROGRESS).glob("*.json")}
+        self.buffers: dict[int, dict[str, np.ndarray]] = {}
+        self.missing = {s: self._shard_range(s)[1] - self._shard_range(s)[0]
+                        for s in range(self.num_shards) if s not in self.done}
+
+    def _create(self, n_mels: int, ids: list[str], texts: list[str], attrs: dict,
+                chunk_frames: int) -> None:
+        if (self.path / "zarr.json").exists():
+            raise StoreError(f"cannot create {self.path}: a Zarr store is already there")
+        # mode "a": the folder already holds our lock file, which "w-" counts as data
+        self.group = zarr.open_group(str(self.path), mode="a", zarr_format=3)
         self.group.attrs[ATTRS_KEY] = {**attrs, "format_version": FORMAT_VERSION,
                                        "complete": False}
         self.arrays = {}
@@ -54,33 +106,70 @@ class StoreWriter:
             extra = (n_mels,) if trailing else ()
             self.arrays[name] = self.group.create_array(
                 name, shape=(self.n_frames, *extra), dtype=dtype,
-                chunks=(chunk_frames, *extra), shards=(shard_frames, *extra),
+                chunks=(chunk_frames, *extra), shards=(self.shard_frames, *extra),
                 compressors=None, fill_value=0, dimension_names=dims,
                 config={"write_empty_chunks": True})
-        self._write_small(OFFSETS, offsets.astype(np.int64), ("utterance_edge",))
-        for name, values in (("id", ids), ("text", texts)):
-            self._write_small(f"{UTTERANCE_GROUP}/{name}", np.array(values, dtype=object),
-                              ("utterance",), dtype=str)
-        self.buffers: dict[int, dict[str, np.ndarray]] = {}
-        self.missing = {s: self._shard_range(s)[1] - self._shard_range(s)[0]
-                        for s in range(self.num_shards)}
+        self._write_index(ids, texts)
+
+    def _write_index(self, ids: list[str], texts: list[str]) -> None:
+        """offsets, utterances/id and utterances/text (small, one chunk each)."""
+        arrays = ((OFFSETS, self.offsets.astype(np.int64), ("utterance_edge",), None),
+                  (f"{UTTERANCE_GROUP}/id", np.array(ids, dtype=object), ("utterance",), str),
+                  (f"{UTTERANCE_GROUP}/text", np.array(texts, dtype=object), ("utterance",),
+                   str))
+        for name, values, dims, dtype in arrays:
+            array = self.group.create_array(name, shape=values.shape,
+                                            dtype=dtype or values.dtype,
+                                            chunks=(max(1, len(values)),), dimension_names=dims,
+                                            overwrite=True)
+            array[:] = values
+
+    def _check_resumable(self, ids: list[str], texts: list[str], attrs: dict,
+                         chunk_frames: int) -> None:
+        record = self.group.attrs.get(ATTRS_KEY, {})
+        problems = [key for key in ("config", "manifest_sha256") if record.get(key) != attrs[key]]
+        if record.get("format_version") != FORMAT_VERSION:
+            problems.append("format_version")
+        if record.get("compacting"):
+            problems.append("it was being compacted")
+        stored = np.asarray(self.group[OFFSETS][:]) if OFFSETS in self.group else None
+        if stored is None or not np.array_equal(stored, self.offsets):
+            problems.append("offsets")
+        elif [str(v) for v in self.group[f"{UTTERANCE_GROUP}/id"][:]] != ids or \
+                [str(v) for v in self.group[f"{UTTERANCE_GROUP}/text"][:]] != texts:
+            problems.append("utterances")
+        mel = self.group["mel"] if "mel" in self.group else None
+        if mel is None or mel.chunks[0] != chunk_frames or mel.shards[0] != self.shard_frames:
+            problems.append("chunk/shard sizes")
+        if problems:
+            raise StoreError(f"cannot resume {self.path}: it was started with different "
+                             f"{', '.join(problems)}; rerun with --overwrite to start over")
 
     @property
     def num_shards(self) -> int:
         return -(-self.n_frames // self.shard_frames)
 
+    @property
+    def complete(self) -> bool:
+        return bool(self.group.attrs.get(ATTRS_KEY, {}).get("complete"))
+
     def _shard_range(self, shard: int) -> tuple[int, int]:
         return shard * self.shard_frames, min((shard + 1) * self.shard_frames, self.n_frames)
 
-    def _write_small(self, name: str, values: np.ndarray, dims: tuple[str, ...], dtype=None):
-        array = self.group.create_array(name, shape=values.shape, dtype=dtype or values.dtype,
-                                        chunks=(max(1, len(values)),), dimension_names=dims)
-        array[:] = values
+    def _shards_of(self, index: int) -> range:
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        return range(start // self.shard_frames, (stop - 1) // self.shard_frames + 1)
+
+    def needed(self, index: int) -> bool:
+        """Whether utterance `index` still has frames to write."""
+        return any(s not in self.done for s in self._shards_of(index))
 
     def add(self, index: int, features: dict[str, np.ndarray]) -> None:
         """Place utterance `index`'s features ([T, ...] each); write shards it completes."""
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
-        for shard in range(start // self.shard_frames, (stop - 1) // self.shard_frames + 1):
+        for shard in self._shards_of(index):
+            if shard in self.done:
+                continue
             lo, hi = self._shard_range(shard)
             a, b = max(start, lo), min(stop, hi)
             buffer = self.buffers.get(shard)
@@ -92,22 +181,62 @@ class StoreWriter:
                 buffer[name][a - lo:b - lo] = features[name][a - start:b - start]
             self.missing[shard] -= b - a
             if self.missing[shard] == 0:
-                self._flush(shard)
+                self._flush(shard, self.buffers.pop(shard))
 
-    def _flush(self, shard: int) -> None:
+    def _flush(self, shard: int, buffer: dict[str, np.ndarray]) -> None:
         lo, hi = self._shard_range(shard)
-        buffer = self.buffers.pop(shard)
+        marker = self.path / PROGRESS / f"{shard:08d}.json"
         try:
             for name, array in self.arrays.items():
                 array[lo:hi] = buffer[name]
+            partial = marker.with_suffix(".tmp")
+            partial.write_text(json.dumps(shard_moments(buffer)))
+            os.replace(partial, marker)
         except OSError as e:
-            raise StoreError(f"writing shard {shard} of {self.path} failed: {e}") from e
+            raise StoreError(f"writing shard {shard} of {self.path} failed: "
+                             f"{e.strerror or e}") from e
+        self.done.add(shard)
+        del self.missing[shard]
+
+    def remove_utterances(self, removed: list[int], ids: list[str], texts: list[str]) -> None:
+        """Drop utterances (decoder failures found after the layout was fixed): shift every
+        later frame left in place, shard by shard, and shrink the arrays. The result is the
+        store a run without them would have written. Not resumable if interrupted."""
+        record = dict(self.group.attrs[ATTRS_KEY])
+        self.group.attrs[ATTRS_KEY] = {**record, "compacting": True}
+        keep = np.ones(len(self.offsets) - 1, dtype=bool)
+        keep[removed] = False
+        old_offsets = self.offsets
+        dropped = np.zeros(old_offsets[-1], dtype=bool)
+        for index in removed:
+            dropped[old_offsets[index]:old_offsets[index + 1]] = True
+        old_position = np.flatnonzero(~dropped)           # new frame -> old frame
+        self.offsets = np.concatenate([[0], np.cumsum(np.diff(old_offsets)[keep])])
+        self.n_frames = int(self.offsets[-1])
+        first = int(old_offsets[min(removed)]) // self.shard_frames
+        for marker in (self.path / PROGRESS).glob("*.json"):
+            if int(marker.stem) >= first:
+                marker.unlink()
+        self.done = set(range(first))
+        for shard in range(first, self.num_shards):
+            lo, hi = self._shard_range(shard)
+            a, b = int(old_position[lo]), int(old_position[hi - 1]) + 1
+            self._flush(shard, {name: array[a:b][~dropped[a:b]]
+                                for name, array in self.arrays.items()})
+        for array in self.arrays.values():
+            array.resize((self.n_frames, *array.shape[1:]))
+        self._write_index(ids, texts)
+        self.group.attrs[ATTRS_KEY] = {**record, "compacting": False}
+        self.missing = {}
 
     def finish(self, attrs: dict) -> None:
-        """Record final attributes and mark the store complete; every frame must be written."""
-        unwritten = [s for s, n in self.missing.items() if n]
-        if unwritten:
-            raise StoreError(f"{len(unwritten)} shard(s) of {self.path} were never completed")
+        """Record statistics and final attributes, mark the store complete, drop progress/."""
+        if self.missing:
+            raise StoreError(f"{len(self.missing)} shard(s) of {self.path} were never completed")
+        moments = [json.loads((self.path / PROGRESS / f"{s:08d}.json").read_text())
+                   for s in range(self.num_shards)]
         record = dict(self.group.attrs[ATTRS_KEY])
-        record.update(attrs, complete=True)
+        record.update(attrs, stats=combine(moments), complete=True)
+        record.pop("compacting", None)
         self.group.attrs[ATTRS_KEY] = record
+        shutil.rmtree(self.path / PROGRESS, ignore_errors=True)

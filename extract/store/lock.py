@@ -1,0 +1,77 @@
+"""One writer per store: an exclusive flock on a file inside the store folder.
+
+The kernel drops the lock when its process dies, however it dies, so a lock file whose lock is
+free was left by a job that did not finish: that is a stale lock, and we take it over. flock
+needs a local filesystem or one whose locks span clients (NFSv4, Lustre with flock enabled).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+LOCK_NAME = ".tts_extract.lock"
+
+
+class StoreLockedError(RuntimeError):
+    """Another job holds the store."""
+
+
+class StoreLock:
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK_NAME
+        self.file = None
+        self.stale_owner: dict | None = None   # the previous, dead holder, if any
+
+    def acquire(self) -> StoreLock:
+        """Take the lock or raise `StoreLockedError` naming the job that holds it."""
+        file = open(self.path, "a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _describe(_read_owner(file))
+            file.close()
+            raise StoreLockedError(f"{self.path.parent} is being written by another "
+                                   f"tts-extract job ({owner}); wait for it to finish or "
+                                   "stop it") from None
+        self.stale_owner = _read_owner(file)
+        file.seek(0)
+        file.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, file)
+        file.flush()
+        self.file = file
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.seek(0)
+            self.file.truncate()
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_owner(file) -> dict | None:
+    file.seek(0)
+    try:
+        owner = json.loads(file.read() or "null")
+    except json.JSONDecodeError:
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _describe(owner: dict | None) -> str:
+    if not owner:
+        return "owner unknown"
+    return f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
