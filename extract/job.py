@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -152,11 +153,17 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
                         ("--max-duration", max_duration_s)):
         if value <= 0:
             raise ValueError(f"{flag} must be positive, got {value}")
+    if shard_frames > CHUNK_FRAMES and shard_frames % CHUNK_FRAMES:
+        raise ValueError(f"--shard-frames must be at most {CHUNK_FRAMES} or a multiple of it, "
+                         f"got {shard_frames}")
     corpus = load_corpus(dataset, limit)
     utts, counts, rejected = plan(corpus, preset_obj, max_duration_s)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     out = Path(out)
     lock, resuming = open_output(out, overwrite, resume)
+    if lock.stale_owner and show_progress:
+        print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
+              f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)
     try:
         writer = StoreWriter(
             out, offsets, preset_obj.n_mels, [u.id for u in utts], [u.text for u in utts],

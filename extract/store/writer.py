@@ -196,7 +196,7 @@ class StoreWriter:
             raise StoreError(f"writing shard {shard} of {self.path} failed: "
                              f"{e.strerror or e}") from e
         self.done.add(shard)
-        del self.missing[shard]
+        self.missing.pop(shard, None)
 
     def remove_utterances(self, removed: list[int], ids: list[str], texts: list[str]) -> None:
         """Drop utterances (decoder failures found after the layout was fixed): shift every
@@ -204,6 +204,11 @@ class StoreWriter:
         store a run without them would have written. Not resumable if interrupted."""
         record = dict(self.group.attrs[ATTRS_KEY])
         self.group.attrs[ATTRS_KEY] = {**record, "compacting": True}
+        for shard, buffer in self.buffers.items():   # shards left open by the removed frames
+            lo, hi = self._shard_range(shard)
+            for name, array in self.arrays.items():
+                array[lo:hi] = buffer[name]
+        self.buffers = {}
         keep = np.ones(len(self.offsets) - 1, dtype=bool)
         keep[removed] = False
         old_offsets = self.offsets

@@ -1,0 +1,147 @@
+"""Bad inputs: each is skipped with a reason naming the line and file, the job exits 3 (0 with
+--allow-skipped), and every other utterance comes out exactly as if the bad ones were absent."""
+
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from extract.demo import synth_utterance
+from extract.input.wav import write_wav
+from extract.loader import FeatureStore
+from extract.store.layout import FRAME_ARRAYS, OFFSETS
+
+GOOD = [  # id, seconds, rate, channels, format
+    ("g_pcm16", 1.2, 22050, 1, "pcm16"),
+    ("g_pcm24_stereo", 0.9, 44100, 2, "pcm24"),
+    ("g_float32", 1.0, 48000, 1, "float32"),
+    ("g_pcm32", 0.8, 16000, 1, "pcm32"),
+    ("g_silent", 0.6, 22050, 1, "pcm16"),
+]
+
+
+def raw_wav(tag: int, channels: int, rate: int, bits: int, payload: bytes) -> bytes:
+    block = channels * bits // 8
+    return (b"RIFF" + struct.pack("<I", 36 + len(payload)) + b"WAVE" + b"fmt " +
+            struct.pack("<IHHIIHH", 16, tag, channels, rate, rate * block, block, bits) +
+            b"data" + struct.pack("<I", len(payload)) + payload)
+
+
+def write_good(wavs, utt_id, seconds, rate, channels, fmt, seed):
+    y = np.zeros(int(seconds * rate)) if utt_id == "g_silent" else \
+        synth_utterance(seconds, rate, np.random.default_rng(seed))
+    write_wav(wavs / f"{utt_id}.wav", np.stack([y, 0.5 * y], 1) if channels == 2 else y, rate, fmt)
+
+
+def write_bad(wavs):
+    """id -> expected words of the reason, for each bad audio file."""
+    (wavs / "b_zero_bytes.wav").write_bytes(b"")
+    (wavs / "b_text.wav").write_text("this is not audio\n")
+    write_wav(wavs / "b_truncated.wav", np.zeros(20000), 22050)
+    data = (wavs / "b_truncated.wav").read_bytes()
+    (wavs / "b_truncated.wav").write_bytes(data[: len(data) // 2])
+    for name, value in (("b_nan", np.nan), ("b_inf", np.inf)):
+        y = np.full(8000, 0.1, dtype=np.float32)
+        y[4321] = value
+        (wavs / f"{name}.wav").write_bytes(raw_wav(3, 1, 22050, 32, y.tobytes()))
+    write_wav(wavs / "b_empty.wav", np.zeros(0), 22050)
+    write_wav(wavs / "b_one_sample.wav", np.zeros(1), 22050)
+    (wavs / "b_u8.wav").write_bytes(raw_wav(1, 1, 22050, 8, bytes([128] * 8000)))
+    (wavs / "b_mulaw.wav").write_bytes(raw_wav(7, 1, 8000, 8, bytes([255] * 8000)))
+    (wavs / "b_alaw.wav").write_bytes(raw_wav(6, 1, 8000, 8, bytes([213] * 8000)))
+    # a valid header the decoder rejects (2000 channels): found at decode time, not before
+    (wavs / "b_decoder.wav").write_bytes(raw_wav(1, 2000, 22050, 16, bytes(2000 * 2 * 700)))
+    write_wav(wavs / "b_long.wav", np.zeros(3 * 8000), 8000)
+    return {"b_decoder": "audio decoder failed", "b_missing": "file not found", "b_zero_bytes": "not a RIFF/WAVE",
+            "b_text": "not a RIFF/WAVE", "b_truncated": "truncated",
+            "b_nan": "sample 4321 is NaN or infinite", "b_inf": "sample 4321 is NaN",
+            "b_empty": "too short", "b_one_sample": "too short",
+            "b_u8": "8-bit unsigned PCM", "b_mulaw": "mu-law 8-bit", "b_alaw": "A-law 8-bit",
+            "b_long": "longer than --max-duration"}
+
+
+BAD_LINES = [  # metadata lines that are wrong themselves
+    (b"no separator at all", "expected 'id|text"),
+    (b"caf\xe9|not utf-8|", "not valid UTF-8"),
+    (b"g_pcm16.wav|a duplicate|", "duplicate id 'g_pcm16'"),
+    (b"../../outside|escapes|", "outside"),
+    (b"/etc/passwd|absolute|", "outside"),
+]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "extract", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    """(messy corpus, clean corpus with only the good files, {line: expected reason})."""
+    root = tmp_path_factory.mktemp("bad")
+    messy, clean = root / "messy", root / "clean"
+    for folder in (messy, clean):
+        (folder / "wavs").mkdir(parents=True)
+    for k, spec in enumerate(GOOD):
+        write_good(messy / "wavs", *spec, seed=k)
+        shutil.copy(messy / "wavs" / f"{spec[0]}.wav", clean / "wavs")
+    bad = write_bad(messy / "wavs")
+    lines, expected = [], {}
+    good_lines = [f"{g[0]}|Text of {g[0]}.|".encode() for g in GOOD]
+    for k, (utt_id, reason) in enumerate(bad.items()):
+        lines.append(good_lines[k] if k < len(good_lines) else None)
+        lines.append(f"{utt_id}|Text of {utt_id}.|".encode())
+        expected[len([x for x in lines if x is not None])] = reason
+    lines = [x for x in lines if x is not None]
+    for line, reason in BAD_LINES:
+        lines.append(line)
+        expected[len(lines)] = reason
+    (messy / "metadata.csv").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    (clean / "metadata.csv").write_bytes(b"\xef\xbb\xbf" + b"\n\n".join(good_lines) + b"\n")
+    return messy, clean, expected
+
+
+def test_every_bad_item_is_named_and_the_rest_is_exactly_a_clean_run(corpora, tmp_path):
+    messy, clean, expected = corpora
+    args = ["--device", "cpu", "--batch-size", "3", "--shard-frames", "64",
+            "--max-duration", "2.5", "--quiet"]
+    result = cli("run", messy, tmp_path / "messy.zarr", *args)
+    assert result.returncode == 3, result.stderr
+    assert f"skipped: {len(expected)} item(s)" in result.stdout
+    store = FeatureStore(tmp_path / "messy.zarr")
+    reasons = {r["line"]: r["reason"] for r in store.attrs["rejected"]}
+    assert set(reasons) == set(expected)
+    for line, words in expected.items():
+        assert words in reasons[line], (line, reasons[line])
+        assert f"line {line} " in result.stdout
+    assert "b_decoder.wav" in reasons[[k for k, v in expected.items() if "decoder" in v][0]]
+
+    assert cli("run", clean, tmp_path / "clean.zarr", *args).returncode == 0
+    reference = FeatureStore(tmp_path / "clean.zarr")
+    assert store.ids == reference.ids == [g[0] for g in GOOD]
+    messy_group = zarr.open_group(str(tmp_path / "messy.zarr"), mode="r")
+    clean_group = zarr.open_group(str(tmp_path / "clean.zarr"), mode="r")
+    for name in (*FRAME_ARRAYS, OFFSETS):
+        np.testing.assert_array_equal(messy_group[name][:], clean_group[name][:], err_msg=name)
+    assert store.stats == reference.stats
+    assert store.attrs["manifest_sha256"] == reference.attrs["manifest_sha256"]
+    silent = store["g_silent"]
+    assert not silent["voiced"].any() and not silent["f0"].any()
+
+    again = cli("run", messy, tmp_path / "again.zarr", *args, "--allow-skipped")
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_thirty_minute_file_is_rejected_by_the_default_max_duration(tmp_path):
+    (tmp_path / "c" / "wavs").mkdir(parents=True)
+    write_wav(tmp_path / "c" / "wavs" / "short.wav", np.zeros(8000), 8000)
+    write_wav(tmp_path / "c" / "wavs" / "long.wav", np.zeros(30 * 60 * 8000), 8000)
+    (tmp_path / "c" / "metadata.csv").write_text("short|s|\nlong|l|\n")
+    result = cli("run", tmp_path / "c", tmp_path / "o.zarr", "--device", "cpu", "--quiet")
+    assert result.returncode == 3
+    assert "line 2 (long): " in result.stdout and "1800 s is longer than --max-duration (600 s)" \
+        in result.stdout
+    assert FeatureStore(tmp_path / "o.zarr").ids == ["short"]
