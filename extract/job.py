@@ -28,7 +28,7 @@ from extract.progress import Progress
 from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
 from extract.store.writer import StoreWriter, open_output
 
-WINDOW_FRAMES = 32 * SHARD_FRAMES   # utterances are length-sorted within windows this long
+WINDOW_SHARDS = 32                  # utterances are length-sorted within windows this long
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 32}
 
 
@@ -96,14 +96,15 @@ def plan(corpus: Corpus, preset: Preset, max_duration_s: float
     return kept, np.asarray(counts, dtype=np.int64), rejected
 
 
-def processing_order(utterances: list[Utterance], counts: np.ndarray) -> list[Utterance]:
-    """Store order cut into windows of about WINDOW_FRAMES frames, each sorted by (rate,
+def processing_order(utterances: list[Utterance], counts: np.ndarray,
+                     window_frames: int) -> list[Utterance]:
+    """Store order cut into windows of about `window_frames` frames, each sorted by (rate,
     length): batches pad little, and shards complete (and leave memory) window by window."""
     order, window, frames = [], [], 0
     for u, n in zip(utterances, counts):
         window.append(u)
         frames += n
-        if frames >= WINDOW_FRAMES or u is utterances[-1]:
+        if frames >= window_frames or u is utterances[-1]:
             order += sorted(window, key=lambda v: (v.wav.sample_rate, v.wav.num_samples))
             window, frames = [], 0
     return order
@@ -174,7 +175,8 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
         if writer.complete:
             return JobResult(out, len(utts), rejected, sum(u.duration_s for u in utts),
                              time.perf_counter() - started, str(torch_device), 0, True)
-        todo = [u for u in processing_order(utts, counts) if writer.needed(u.index)]
+        todo = [u for u in processing_order(utts, counts, WINDOW_SHARDS * shard_frames)
+                if writer.needed(u.index)]
         with _stop_on_signals() as stop:
             failed = _extract(todo, utts, counts, preset_obj, torch_device, batch_size, writer,
                               stop, Progress(len(todo), sum(u.duration_s for u in todo),

@@ -85,7 +85,8 @@ class StoreWriter:
                 self.arrays = {name: self.group[name] for name in FRAME_ARRAYS}
             else:
                 self._create(n_mels, ids, texts, attrs, chunk_frames)
-            (path / PROGRESS).mkdir(exist_ok=True)
+            if not self.complete:
+                (path / PROGRESS).mkdir(exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
         self.done = {int(p.stem) for p in (path / PROGRESS).glob("*.json")}

@@ -1,0 +1,154 @@
+"""Crashes and reruns: real jobs killed at several points and resumed give the arrays of an
+uninterrupted run without redoing finished shards; SIGINT/SIGTERM stop cleanly; one writer per
+store; the CPU path is deterministic and independent of the batch size."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from extract.job import run_job
+from extract.loader import FeatureStore
+from extract.loader.feature_store import StoreFormatError
+from extract.store.layout import ATTRS_KEY, FRAME_ARRAYS, OFFSETS, PROGRESS
+from extract.store.lock import LOCK_NAME
+
+from conftest import write_corpus
+
+SHARD = 512
+ARGS = ["--device", "cpu", "--batch-size", "2", "--shard-frames", str(SHARD)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    specs = [(f"u{k:02d}", 0.8 + 0.35 * (k % 5), (22050, 44100, 16000)[k % 3], 1 + k % 2,
+              "pcm16") for k in range(36)]
+    return write_corpus(tmp_path_factory.mktemp("resume"), specs)
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    run_job(corpus, out, device="cpu", batch_size=2, shard_frames=SHARD, show_progress=False)
+    return out
+
+
+def start(corpus, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "extract", "run", str(corpus), str(out),
+                             *ARGS, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for_shards(process, out, count: int, timeout: float = 120) -> None:
+    """Until `count` shards are marked done (0: until the store exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = out / PROGRESS
+        if progress.is_dir() and len(list(progress.glob("*.json"))) >= count:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"job ended before {count} shards: {process.stderr.read()}")
+        time.sleep(0.005)
+    raise AssertionError("timed out")
+
+
+def assert_same_store(out, reference) -> None:
+    a = zarr.open_group(str(out), mode="r")
+    b = zarr.open_group(str(reference), mode="r")
+    for name in (*FRAME_ARRAYS, OFFSETS, "utterances/id", "utterances/text"):
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+    attrs_a, attrs_b = dict(a.attrs[ATTRS_KEY]), dict(b.attrs[ATTRS_KEY])
+    attrs_a.pop("run"), attrs_b.pop("run")
+    assert attrs_a == attrs_b
+    assert not (out / PROGRESS).exists()
+
+
+@pytest.mark.parametrize("kill_after", [0, 2, 5])
+def test_sigkill_then_resume_gives_the_uninterrupted_store(corpus, reference, tmp_path,
+                                                           kill_after):
+    out = tmp_path / "out.zarr"
+    job = start(corpus, out)
+    wait_for_shards(job, out, kill_after)
+    job.kill()
+    job.wait()
+    done = {int(p.stem) for p in (out / PROGRESS).glob("*.json")}
+    with pytest.raises(StoreFormatError, match="incomplete.*--resume"):
+        FeatureStore(out)
+    refused = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
+                              *ARGS], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    resumed = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
+                              *ARGS, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "did not finish" in resumed.stderr                          # the stale lock
+    extracted = int(re.search(r"\((\d+) extracted by this run\)", resumed.stdout).group(1))
+    offsets = FeatureStore(reference).offsets
+    finished = sum(set(range(a // SHARD, (b - 1) // SHARD + 1)) <= done
+                   for a, b in zip(offsets[:-1], offsets[1:]))
+    assert extracted == len(offsets) - 1 - finished
+    assert finished > 0 or kill_after < 5
+    assert_same_store(out, reference)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_stop_cleanly_and_resume(corpus, reference, tmp_path, signum):
+    out = tmp_path / "out.zarr"
+    job = start(corpus, out)
+    wait_for_shards(job, out, 2)
+    job.send_signal(signum)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 128 + signum, stderr
+    assert f"stopped by {signal.Signals(signum).name}" in stderr and "--resume" in stderr
+    assert json.loads((out / LOCK_NAME).read_text() or "null") is None   # released
+    resumed = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
+                              *ARGS, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_store(out, reference)
+
+
+def test_a_second_job_on_the_same_output_is_refused(corpus, tmp_path):
+    out = tmp_path / "out.zarr"
+    first = start(corpus, out)
+    try:
+        wait_for_shards(first, out, 1)
+        first.send_signal(signal.SIGSTOP)          # still holding the store, however slow we are
+        for flag in ("--resume", "--overwrite"):
+            second = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus),
+                                     str(out), *ARGS, flag], capture_output=True, text=True)
+            assert second.returncode == 2
+            assert f"being written by another tts-extract job (pid {first.pid}" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_resuming_a_complete_store_does_nothing(corpus, reference, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus),
+                             str(reference), *ARGS, "--resume"], capture_output=True, text=True)
+    assert result.returncode == 0 and "already complete" in result.stdout
+
+
+def test_resume_refuses_a_store_of_other_settings(corpus, reference, tmp_path):
+    out = tmp_path / "out.zarr"
+    job = start(corpus, out)
+    wait_for_shards(job, out, 1)
+    job.kill()
+    job.wait()
+    other = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
+                            "--device", "cpu", "--resume"], capture_output=True, text=True)
+    assert other.returncode == 2 and "started with different" in other.stderr
+
+
+def test_cpu_runs_are_identical_whatever_the_batch_size(corpus, reference, tmp_path):
+    out = tmp_path / "again.zarr"
+    run_job(corpus, out, device="cpu", batch_size=7, shard_frames=SHARD, show_progress=False)
+    assert_same_store(out, reference)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(reference))
