@@ -1,0 +1,140 @@
+"""Untrusted stores and hostile environments: broken stores give clear errors, opening a store
+never unpickles anything, a full disk or unwritable output is a clear error that leaves the
+dataset untouched, and nothing lands outside the output folder."""
+
+import hashlib
+import json
+import os
+import pickle
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from extract.loader import FeatureStore, StoreFormatError
+from extract.store.layout import ATTRS_KEY
+
+from conftest import write_corpus
+
+
+def copy_store(store: Path, tmp_path: Path) -> tuple[Path, zarr.Group]:
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(store, path)
+    return path, zarr.open_group(str(path), mode="r+")
+
+
+def rewrite_offsets(group: zarr.Group, offsets: np.ndarray) -> None:
+    group.create_array("offsets", shape=offsets.shape, dtype="int64", overwrite=True)[:] = offsets
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda g, p: rewrite_offsets(g, g["offsets"][:][::-1].copy()), "not monotonic"),
+    (lambda g, p: rewrite_offsets(g, g["offsets"][:] + 1), "not monotonic from 0"),
+    (lambda g, p: g.create_array("utterances/text", shape=(1,), dtype=str, overwrite=True),
+     "utterances disagree"),
+    (lambda g, p: g.attrs.put({ATTRS_KEY: {**g.attrs[ATTRS_KEY], "format_version": 99}}),
+     "format version 99"),
+    (lambda g, p: shutil.rmtree(p / "f0"), "lacks array"),
+    (lambda g, p: g["energy"].resize((5,)), "energy has 5 frames"),
+    (lambda g, p: (p / "zarr.json").write_text("{not json"), "cannot be opened"),
+    (lambda g, p: g.attrs.put({}), "not a tts-extract store"),
+])
+def test_inconsistent_stores_give_clear_errors(mixed_store, tmp_path, damage, message):
+    path, group = copy_store(mixed_store, tmp_path)
+    damage(group, path)
+    with pytest.raises(StoreFormatError, match=message):
+        FeatureStore(path)
+
+
+def test_opening_and_reading_a_store_never_unpickles(mixed_store, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a store read tried to unpickle")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: real_load(*a, **{**k, "allow_pickle": False}))
+    for in_memory in (False, True):
+        store = FeatureStore(mixed_store, in_memory=in_memory)
+        assert [store[i]["mel"].shape[0] for i in range(len(store))] == store.lengths.tolist()
+    group = zarr.open_group(str(mixed_store), mode="r")
+    assert group["utterances/id"].metadata.data_type.to_json(zarr_format=3) == "string"
+
+
+def tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_cli(*args, preexec_fn=None):
+    return subprocess.run([sys.executable, "-m", "extract", "run", *map(str, args), "--device",
+                           "cpu", "--quiet"], capture_output=True, text=True,
+                          preexec_fn=preexec_fn)
+
+
+def test_a_full_disk_is_a_clear_error_and_the_dataset_is_untouched(tmp_path):
+    """RLIMIT_FSIZE makes writes past 200 kB fail (EFBIG) as a full disk would (ENOSPC)."""
+    corpus = write_corpus(tmp_path / "c", [(f"u{k}", 3.0, 22050, 1, "pcm16") for k in range(8)])
+    before = tree_digest(corpus)
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    result = run_cli(corpus, tmp_path / "out.zarr", "--shard-frames", "2048",
+                     preexec_fn=small_disk)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tts-extract: error: writing shard 0")
+    assert "File too large" in lines[0]
+    assert tree_digest(corpus) == before
+    with pytest.raises(StoreFormatError, match="incomplete"):
+        FeatureStore(tmp_path / "out.zarr")
+
+
+def test_an_unwritable_output_is_a_clear_error(tmp_path):
+    corpus = write_corpus(tmp_path / "c", [("a", 1.0, 22050, 1, "pcm16")])
+    (tmp_path / "file").write_text("x")
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    if os.geteuid() == 0:          # root writes through permissions; sysfs refuses even root
+        readonly = Path("/sys")
+    for parent, words in ((tmp_path / "file", "Not a directory"),
+                          (readonly, "ermi")):          # Permission denied / not permitted
+        result = run_cli(corpus, parent / "out.zarr")
+        assert result.returncode == 2
+        assert result.stderr.startswith("tts-extract: error: cannot create output folder")
+        assert words in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_nothing_lands_outside_the_output_folder_whatever_the_ids(tmp_path):
+    corpus = write_corpus(tmp_path / "c", [("a", 1.0, 22050, 1, "pcm16")])
+    (corpus / "wavs" / "sub").mkdir()
+    shutil.copy(corpus / "wavs" / "a.wav", corpus / "wavs" / "sub" / "b.wav")
+    (corpus / "metadata.csv").write_text(
+        "a|plain|\nsub/../sub/b|dots inside|\n../../../x|escape|\n/tmp/x|absolute|\n"
+        "a.wav|again|\n")
+    before = {p for p in tmp_path.rglob("*")}
+    result = run_cli(corpus, tmp_path / "out" / "s.zarr")
+    assert result.returncode == 3, result.stderr
+    new = {p for p in tmp_path.rglob("*")} - before
+    assert all(p == tmp_path / "out" or (tmp_path / "out" / "s.zarr") in (p, *p.parents)
+               for p in new), sorted(new)
+    store = FeatureStore(tmp_path / "out" / "s.zarr")
+    assert store.ids == ["a", "sub/../sub/b"]
+    reasons = [r["reason"] for r in store.attrs["rejected"]]
+    assert sum("outside" in r for r in reasons) == 2 and any("duplicate" in r for r in reasons)
+    assert json.loads((tmp_path / "out" / "s.zarr" / "zarr.json").read_text())
