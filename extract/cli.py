@@ -86,6 +86,8 @@ def cmd_run(args) -> int:
                      show_progress=not args.quiet)
     from extract.loader.feature_store import FeatureStore
 
+    if not result.main:
+        return EXIT_SKIPPED if result.rejected and not args.allow_skipped else EXIT_OK
     if result.already_complete:
         print(f"{result.path} is already complete; nothing to do")
     else:

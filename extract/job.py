@@ -20,6 +20,7 @@ import torch
 
 from extract.config import Preset, load_preset
 from extract.decode.dali import decode_batches
+from extract.distributed import device_for, ranks_from_env
 from extract.decode.resample import resample_batch, resampled_length
 from extract.features import extract_features
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
@@ -51,6 +52,7 @@ class JobResult:
     device: str
     extracted: int                  # utterances decoded by this run (fewer after --resume)
     already_complete: bool = False  # --resume found nothing to do
+    main: bool = True               # rank 0 (or the only process): the one that reports
 
     @property
     def times_real_time(self) -> float:
@@ -144,10 +146,15 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
             batch_size: int | None = None, limit: int | None = None, overwrite: bool = False,
             resume: bool = False, max_duration_s: float = MAX_DURATION_S,
             shard_frames: int = SHARD_FRAMES, show_progress: bool = True) -> JobResult:
-    """Extract every usable utterance of `dataset` into the store `out`; see the README."""
+    """Extract every usable utterance of `dataset` into the store `out`; see the README.
+
+    Under torchrun every rank calls this: rank 0 plans the job and creates (or reopens) the
+    store, each rank extracts the utterances of its own contiguous range of shards, and rank 0
+    finalises the store once every rank is done."""
     started = time.perf_counter()
     preset_obj = load_preset(preset)
-    torch_device = resolve_device(device)
+    ranks = ranks_from_env()
+    torch_device = device_for(ranks, resolve_device(device))
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE[torch_device.type]
     for flag, value in (("--batch-size", batch_size), ("--shard-frames", shard_frames),
@@ -157,31 +164,39 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
     if shard_frames > CHUNK_FRAMES and shard_frames % CHUNK_FRAMES:
         raise ValueError(f"--shard-frames must be at most {CHUNK_FRAMES} or a multiple of it, "
                          f"got {shard_frames}")
-    corpus = load_corpus(dataset, limit)
-    utts, counts, rejected = plan(corpus, preset_obj, max_duration_s)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    out = Path(out)
-    lock, resuming = open_output(out, overwrite, resume)
-    if lock.stale_owner and show_progress:
-        print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
-              f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)
+    if ranks.distributed:
+        torch.set_num_threads(ranks.cpu_threads())
+    ranks.start(torch_device.type)
+    lock = None
     try:
-        writer = StoreWriter(
-            out, offsets, preset_obj.n_mels, [u.id for u in utts], [u.text for u in utts],
-            {"config": preset_obj.to_dict(), "manifest_sha256": manifest_sha256(corpus.root, utts),
-             "versions": dependency_versions(), "rejected": [r.to_dict() for r in rejected]},
-            chunk_frames=min(CHUNK_FRAMES, shard_frames), shard_frames=shard_frames,
-            resume=resuming)
+        job = None
+        if ranks.is_main:
+            try:
+                job, lock = _prepare(dataset, out, preset_obj, limit, overwrite, resume,
+                                     max_duration_s, shard_frames, show_progress)
+            except Exception as e:   # raised on every rank by share()
+                job = e
+        job = ranks.share(job)
+        utts, counts, rejected = job.utterances, job.counts, job.rejected
+        writer = StoreWriter(Path(out), job.offsets, preset_obj.n_mels, [], [], {},
+                             chunk_frames=min(CHUNK_FRAMES, shard_frames),
+                             shard_frames=shard_frames, mode="attach",
+                             owned=ranks.shards(-(-int(job.offsets[-1]) // shard_frames)))
         if writer.complete:
-            return JobResult(out, len(utts), rejected, sum(u.duration_s for u in utts),
-                             time.perf_counter() - started, str(torch_device), 0, True)
+            return JobResult(writer.path, len(utts), rejected, sum(u.duration_s for u in utts),
+                             time.perf_counter() - started, str(torch_device), 0, True,
+                             ranks.is_main)
         todo = [u for u in processing_order(utts, counts, WINDOW_SHARDS * shard_frames)
                 if writer.needed(u.index)]
         with _stop_on_signals() as stop:
             failed = _extract(todo, utts, counts, preset_obj, torch_device, batch_size, writer,
-                              stop, Progress(len(todo), sum(u.duration_s for u in todo),
-                                             enabled=show_progress))
+                              stop, ranks.cpu_threads(),
+                              Progress(len(todo), sum(u.duration_s for u in todo),
+                                       enabled=show_progress and ranks.is_main))
+        failed = {i: reason for part in ranks.gather(failed) for i, reason in part.items()}
+        extracted = sum(ranks.gather(len(todo)))
         if failed:
+            writer.write_open_shards()
             rejected = sorted(rejected + [Rejection(utts[i].line_number, utts[i].id, reason)
                                           for i, reason in failed.items()],
                               key=lambda r: r.line_number)
@@ -189,22 +204,66 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
             if not utts:
                 raise CorpusError("no utterance could be decoded:\n  " +
                                   "\n  ".join(str(r) for r in rejected[:20]))
-            writer.remove_utterances(sorted(failed), [u.id for u in utts], [u.text for u in utts])
+        ranks.barrier()                                   # every shard is on disk
         audio_s = sum(u.duration_s for u in utts)
-        elapsed = time.perf_counter() - started
-        writer.finish({"manifest_sha256": manifest_sha256(corpus.root, utts),
-                       "rejected": [r.to_dict() for r in rejected],
-                       "run": {"device": str(torch_device), "elapsed_s": round(elapsed, 3),
-                               "audio_s": round(audio_s, 3), "resumed": resuming}})
+        if ranks.is_main:
+            if failed:
+                writer.remove_utterances(sorted(failed), [u.id for u in utts],
+                                         [u.text for u in utts])
+            elapsed = time.perf_counter() - started
+            writer.finish({"manifest_sha256": manifest_sha256(job.root, utts),
+                           "rejected": [r.to_dict() for r in rejected],
+                           "run": {"device": str(torch_device), "ranks": ranks.world_size,
+                                   "elapsed_s": round(elapsed, 3),
+                                   "audio_s": round(audio_s, 3), "resumed": job.resuming}})
+        ranks.barrier()                                   # the store is complete
     finally:
+        if lock is not None:
+            lock.release()
+        ranks.stop()
+    return JobResult(writer.path, len(utts), rejected, audio_s, time.perf_counter() - started,
+                     str(torch_device), extracted, main=ranks.is_main)
+
+
+@dataclass
+class _Job:
+    """What rank 0 decides and every rank needs."""
+    root: Path
+    utterances: list[Utterance]
+    counts: np.ndarray
+    offsets: np.ndarray
+    rejected: list[Rejection]
+    resuming: bool
+
+
+def _prepare(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
+             max_duration_s: float, shard_frames: int, show_progress: bool):
+    """Plan the job, lock the output and create or reopen the store: (_Job, lock)."""
+    corpus = load_corpus(dataset, limit)
+    utts, counts, rejected = plan(corpus, preset, max_duration_s)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = Path(out)
+    lock, resuming = open_output(out, overwrite, resume)
+    try:
+        if lock.stale_owner and show_progress:
+            print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
+                  f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)
+        StoreWriter(out, offsets, preset.n_mels, [u.id for u in utts], [u.text for u in utts],
+                    {"config": preset.to_dict(), "manifest_sha256": manifest_sha256(corpus.root,
+                                                                                    utts),
+                     "versions": dependency_versions(),
+                     "rejected": [r.to_dict() for r in rejected]},
+                    chunk_frames=min(CHUNK_FRAMES, shard_frames), shard_frames=shard_frames,
+                    mode="resume" if resuming else "create", owned=range(0))
+    except BaseException:
         lock.release()
-    return JobResult(out, len(utts), rejected, audio_s, time.perf_counter() - started,
-                     str(torch_device), len(todo))
+        raise
+    return _Job(corpus.root, utts, counts, offsets, rejected, resuming), lock
 
 
 def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, preset: Preset,
              device: torch.device, batch_size: int, writer: StoreWriter, stop: list[int],
-             progress: Progress) -> dict[int, str]:
+             threads: int, progress: Progress) -> dict[int, str]:
     """Decode, featurise and store `todo`; return {index: reason} for files that fail to
     decode. Raises `JobInterrupted` between batches once `stop` holds a signal number."""
     failed: dict[int, str] = {}
@@ -212,7 +271,7 @@ def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, p
         return failed
     with torch.inference_mode():
         for batch in decode_batches([u.path for u in todo], [u.index for u in todo],
-                                    batch_size, device):
+                                    batch_size, device, threads):
             failed.update(batch.failed)
             keep = []
             for row, index in enumerate(batch.indices):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -12,9 +15,11 @@ if not torch.cuda.is_available():   # Triton kernels run on the CPU in its inter
 
 import numpy as np
 import pytest
+import zarr
 
 from extract.demo import synth_utterance
 from extract.input.wav import write_wav
+from extract.store.layout import ATTRS_KEY, FRAME_ARRAYS, OFFSETS, PROGRESS
 
 
 def write_corpus(folder: Path, specs: list[tuple[str, float, int, int, str]],
@@ -55,3 +60,56 @@ def mixed_store(mixed_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "mixed.zarr"
     run_job(mixed_corpus, out, device="cpu", batch_size=4, show_progress=False)
     return out
+
+
+SHARD = 512
+ARGS = ["--device", "cpu", "--batch-size", "2", "--shard-frames", str(SHARD)]
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """36 utterances of 0.8-2.2 s at three rates, mono and stereo, over about 9 shards."""
+    specs = [(f"u{k:02d}", 0.8 + 0.35 * (k % 5), (22050, 44100, 16000)[k % 3], 1 + k % 2,
+              "pcm16") for k in range(36)]
+    return write_corpus(tmp_path_factory.mktemp("resume"), specs)
+
+
+@pytest.fixture(scope="session")
+def reference(corpus, tmp_path_factory):
+    """The corpus extracted by one uninterrupted process."""
+    from extract.job import run_job
+
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    run_job(corpus, out, device="cpu", batch_size=2, shard_frames=SHARD, show_progress=False)
+    return out
+
+
+def assert_same_store(out, reference) -> None:
+    a = zarr.open_group(str(out), mode="r")
+    b = zarr.open_group(str(reference), mode="r")
+    for name in (*FRAME_ARRAYS, OFFSETS, "utterances/id", "utterances/text"):
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+    attrs_a, attrs_b = dict(a.attrs[ATTRS_KEY]), dict(b.attrs[ATTRS_KEY])
+    attrs_a.pop("run"), attrs_b.pop("run")
+    assert attrs_a == attrs_b
+    assert not (out / PROGRESS).exists()
+
+
+def start(corpus, out, *extra, launcher=()):
+    """A real job in its own process (`launcher`: e.g. torchrun's arguments)."""
+    command = [*launcher] if launcher else [sys.executable]
+    return subprocess.Popen([*command, "-m", "extract", "run", str(corpus), str(out), *ARGS,
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_shards(process, out, count: int, timeout: float = 120) -> None:
+    """Until `count` shards are marked done (0: until the store exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = out / PROGRESS
+        if progress.is_dir() and len(list(progress.glob("*.json"))) >= count:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"job ended before {count} shards: {process.stderr.read()}")
+        time.sleep(0.005)
+    raise AssertionError("timed out")

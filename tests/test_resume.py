@@ -8,66 +8,16 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
-import zarr
 
 from extract.job import run_job
 from extract.loader import FeatureStore
 from extract.loader.feature_store import StoreFormatError
-from extract.store.layout import ATTRS_KEY, FRAME_ARRAYS, OFFSETS, PROGRESS
+from extract.store.layout import PROGRESS
 from extract.store.lock import LOCK_NAME
 
-from conftest import write_corpus
-
-SHARD = 512
-ARGS = ["--device", "cpu", "--batch-size", "2", "--shard-frames", str(SHARD)]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    specs = [(f"u{k:02d}", 0.8 + 0.35 * (k % 5), (22050, 44100, 16000)[k % 3], 1 + k % 2,
-              "pcm16") for k in range(36)]
-    return write_corpus(tmp_path_factory.mktemp("resume"), specs)
-
-
-@pytest.fixture(scope="module")
-def reference(corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    run_job(corpus, out, device="cpu", batch_size=2, shard_frames=SHARD, show_progress=False)
-    return out
-
-
-def start(corpus, out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "extract", "run", str(corpus), str(out),
-                             *ARGS, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-def wait_for_shards(process, out, count: int, timeout: float = 120) -> None:
-    """Until `count` shards are marked done (0: until the store exists)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        progress = out / PROGRESS
-        if progress.is_dir() and len(list(progress.glob("*.json"))) >= count:
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"job ended before {count} shards: {process.stderr.read()}")
-        time.sleep(0.005)
-    raise AssertionError("timed out")
-
-
-def assert_same_store(out, reference) -> None:
-    a = zarr.open_group(str(out), mode="r")
-    b = zarr.open_group(str(reference), mode="r")
-    for name in (*FRAME_ARRAYS, OFFSETS, "utterances/id", "utterances/text"):
-        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
-    attrs_a, attrs_b = dict(a.attrs[ATTRS_KEY]), dict(b.attrs[ATTRS_KEY])
-    attrs_a.pop("run"), attrs_b.pop("run")
-    assert attrs_a == attrs_b
-    assert not (out / PROGRESS).exists()
+from conftest import ARGS, SHARD, assert_same_store, start, wait_for_shards
 
 
 @pytest.mark.parametrize("kill_after", [0, 2, 5])

@@ -68,31 +68,40 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
 
 
 class StoreWriter:
-    """Writes one store. `resume=True` reopens an unfinished one made with the same offsets,
-    ids, texts and attributes (config, manifest), and treats its marked shards as written."""
+    """Writes the shards `owned` (default: all) of one store.
+
+    mode "create" makes a new store; "resume" reopens an unfinished one made with the same
+    offsets, ids, texts and attributes (config, manifest); "attach" opens the store another
+    process of the same job created. Marked shards count as written."""
 
     def __init__(self, path: Path, offsets: np.ndarray, n_mels: int, ids: list[str],
                  texts: list[str], attrs: dict, chunk_frames: int = CHUNK_FRAMES,
-                 shard_frames: int = SHARD_FRAMES, resume: bool = False):
+                 shard_frames: int = SHARD_FRAMES, mode: str = "create",
+                 owned: range | None = None):
         self.path = path
         self.shard_frames = shard_frames
         self.offsets = offsets
         self.n_frames = int(offsets[-1])
         try:
-            if resume:
-                self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-                self._check_resumable(ids, texts, attrs, chunk_frames)
-                self.arrays = {name: self.group[name] for name in FRAME_ARRAYS}
-            else:
+            if mode == "create":
                 self._create(n_mels, ids, texts, attrs, chunk_frames)
+            else:
+                self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+                if mode == "resume":
+                    self._check_resumable(ids, texts, attrs, chunk_frames)
+                self.arrays = {name: self.group[name] for name in FRAME_ARRAYS}
             if not self.complete:
                 (path / PROGRESS).mkdir(exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
-        self.done = {int(p.stem) for p in (path / PROGRESS).glob("*.json")}
+        done = self._marked()
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
+        owned = range(self.num_shards) if owned is None else owned
         self.missing = {s: self._shard_range(s)[1] - self._shard_range(s)[0]
-                        for s in range(self.num_shards) if s not in self.done}
+                        for s in owned if s not in done}
+
+    def _marked(self) -> set[int]:
+        return {int(p.stem) for p in (self.path / PROGRESS).glob("*.json")}
 
     def _create(self, n_mels: int, ids: list[str], texts: list[str], attrs: dict,
                 chunk_frames: int) -> None:
@@ -162,14 +171,14 @@ class StoreWriter:
         return range(start // self.shard_frames, (stop - 1) // self.shard_frames + 1)
 
     def needed(self, index: int) -> bool:
-        """Whether utterance `index` still has frames to write."""
-        return any(s not in self.done for s in self._shards_of(index))
+        """Whether utterance `index` still has frames for this writer to write."""
+        return any(s in self.missing for s in self._shards_of(index))
 
     def add(self, index: int, features: dict[str, np.ndarray]) -> None:
         """Place utterance `index`'s features ([T, ...] each); write shards it completes."""
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
         for shard in self._shards_of(index):
-            if shard in self.done:
+            if shard not in self.missing:
                 continue
             lo, hi = self._shard_range(shard)
             a, b = max(start, lo), min(stop, hi)
@@ -196,20 +205,23 @@ class StoreWriter:
         except OSError as e:
             raise StoreError(f"writing shard {shard} of {self.path} failed: "
                              f"{e.strerror or e}") from e
-        self.done.add(shard)
         self.missing.pop(shard, None)
 
-    def remove_utterances(self, removed: list[int], ids: list[str], texts: list[str]) -> None:
-        """Drop utterances (decoder failures found after the layout was fixed): shift every
-        later frame left in place, shard by shard, and shrink the arrays. The result is the
-        store a run without them would have written. Not resumable if interrupted."""
-        record = dict(self.group.attrs[ATTRS_KEY])
-        self.group.attrs[ATTRS_KEY] = {**record, "compacting": True}
-        for shard, buffer in self.buffers.items():   # shards left open by the removed frames
+    def write_open_shards(self) -> None:
+        """Write the shards left open by utterances that never arrived (no marker)."""
+        for shard, buffer in self.buffers.items():
             lo, hi = self._shard_range(shard)
             for name, array in self.arrays.items():
                 array[lo:hi] = buffer[name]
         self.buffers = {}
+
+    def remove_utterances(self, removed: list[int], ids: list[str], texts: list[str]) -> None:
+        """Drop utterances (decoder failures found after the layout was fixed): shift every
+        later frame left in place, shard by shard, and shrink the arrays. The result is the
+        store a run without them would have written. Needs every writer's open shards written
+        first (`write_open_shards`). Not resumable if interrupted."""
+        record = dict(self.group.attrs[ATTRS_KEY])
+        self.group.attrs[ATTRS_KEY] = {**record, "compacting": True}
         keep = np.ones(len(self.offsets) - 1, dtype=bool)
         keep[removed] = False
         old_offsets = self.offsets
@@ -223,7 +235,6 @@ class StoreWriter:
         for marker in (self.path / PROGRESS).glob("*.json"):
             if int(marker.stem) >= first:
                 marker.unlink()
-        self.done = set(range(first))
         for shard in range(first, self.num_shards):
             lo, hi = self._shard_range(shard)
             a, b = int(old_position[lo]), int(old_position[hi - 1]) + 1
@@ -237,8 +248,9 @@ class StoreWriter:
 
     def finish(self, attrs: dict) -> None:
         """Record statistics and final attributes, mark the store complete, drop progress/."""
-        if self.missing:
-            raise StoreError(f"{len(self.missing)} shard(s) of {self.path} were never completed")
+        unwritten = set(range(self.num_shards)) - self._marked()
+        if unwritten:
+            raise StoreError(f"{len(unwritten)} shard(s) of {self.path} were never completed")
         moments = [json.loads((self.path / PROGRESS / f"{s:08d}.json").read_text())
                    for s in range(self.num_shards)]
         record = dict(self.group.attrs[ATTRS_KEY])

@@ -1,0 +1,90 @@
+"""One job over several processes, launched by torchrun (or srun running torchrun per node).
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE; without them the job is a
+single process and every call here is a no-op. Ranks talk through torch.distributed: gloo on
+the CPU, nccl when each rank has a GPU. Only small Python objects travel (the plan, errors,
+decoder failures); features go straight from each rank to the shared store.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+TIMEOUT = datetime.timedelta(hours=2)   # a rank waits this long for the others at a barrier
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def start(self, device_type: str) -> None:
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=TIMEOUT)
+
+    def stop(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def share(self, value):
+        """Rank 0's `value` on every rank. An exception is re-raised on every rank."""
+        if self.distributed:
+            box = [value]
+            dist.broadcast_object_list(box, src=0)
+            value = box[0]
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def gather(self, value) -> list:
+        """Every rank's `value`, in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def shards(self, count: int) -> range:
+        """This rank's contiguous share of `count` shards."""
+        return range(self.rank * count // self.world_size,
+                     (self.rank + 1) * count // self.world_size)
+
+    def cpu_threads(self) -> int:
+        """CPU threads for this rank: the machine's cores split among the local ranks."""
+        return max(1, (os.cpu_count() or 1) // self.local_world_size)
+
+
+def ranks_from_env() -> Ranks:
+    env = os.environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return Ranks()
+    world = int(env["WORLD_SIZE"])
+    return Ranks(int(env["RANK"]), world, int(env.get("LOCAL_RANK", 0)),
+                 int(env.get("LOCAL_WORLD_SIZE", world)))
+
+
+def device_for(ranks: Ranks, device: torch.device) -> torch.device:
+    """Each rank on its own GPU (LOCAL_RANK)."""
+    if device.type == "cuda" and ranks.distributed:
+        torch.cuda.set_device(ranks.local_rank)
+        return torch.device("cuda", ranks.local_rank)
+    return device

@@ -1,0 +1,58 @@
+"""torchrun: N CPU ranks on gloo write the store a single process writes; a killed rank fails
+the job without a complete-looking store, and --resume finishes it."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from extract.loader import FeatureStore
+from extract.loader.feature_store import StoreFormatError
+
+from conftest import ARGS, assert_same_store, start, wait_for_shards
+
+
+def torchrun(nproc: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}"]
+
+
+@pytest.mark.parametrize("nproc", [2, 3])
+def test_ranks_write_exactly_the_single_process_store(corpus, reference, tmp_path, nproc):
+    out = tmp_path / "out.zarr"
+    job = start(corpus, out, launcher=torchrun(nproc))
+    stdout, stderr = job.communicate(timeout=600)
+    assert job.returncode == 0, stderr
+    assert stdout.count("done: 36 utterances") == 1           # rank 0 reports, once
+    assert_same_store(out, reference)
+    assert FeatureStore(out).attrs["run"]["ranks"] == nproc
+
+
+def workers_of(parent: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def test_a_killed_rank_fails_the_job_and_resume_completes_it(corpus, reference, tmp_path):
+    out = tmp_path / "out.zarr"
+    job = start(corpus, out, launcher=torchrun(2))
+    wait_for_shards(job, out, 1)
+    os.kill(workers_of(job.pid)[-1], signal.SIGKILL)
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode != 0
+    with pytest.raises(StoreFormatError, match="incomplete"):
+        FeatureStore(out)
+    resumed = subprocess.run([*torchrun(2), "-m", "extract", "run", str(corpus), str(out), *ARGS,
+                              "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_store(out, reference)
