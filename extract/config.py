@@ -15,13 +15,18 @@ from pathlib import Path
 
 import yaml
 
-WINDOWS = ("hann_periodic",)
-PADDINGS = ("reflect_half",)
-MEL_SCALES = ("slaney",)
-MEL_NORMS = ("slaney",)
-LOGS = ("ln_clamp",)
+WINDOWS = ("hann_periodic", "hann_symmetric")
+# *_half: pad (n_fft - hop) / 2 each side, stft center=False, len // hop frames centred at
+# t * hop + hop / 2; *_center: pad n_fft / 2 (stft center=True), len // hop + 1 frames at t * hop
+PADDINGS = ("reflect_half", "zero_half", "reflect_center", "zero_center")
+MEL_SCALES = ("slaney", "htk")
+MEL_NORMS = ("slaney", "none")
+LOGS = ("ln_clamp", "ln_add", "log10_clamp")     # ln(max(x, floor)), ln(x + floor), log10(max)
+ENERGIES = ("magnitude_l2", "log_mel_l2")        # per-frame L2 norm of |STFT| or of the log-mel
 PITCH_METHODS = ("pyin", "yin")
-FRAME_COUNT_RULES = {"reflect_half": "num_samples // hop_length"}
+PITCH_PADDINGS = ("zero", "reflect")
+FRAME_COUNT_RULES = {"half": "num_samples // hop_length",
+                     "center": "num_samples // hop_length + 1"}
 
 
 class PresetError(ValueError):
@@ -42,6 +47,7 @@ class PitchConfig:
     switch_prob: float = 0.01
     no_trough_prob: float = 0.01
     max_transition_rate: float = 35.92
+    padding: str = "zero"         # how frames at the edges are filled (librosa's pad_mode)
 
 
 @dataclass(frozen=True)
@@ -59,25 +65,41 @@ class Preset:
     peak_normalize: float | None = None
     window: str = "hann_periodic"
     padding: str = "reflect_half"
-    magnitude_eps: float = 0.0
+    magnitude_eps: float = 0.0    # |X| = sqrt(max(re^2 + im^2 + magnitude_eps, power_floor))
+    power_floor: float = 0.0
     mel_scale: str = "slaney"
     mel_norm: str = "slaney"
     log: str = "ln_clamp"
     log_floor: float = 1e-5
+    energy: str = "magnitude_l2"
+    store_linear: bool = False    # also store |X| as `linear` (e.g. VITS's input)
     pitch: PitchConfig = field(default_factory=PitchConfig)
 
     @property
+    def centered(self) -> bool:
+        return self.padding.endswith("_center")
+
+    @property
     def frame_count_rule(self) -> str:
-        return FRAME_COUNT_RULES[self.padding]
+        return FRAME_COUNT_RULES["center" if self.centered else "half"]
 
     @property
     def frame_center_offset_s(self) -> float:
         """Time of frame 0's centre; frame t is centred at this + t * hop / sample_rate."""
-        return (self.hop_length / 2) / self.sample_rate
+        return self.frame_center_offset / self.sample_rate
 
-    def num_frames(self, num_samples: int) -> int:
-        """Frames for `num_samples` samples at the preset's rate."""
-        return num_samples // self.hop_length
+    @property
+    def frame_center_offset(self) -> int:
+        """Sample at frame 0's centre."""
+        return 0 if self.centered else self.hop_length // 2
+
+    @property
+    def pad_amount(self) -> int:
+        return self.n_fft // 2 if self.centered else (self.n_fft - self.hop_length) // 2
+
+    def num_frames(self, num_samples):
+        """Frames for `num_samples` samples at the preset's rate (an int or a tensor)."""
+        return num_samples // self.hop_length + (1 if self.centered else 0)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -146,6 +168,8 @@ def _build(cls, raw: dict, where: str):
             value = int(value) if kind == "int" else float(value)
         elif kind == "str" and not isinstance(value, str):
             raise PresetError(f"preset {where}: {key} must be a string, got {value!r}")
+        elif kind == "bool" and not isinstance(value, bool):
+            raise PresetError(f"preset {where}: {key} must be true or false, got {value!r}")
         values[key] = value
     return cls(**values)
 
@@ -156,20 +180,23 @@ def _validate(p: Preset) -> None:
             raise PresetError(f"preset {p.name}: {message}")
 
     for key, allowed in (("window", WINDOWS), ("padding", PADDINGS), ("mel_scale", MEL_SCALES),
-                         ("mel_norm", MEL_NORMS), ("log", LOGS)):
+                         ("mel_norm", MEL_NORMS), ("log", LOGS), ("energy", ENERGIES)):
         need(getattr(p, key) in allowed, f"{key} must be one of {allowed}, got {getattr(p, key)!r}")
-    need(p.pitch.method in PITCH_METHODS,
-         f"pitch.method must be one of {PITCH_METHODS}, got {p.pitch.method!r}")
+    for key, allowed in (("method", PITCH_METHODS), ("padding", PITCH_PADDINGS)):
+        need(getattr(p.pitch, key) in allowed,
+             f"pitch.{key} must be one of {allowed}, got {getattr(p.pitch, key)!r}")
     for key in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):
         need(getattr(p, key) > 0, f"{key} must be positive, got {getattr(p, key)}")
     need(p.win_length <= p.n_fft, f"win_length ({p.win_length}) must be <= n_fft ({p.n_fft})")
     need(p.hop_length <= p.n_fft, f"hop_length ({p.hop_length}) must be <= n_fft ({p.n_fft})")
-    need((p.n_fft - p.hop_length) % 2 == 0, "n_fft - hop_length must be even for reflect_half")
+    need(p.centered or (p.n_fft - p.hop_length) % 2 == 0,
+         f"n_fft - hop_length must be even for padding {p.padding}")
     need(0 <= p.fmin < p.fmax <= p.sample_rate / 2,
          f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={p.fmin} fmax={p.fmax}")
     need(p.peak_normalize is None or 0 < p.peak_normalize <= 1,
          f"peak_normalize must be in (0, 1] or null, got {p.peak_normalize}")
-    need(p.log_floor > 0 and p.magnitude_eps >= 0, "log_floor must be > 0 and magnitude_eps >= 0")
+    need(p.log_floor > 0 and p.magnitude_eps >= 0 and p.power_floor >= 0,
+         "log_floor must be > 0, magnitude_eps and power_floor >= 0")
     q = p.pitch
     need(0 < q.fmin < q.fmax <= p.sample_rate / 2,
          f"need 0 < pitch.fmin < pitch.fmax <= sample_rate/2, got {q.fmin}, {q.fmax}")

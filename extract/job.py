@@ -178,7 +178,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
                 job = e
         job = ranks.share(job)
         utts, counts, rejected = job.utterances, job.counts, job.rejected
-        writer = StoreWriter(Path(out), job.offsets, preset_obj.n_mels, [], [], {},
+        writer = StoreWriter(Path(out), job.offsets, {}, [], [], {},
                              chunk_frames=min(CHUNK_FRAMES, shard_frames),
                              shard_frames=shard_frames, mode="attach",
                              owned=ranks.shards(-(-int(job.offsets[-1]) // shard_frames)))
@@ -225,6 +225,14 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", devic
                      str(torch_device), extracted, main=ranks.is_main)
 
 
+def store_widths(preset: Preset) -> dict[str, int]:
+    """Trailing sizes of the preset's frame arrays (extract.store.layout.frame_arrays)."""
+    widths = {"n_mels": preset.n_mels}
+    if preset.store_linear:
+        widths["n_freqs"] = preset.n_fft // 2 + 1
+    return widths
+
+
 @dataclass
 class _Job:
     """What rank 0 decides and every rank needs."""
@@ -248,7 +256,8 @@ def _prepare(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
         if lock.stale_owner and show_progress:
             print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
                   f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)
-        StoreWriter(out, offsets, preset.n_mels, [u.id for u in utts], [u.text for u in utts],
+        StoreWriter(out, offsets, store_widths(preset), [u.id for u in utts],
+                    [u.text for u in utts],
                     {"config": preset.to_dict(), "manifest_sha256": manifest_sha256(corpus.root,
                                                                                     utts),
                      "versions": dependency_versions(),

@@ -19,18 +19,25 @@ def normalize_peak(audio: torch.Tensor, peak: float) -> torch.Tensor:
 def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
                      preset: Preset) -> dict[str, torch.Tensor]:
     """Padded audio [B, L] at preset.sample_rate, zero past `lengths` -> mel [B, T, n_mels],
-    f0 [B, T], voiced [B, T], voiced_prob [B, T], energy [B, T], all on the same frames."""
+    f0 [B, T], voiced [B, T], voiced_prob [B, T], energy [B, T] (and linear [B, T, F] if the
+    preset stores it), all on the same frames."""
     if preset.peak_normalize is not None:
         audio = normalize_peak(audio, preset.peak_normalize)
     magnitude = magnitude_spectrogram(audio, lengths, preset)
+    mel = log_mel(magnitude, preset)
     q = preset.pitch
-    frames = pitch.pitch_frames(audio, preset, magnitude.shape[-1])
+    frames = pitch.pitch_frames(audio, lengths, preset, magnitude.shape[-1])
     if q.method == "pyin":
-        f0, voiced, voiced_prob = pyin.pyin(frames, lengths // preset.hop_length, preset.sample_rate,
-                                       preset.hop_length, q.fmin, q.fmax, q.switch_prob,
-                                       q.no_trough_prob, q.max_transition_rate)
+        f0, voiced, voiced_prob = pyin.pyin(frames, preset.num_frames(lengths),
+                                            preset.sample_rate, preset.hop_length, q.fmin,
+                                            q.fmax, q.switch_prob, q.no_trough_prob,
+                                            q.max_transition_rate)
     else:
-        f0, voiced = pitch.yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold, q.silence_db)
+        f0, voiced = pitch.yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold,
+                               q.silence_db)
         voiced_prob = voiced.float()
-    return {"mel": log_mel(magnitude, preset), "f0": f0, "voiced": voiced,
-            "voiced_prob": voiced_prob, "energy": frame_energy(magnitude)}
+    features = {"mel": mel, "f0": f0, "voiced": voiced, "voiced_prob": voiced_prob,
+                "energy": frame_energy(magnitude, mel, preset)}
+    if preset.store_linear:
+        features["linear"] = magnitude.transpose(1, 2)
+    return features

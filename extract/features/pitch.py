@@ -15,18 +15,25 @@ import math
 import torch
 
 from extract.config import Preset
+from extract.features.spectral import reflect_pad
 
 MAX_FRAMES_PER_CHUNK = 8192
 
 
-def pitch_frames(audio: torch.Tensor, preset: Preset, num_frames: int) -> torch.Tensor:
+def pitch_frames(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset,
+                 num_frames: int) -> torch.Tensor:
     """Frames [B, T, N] of length N = pitch.frame_length centred on the mel frame centres
-    (t * hop + hop / 2), zero-padded outside the signal."""
+    (t * hop + preset.frame_center_offset), padded with zeros or by reflecting each row at its
+    own ends (pitch.padding)."""
     n, hop = preset.pitch.frame_length, preset.hop_length
-    left = n // 2 - hop // 2
-    right = max(0, (num_frames - 1) * hop + n - left - audio.shape[1])
-    padded = torch.nn.functional.pad(audio, (left, right))
-    return padded.unfold(1, n, hop)[:, :num_frames]
+    if preset.pitch.padding == "reflect":
+        padded = reflect_pad(audio, lengths, n // 2)
+        start = preset.frame_center_offset
+    else:
+        left = n // 2 - preset.frame_center_offset
+        padded = torch.nn.functional.pad(audio, (left, n))
+        start = 0
+    return padded[:, start:].unfold(1, n, hop)[:, :num_frames]
 
 
 def yin(frames: torch.Tensor, sample_rate: int, fmin: float, fmax: float, threshold: float,

@@ -1,4 +1,5 @@
-"""Log-mel spectrogram and energy, batched over padded utterances on any torch device.
+"""Log-mel spectrogram and energy, batched over padded utterances on any torch device, for
+every preset's window, padding, magnitude, mel basis and log.
 
 Shapes: audio [B, L] (zero beyond each utterance's length), lengths [B];
 magnitude [B, n_fft//2 + 1, T]; log-mel [B, T, n_mels]; energy [B, T]. T is the frame count of
@@ -33,28 +34,42 @@ def mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
                     f_sp * mel)
 
 
+def hz_to_mel_htk(hz: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asanyarray(hz, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (np.asanyarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+MEL_SCALES = {"slaney": (hz_to_mel_slaney, mel_to_hz_slaney), "htk": (hz_to_mel_htk, mel_to_hz_htk)}
+
+
 @lru_cache(maxsize=16)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float,
-                   fmax: float) -> np.ndarray:
-    """Triangular mel filters [n_mels, n_fft//2 + 1], Slaney scale and area normalisation
-    (librosa.filters.mel's defaults), float32."""
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float,
+                   scale: str = "slaney", norm: str = "slaney") -> np.ndarray:
+    """Triangular mel filters [n_mels, n_fft//2 + 1], float32. scale "slaney" with norm "slaney"
+    is librosa.filters.mel's default; "htk" with "none" is torchaudio's."""
+    to_mel, to_hz = MEL_SCALES[scale]
     fft_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    mel_hz = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax),
-                                          n_mels + 2))
+    mel_hz = to_hz(np.linspace(to_mel(fmin), to_mel(fmax), n_mels + 2))
     widths = np.diff(mel_hz)
     ramps = mel_hz[:, None] - fft_hz[None, :]
     lower = -ramps[:-2] / widths[:-1, None]
     upper = ramps[2:] / widths[1:, None]
     weights = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+    if norm == "slaney":
+        weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
     return weights.astype(np.float32)
 
 
 @lru_cache(maxsize=16)
 def _device_constants(preset: Preset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    window = torch.hann_window(preset.win_length, periodic=True, dtype=torch.float32)
+    window = torch.hann_window(preset.win_length, periodic=preset.window == "hann_periodic",
+                               dtype=torch.float32)
     basis = torch.from_numpy(mel_filterbank(preset.sample_rate, preset.n_fft, preset.n_mels,
-                                            preset.fmin, preset.fmax))
+                                            preset.fmin, preset.fmax, preset.mel_scale,
+                                            preset.mel_norm))
     return window.to(device), basis.to(device)
 
 
@@ -71,25 +86,44 @@ def reflect_pad(audio: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.T
     return torch.gather(audio, 1, index.clamp(max=audio.shape[1] - 1))
 
 
+def pad_for_stft(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset) -> torch.Tensor:
+    """Pad each row by preset.pad_amount on both sides of its own length, reflecting or with
+    zeros (rows are already zero past their length)."""
+    if preset.padding.startswith("reflect"):
+        return reflect_pad(audio, lengths, preset.pad_amount)
+    return torch.nn.functional.pad(audio, (preset.pad_amount, preset.pad_amount))
+
+
 def magnitude_spectrogram(audio: torch.Tensor, lengths: torch.Tensor,
                           preset: Preset) -> torch.Tensor:
-    """|STFT| as HiFi-GAN computes it: reflect pad (n_fft - hop) / 2, center=False,
-    sqrt(re^2 + im^2 + eps). [B, L] -> [B, n_fft//2 + 1, T]."""
+    """|STFT| = sqrt(max(re^2 + im^2 + magnitude_eps, power_floor)) of the padded rows,
+    center=False on the padding done here. [B, L] -> [B, n_fft//2 + 1, T]."""
     window, _ = _device_constants(preset, audio.device)
-    padded = reflect_pad(audio, lengths, (preset.n_fft - preset.hop_length) // 2)
-    spec = torch.stft(padded, preset.n_fft, hop_length=preset.hop_length,
-                      win_length=preset.win_length, window=window, center=False,
-                      return_complex=True)
-    return torch.sqrt(spec.real.square() + spec.imag.square() + preset.magnitude_eps)
+    spec = torch.stft(pad_for_stft(audio, lengths, preset), preset.n_fft,
+                      hop_length=preset.hop_length, win_length=preset.win_length, window=window,
+                      center=False, return_complex=True)
+    power = spec.real.square() + spec.imag.square() + preset.magnitude_eps
+    if preset.power_floor > 0:
+        power = torch.clamp(power, min=preset.power_floor)
+    return torch.sqrt(power)
 
 
 def log_mel(magnitude: torch.Tensor, preset: Preset) -> torch.Tensor:
-    """ln(clamp(mel_basis @ magnitude, log_floor)), [B, F, T] -> [B, T, n_mels]."""
+    """The preset's log of mel_basis @ magnitude, [B, F, T] -> [B, T, n_mels]."""
     _, basis = _device_constants(preset, magnitude.device)
     mel = torch.matmul(basis, magnitude)
-    return torch.log(torch.clamp(mel, min=preset.log_floor)).transpose(1, 2)
+    if preset.log == "ln_add":
+        out = torch.log(mel + preset.log_floor)
+    elif preset.log == "log10_clamp":
+        out = torch.log10(torch.clamp(mel, min=preset.log_floor))
+    else:
+        out = torch.log(torch.clamp(mel, min=preset.log_floor))
+    return out.transpose(1, 2)
 
 
-def frame_energy(magnitude: torch.Tensor) -> torch.Tensor:
-    """Per-frame L2 norm of the linear magnitude spectrum, [B, F, T] -> [B, T]."""
+def frame_energy(magnitude: torch.Tensor, mel: torch.Tensor, preset: Preset) -> torch.Tensor:
+    """Per-frame L2 norm of the linear magnitude [B, F, T] (magnitude_l2) or of the log-mel
+    [B, T, n_mels] (log_mel_l2) -> [B, T]."""
+    if preset.energy == "log_mel_l2":
+        return torch.linalg.vector_norm(mel, dim=2)
     return torch.linalg.vector_norm(magnitude, dim=1)

@@ -20,7 +20,7 @@ import zarr
 
 from extract.loader.shard_reader import ShardReader, raw_layout
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
-                                  UTTERANCE_FIELDS, UTTERANCE_GROUP)
+                                  OPTIONAL_FRAME_ARRAYS, UTTERANCE_FIELDS, UTTERANCE_GROUP)
 
 
 SHOWN_REJECTIONS = 20
@@ -59,6 +59,7 @@ class FeatureStore:
         missing = [n for n in (*FRAME_ARRAYS, OFFSETS) if n not in group]
         if missing:
             raise StoreFormatError(f"{self.path} lacks array(s) {missing}")
+        self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in group]
         self.offsets = np.asarray(group[OFFSETS][:], dtype=np.int64)
         self.ids = [str(v) for v in group[f"{UTTERANCE_GROUP}/id"][:]]
         self.texts = [str(v) for v in group[f"{UTTERANCE_GROUP}/text"][:]]
@@ -85,7 +86,7 @@ class FeatureStore:
         if not len(self.ids) == len(self.texts) == len(lengths):
             raise StoreFormatError(f"{self.path}: {len(self.ids)} ids, {len(self.texts)} texts "
                                    f"and {len(lengths)} utterances disagree")
-        for name in FRAME_ARRAYS:
+        for name in self.array_names:
             if group[name].shape[0] != n_frames:
                 raise StoreFormatError(f"{self.path}: {name} has {group[name].shape[0]} frames, "
                                        f"mel has {n_frames}")
@@ -105,7 +106,7 @@ class FeatureStore:
             self._pid = os.getpid()
         if not self._readers:
             group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
-            for name in FRAME_ARRAYS:
+            for name in self.array_names:
                 if self.in_memory:
                     self._readers[name] = group[name][:]
                 elif raw_layout(json.loads((self.path / name / "zarr.json").read_text())):
@@ -133,7 +134,7 @@ class FeatureStore:
             raise IndexError(f"utterance {index} out of range for {len(self)} utterances")
         index %= len(self)
         item = {"id": self.ids[index], "text": self.texts[index]}
-        for name in FRAME_ARRAYS:
+        for name in self.array_names:
             item[name] = torch.from_numpy(self.frames(name, index))
         return item
 
@@ -159,7 +160,9 @@ class FeatureStore:
             f"f0 mean {_fmt(s['f0_mean'])} std {_fmt(s['f0_std'])} Hz over "
             f"{s['f0_voiced_frames']} voiced frames",
             f"  energy mean {_fmt(s['energy_mean'])} std {_fmt(s['energy_std'])}",
-            "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in FRAME_ARRAYS.items())
+            "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in
+                                     {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items()
+                                     if n in self.array_names)
             + f", {OFFSETS} int64, {UTTERANCE_GROUP}/{{{','.join(UTTERANCE_FIELDS)}}} string",
             f"  skipped: {len(self.attrs.get('rejected', []))} item(s)"
             + "".join(f"\n    line {r['line']} ({r['entry']}): {r['reason']}"

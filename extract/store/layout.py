@@ -19,7 +19,20 @@ FRAME_ARRAYS = {
     "voiced_prob": ("float32", None, ("frame",)),
     "energy": ("float32", None, ("frame",)),
 }
+OPTIONAL_FRAME_ARRAYS = {          # written only by presets that ask for them
+    "linear": ("float32", "n_freqs", ("frame", "freq")),
+}
 OFFSETS = "offsets"                # int64 [utterances + 1]
 PROGRESS = "progress"              # while a job runs: one JSON file per finished shard
 UTTERANCE_GROUP = "utterances"     # string arrays: id, text
 UTTERANCE_FIELDS = ("id", "text")
+
+
+def frame_arrays(widths: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...], tuple]]:
+    """name -> (dtype, trailing shape, dimension names) for a store whose trailing sizes are
+    `widths` (e.g. {"n_mels": 80}); optional arrays are included when their size is given."""
+    arrays = {}
+    for name, (dtype, trailing, dims) in {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items():
+        if name in FRAME_ARRAYS or trailing in widths:
+            arrays[name] = (dtype, (widths[trailing],) if trailing else (), dims)
+    return arrays

@@ -20,7 +20,8 @@ import zarr
 
 from extract.features.stats import combine, shard_moments
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
-                                  OFFSETS, PROGRESS, SHARD_FRAMES, UTTERANCE_GROUP)
+                                  OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES,
+                                  UTTERANCE_GROUP, frame_arrays)
 from extract.store.lock import LOCK_NAME, StoreLock, StoreLockedError
 
 
@@ -74,7 +75,7 @@ class StoreWriter:
     offsets, ids, texts and attributes (config, manifest); "attach" opens the store another
     process of the same job created. Marked shards count as written."""
 
-    def __init__(self, path: Path, offsets: np.ndarray, n_mels: int, ids: list[str],
+    def __init__(self, path: Path, offsets: np.ndarray, widths: dict[str, int], ids: list[str],
                  texts: list[str], attrs: dict, chunk_frames: int = CHUNK_FRAMES,
                  shard_frames: int = SHARD_FRAMES, mode: str = "create",
                  owned: range | None = None):
@@ -84,12 +85,13 @@ class StoreWriter:
         self.n_frames = int(offsets[-1])
         try:
             if mode == "create":
-                self._create(n_mels, ids, texts, attrs, chunk_frames)
+                self._create(widths, ids, texts, attrs, chunk_frames)
             else:
                 self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
                 if mode == "resume":
                     self._check_resumable(ids, texts, attrs, chunk_frames)
-                self.arrays = {name: self.group[name] for name in FRAME_ARRAYS}
+                self.arrays = {name: self.group[name] for name in
+                               (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if name in self.group}
             if not self.complete:
                 (path / PROGRESS).mkdir(exist_ok=True)
         except OSError as e:
@@ -103,7 +105,7 @@ class StoreWriter:
     def _marked(self) -> set[int]:
         return {int(p.stem) for p in (self.path / PROGRESS).glob("*.json")}
 
-    def _create(self, n_mels: int, ids: list[str], texts: list[str], attrs: dict,
+    def _create(self, widths: dict[str, int], ids: list[str], texts: list[str], attrs: dict,
                 chunk_frames: int) -> None:
         if (self.path / "zarr.json").exists():
             raise StoreError(f"cannot create {self.path}: a Zarr store is already there")
@@ -112,8 +114,7 @@ class StoreWriter:
         self.group.attrs[ATTRS_KEY] = {**attrs, "format_version": FORMAT_VERSION,
                                        "complete": False}
         self.arrays = {}
-        for name, (dtype, trailing, dims) in FRAME_ARRAYS.items():
-            extra = (n_mels,) if trailing else ()
+        for name, (dtype, extra, dims) in frame_arrays(widths).items():
             self.arrays[name] = self.group.create_array(
                 name, shape=(self.n_frames, *extra), dtype=dtype,
                 chunks=(chunk_frames, *extra), shards=(self.shard_frames, *extra),
@@ -185,9 +186,9 @@ class StoreWriter:
             buffer = self.buffers.get(shard)
             if buffer is None:
                 buffer = self.buffers[shard] = {
-                    name: np.zeros((hi - lo, *self.arrays[name].shape[1:]), dtype=dtype)
-                    for name, (dtype, _, _) in FRAME_ARRAYS.items()}
-            for name in FRAME_ARRAYS:
+                    name: np.zeros((hi - lo, *array.shape[1:]), dtype=array.dtype)
+                    for name, array in self.arrays.items()}
+            for name in self.arrays:
                 buffer[name][a - lo:b - lo] = features[name][a - start:b - start]
             self.missing[shard] -= b - a
             if self.missing[shard] == 0:
