@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from extract.config import DEFAULT_PRESET
 from extract.input.corpus import MAX_DURATION_S
 
 EXIT_OK, EXIT_FATAL, EXIT_SKIPPED = 0, 2, 3
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="extract features from a corpus")
     run.add_argument("dataset", help="folder with metadata.csv and wavs/, or the metadata file")
     run.add_argument("out", help="output store, e.g. features.zarr")
-    run.add_argument("--preset", default="hifigan",
+    run.add_argument("--preset", default=DEFAULT_PRESET,
                      help="preset name (see `tts-extract presets`) or a YAML file")
     run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     run.add_argument("--batch-size", type=int, default=None,

@@ -16,6 +16,9 @@ from pathlib import Path
 import yaml
 
 WINDOWS = ("hann_periodic", "hann_symmetric")
+# how the toolkit builds its window table: torch.hann_window in float32 arithmetic, a float64
+# window rounded to float32 (scipy's, then .float()), or float64 throughout (librosa)
+WINDOW_TABLES = ("torch", "rounded_float32", "float64")
 # *_half: pad (n_fft - hop) / 2 each side, stft center=False, len // hop frames centred at
 # t * hop + hop / 2; *_center: pad n_fft / 2 (stft center=True), len // hop + 1 frames at t * hop
 PADDINGS = ("reflect_half", "zero_half", "reflect_center", "zero_center")
@@ -65,6 +68,7 @@ class Preset:
     peak_normalize: float | None = None
     window: str = "hann_periodic"
     padding: str = "reflect_half"
+    window_table: str = "torch"
     magnitude_eps: float = 0.0    # |X| = sqrt(max(re^2 + im^2 + magnitude_eps, power_floor))
     power_floor: float = 0.0
     mel_scale: str = "slaney"
@@ -112,9 +116,18 @@ def preset_dir() -> Path:
     return Path(str(resources.files("extract.configs")))
 
 
+DEFAULT_PRESET = "hifigan"
+
+
+def preset_names() -> list[str]:
+    """Every YAML file in configs/, the default first."""
+    return sorted((p.stem for p in preset_dir().glob("*.yaml")),
+                  key=lambda name: (name != DEFAULT_PRESET, name))
+
+
 def available_presets() -> dict[str, str]:
-    """Preset name -> one-line description, for every YAML file in configs/."""
-    return {p.stem: load_preset(p.stem).description for p in sorted(preset_dir().glob("*.yaml"))}
+    """Preset name -> one-line description, default first."""
+    return {name: load_preset(name).description for name in preset_names()}
 
 
 def load_preset(name_or_path: str) -> Preset:
@@ -127,7 +140,7 @@ def load_preset(name_or_path: str) -> Preset:
     if path.suffix not in (".yaml", ".yml"):
         path = preset_dir() / f"{name_or_path}.yaml"
         if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in preset_dir().glob("*.yaml")))
+            known = ", ".join(preset_names())
             raise PresetError(f"unknown preset {name_or_path!r}; known presets: {known}")
     elif not path.is_file():
         raise PresetError(f"preset file {path} does not exist")
@@ -179,7 +192,8 @@ def _validate(p: Preset) -> None:
         if not ok:
             raise PresetError(f"preset {p.name}: {message}")
 
-    for key, allowed in (("window", WINDOWS), ("padding", PADDINGS), ("mel_scale", MEL_SCALES),
+    for key, allowed in (("window", WINDOWS), ("window_table", WINDOW_TABLES),
+                         ("padding", PADDINGS), ("mel_scale", MEL_SCALES),
                          ("mel_norm", MEL_NORMS), ("log", LOGS), ("energy", ENERGIES)):
         need(getattr(p, key) in allowed, f"{key} must be one of {allowed}, got {getattr(p, key)!r}")
     for key, allowed in (("method", PITCH_METHODS), ("padding", PITCH_PADDINGS)):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.config import Preset, load_preset
+from extract.config import DEFAULT_PRESET, Preset, load_preset
 from extract.decode.dali import decode_batches
 from extract.distributed import device_for, ranks_from_env
 from extract.decode.resample import resample_batch, resampled_length
@@ -142,7 +142,7 @@ def dependency_versions() -> dict[str, str]:
     return versions
 
 
-def run_job(dataset: str | Path, out: str | Path, preset: str = "hifigan", device: str = "auto",
+def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET, device: str = "auto",
             batch_size: int | None = None, limit: int | None = None, overwrite: bool = False,
             resume: bool = False, max_duration_s: float = MAX_DURATION_S,
             shard_frames: int = SHARD_FRAMES, show_progress: bool = True) -> JobResult:

@@ -1,4 +1,10 @@
-"""Independent references, written from the toolkits' own source, not from our code."""
+"""Independent references, written from the toolkits' own source, not from our code.
+
+Each is evaluated in float64 (Fourier transform, products, logs) from the toolkit's own tables:
+the window and mel basis as the toolkit builds them (torch windows are float32 tables, librosa's
+float64). Float32 transforms differ from that, and from each other, by up to 1e-3 in the log of
+the lowest mel bins, where the DC region is a small difference of large sums.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,8 @@ def hifigan_magnitude(y: torch.Tensor, n_fft=1024, hop_size=256, win_size=1024) 
     """The magnitude step of jik876/hifi-gan meldataset.py mel_spectrogram (center=False), for
     y [1, L] -> [1, n_fft//2 + 1, T]. Only the deprecated real-valued stft output is replaced by
     return_complex + view_as_real."""
-    hann_window = torch.hann_window(win_size)
-    y = torch.nn.functional.pad(y.unsqueeze(1), (int((n_fft - hop_size) / 2),
+    hann_window = torch.hann_window(win_size).double()
+    y = torch.nn.functional.pad(y.double().unsqueeze(1), (int((n_fft - hop_size) / 2),
                                                  int((n_fft - hop_size) / 2)), mode="reflect")
     y = y.squeeze(1)
     spec = torch.stft(y, n_fft, hop_length=hop_size, win_length=win_size, window=hann_window,
@@ -30,8 +36,9 @@ def hifigan_magnitude(y: torch.Tensor, n_fft=1024, hop_size=256, win_size=1024) 
 def hifigan_mel(y: torch.Tensor, n_fft=1024, num_mels=80, sampling_rate=22050, hop_size=256,
                 win_size=1024, fmin=0, fmax=8000) -> torch.Tensor:
     """meldataset.py mel_spectrogram, for y [1, L] -> [1, 80, T]."""
-    mel = librosa_mel_fn(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
-    mel_basis = torch.from_numpy(mel).float()
+    mel = librosa_mel_fn(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax,
+                         dtype=np.float64)
+    mel_basis = torch.from_numpy(mel)
     spec = torch.matmul(mel_basis, hifigan_magnitude(y, n_fft, hop_size, win_size))
     return torch.log(torch.clamp(spec, min=1e-5))
 
@@ -54,3 +61,128 @@ def load_for_hifigan(path, target_rate: int = 22050) -> torch.Tensor:
 def frame_energy_reference(y: torch.Tensor) -> np.ndarray:
     """L2 norm over frequency of HiFi-GAN's magnitude spectrum (NeMo's energy definition)."""
     return torch.linalg.norm(hifigan_magnitude(y), dim=1)[0].numpy()
+
+
+# --- One function per toolkit, each a transcription of its feature code (file named). Input:
+# --- float audio [L] in [-1, 1] at the toolkit's rate as that toolkit loads it; output: its
+# --- log-mel as [T, n_mels] numpy.
+
+def bigvgan_mel(y: np.ndarray, sampling_rate: int, num_mels: int, fmax) -> np.ndarray:
+    """NVIDIA/BigVGAN meldataset.py: MelDataset normalises to 0.95, then mel_spectrogram, which is
+    HiFi-GAN's (librosa mel with fmax None meaning sr / 2)."""
+    audio = torch.FloatTensor(normalize(y.astype(np.float64)) * 0.95)[None]
+    return hifigan_mel(audio, num_mels=num_mels, sampling_rate=sampling_rate,
+                       fmax=fmax)[0].T.numpy()
+
+
+def matcha_mel(y: np.ndarray) -> np.ndarray:
+    """Matcha-TTS matcha/utils/audio.py mel_spectrogram (HiFi-GAN's) on torchaudio-loaded audio
+    (no peak normalisation)."""
+    return hifigan_mel(torch.FloatTensor(y)[None])[0].T.numpy()
+
+
+def vits_features(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """jaywalnut310/vits mel_processing.py spectrogram_torch and spec_to_mel_torch (with
+    dynamic_range_compression_torch), audio / max_wav_value: ([T, 513] linear, [T, 80] mel)."""
+    n_fft, hop_size, win_size = 1024, 256, 1024
+    audio = torch.from_numpy(y.astype(np.float64))[None]
+    hann_window = torch.hann_window(win_size).double()
+    audio = torch.nn.functional.pad(audio.unsqueeze(1), (int((n_fft - hop_size) / 2),
+                                                         int((n_fft - hop_size) / 2)),
+                                    mode="reflect").squeeze(1)
+    spec = torch.stft(audio, n_fft, hop_length=hop_size, win_length=win_size,
+                      window=hann_window, center=False, pad_mode="reflect", normalized=False,
+                      onesided=True, return_complex=True)
+    spec = torch.sqrt(torch.view_as_real(spec).pow(2).sum(-1) + 1e-6)
+    mel_basis = torch.from_numpy(librosa_mel_fn(sr=22050, n_fft=n_fft, n_mels=80, fmin=0.0,
+                                                fmax=None, dtype=np.float64))
+    mel = torch.log(torch.clamp(torch.matmul(mel_basis, spec), min=1e-5))
+    return spec[0].T.numpy(), mel[0].T.numpy()
+
+
+def nemo_mel(y: np.ndarray, exact_pad: bool, log_zero_guard_type: str) -> np.ndarray:
+    """NeMo asr/parts/preprocessing/features.py FilterbankFeatures.forward in eval mode with the
+    TTS configs' settings: symmetric hann, zero padding (exact_pad: (n_fft - hop) / 2 and
+    center=False; else center=True), mag_power 1, librosa mel 0-8000, log guard 1e-5."""
+    n_fft, hop, win = 1024, 256, 1024
+    x = torch.from_numpy(y.astype(np.float64))[None]
+    window = torch.hann_window(win, periodic=False).double()
+    if exact_pad:
+        x = torch.nn.functional.pad(x.unsqueeze(1), ((n_fft - hop) // 2, (n_fft - hop) // 2),
+                                    "constant").squeeze(1)
+    x = torch.stft(x, n_fft=n_fft, hop_length=hop, win_length=win, center=not exact_pad,
+                   window=window, return_complex=True, pad_mode="constant")
+    x = torch.sqrt(torch.view_as_real(x).pow(2).sum(-1))
+    fb = torch.tensor(librosa_mel_fn(sr=22050, n_fft=n_fft, n_mels=80, fmin=0, fmax=8000),
+                      dtype=torch.float64).unsqueeze(0)
+    x = torch.matmul(fb, x)
+    x = torch.log(x + 1e-5) if log_zero_guard_type == "add" else \
+        torch.log(torch.clamp(x, min=1e-5))
+    return x[0].T.numpy()
+
+
+def dle_fastpitch_mel(y: np.ndarray) -> np.ndarray:
+    """DeepLearningExamples FastPitch common/stft.py STFT.transform (conv1d with a windowed
+    Fourier basis, reflect pad n_fft / 2) and common/layers.py TacotronSTFT.mel_spectrogram."""
+    from scipy.signal import get_window
+
+    filter_length, hop_length, win_length = 1024, 256, 1024
+    fourier_basis = np.fft.fft(np.eye(filter_length))
+    cutoff = int(filter_length / 2 + 1)
+    fourier_basis = np.vstack([np.real(fourier_basis[:cutoff, :]),
+                               np.imag(fourier_basis[:cutoff, :])])
+    forward_basis = torch.from_numpy(fourier_basis[:, None, :])
+    fft_window = torch.from_numpy(get_window("hann", win_length, fftbins=True)).float().double()
+    forward_basis *= fft_window
+    audio = torch.from_numpy(y.astype(np.float64))[None]
+    input_data = audio.view(1, 1, -1)
+    input_data = torch.nn.functional.pad(input_data.unsqueeze(1),
+                                         (int(filter_length / 2), int(filter_length / 2), 0, 0),
+                                         mode="reflect").squeeze(1)
+    forward_transform = torch.nn.functional.conv1d(input_data, forward_basis, stride=hop_length,
+                                                   padding=0)
+    real_part, imag_part = forward_transform[:, :cutoff, :], forward_transform[:, cutoff:, :]
+    magnitudes = torch.sqrt(real_part ** 2 + imag_part ** 2)
+    mel_basis = torch.from_numpy(librosa_mel_fn(sr=22050, n_fft=filter_length, n_mels=80,
+                                                fmin=0.0, fmax=8000.0, dtype=np.float64))
+    mel_output = torch.matmul(mel_basis, magnitudes)
+    return torch.log(torch.clamp(mel_output, min=1e-5) * 1)[0].T.numpy()
+
+
+def coqui_mel(y: np.ndarray) -> np.ndarray:
+    """coqui-ai/TTS utils/audio/numpy_transforms.py stft, spec_to_mel and amp_to_db as the
+    FastPitch recipe configures them (spec_gain 1, np.log, signal_norm false)."""
+    import librosa
+
+    stft = librosa.stft(y=y.astype(np.float64), n_fft=1024, hop_length=256, win_length=1024, window="hann",
+                        center=True, pad_mode="reflect")
+    mel_basis = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80, fmin=0.0, fmax=8000,
+                                    dtype=np.float64)
+    mel = np.dot(mel_basis, np.abs(stft))
+    return (1.0 * np.log(np.maximum(1e-8, mel))).T
+
+
+def espnet_mel(y: np.ndarray) -> np.ndarray:
+    """espnet2/layers/stft.py Stft (center, reflect, periodic hann), LogMelFbank's
+    sqrt(clamp(power, 1e-10)) and espnet2/layers/log_mel.py LogMel (log_base 10, clamp 1e-10)."""
+    x = torch.from_numpy(y.astype(np.float64))[None]
+    spec = torch.stft(x, n_fft=1024, hop_length=256, win_length=1024,
+                      window=torch.hann_window(1024).double(), center=True, normalized=False,
+                      onesided=True, pad_mode="reflect", return_complex=True)
+    spec = torch.view_as_real(spec).transpose(1, 2)                 # [B, T, F, 2]
+    input_power = spec[..., 0] ** 2 + spec[..., 1] ** 2
+    input_amp = torch.sqrt(torch.clamp(input_power, min=1.0e-10))
+    melmat = torch.from_numpy(librosa_mel_fn(sr=22050, n_fft=1024, n_mels=80, fmin=80,
+                                             fmax=7600, htk=False, dtype=np.float64).T)
+    mel_feat = torch.matmul(input_amp, melmat)
+    mel_feat = torch.clamp(mel_feat, min=1e-10)
+    return (mel_feat.log() / torch.tensor(10.0, dtype=torch.float64).log())[0].numpy()
+
+
+def vocos_mel(y: np.ndarray) -> np.ndarray:
+    """gemelo-ai/vocos feature_extractors.py MelSpectrogramFeatures (padding "center")."""
+    mel_spec = torchaudio.transforms.MelSpectrogram(sample_rate=24000, n_fft=1024,
+                                                    hop_length=256, n_mels=100, center=True,
+                                                    power=1).double()
+    mel = mel_spec(torch.from_numpy(y.astype(np.float64))[None])
+    return torch.log(torch.clip(mel, min=1e-7))[0].T.numpy()

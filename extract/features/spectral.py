@@ -34,25 +34,23 @@ def mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
                     f_sp * mel)
 
 
-def hz_to_mel_htk(hz: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asanyarray(hz, dtype=np.float64) / 700.0)
-
-
-def mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (np.asanyarray(mel, dtype=np.float64) / 2595.0) - 1.0)
-
-
-MEL_SCALES = {"slaney": (hz_to_mel_slaney, mel_to_hz_slaney), "htk": (hz_to_mel_htk, mel_to_hz_htk)}
-
-
 @lru_cache(maxsize=16)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float,
                    scale: str = "slaney", norm: str = "slaney") -> np.ndarray:
-    """Triangular mel filters [n_mels, n_fft//2 + 1], float32. scale "slaney" with norm "slaney"
-    is librosa.filters.mel's default; "htk" with "none" is torchaudio's."""
-    to_mel, to_hz = MEL_SCALES[scale]
+    """Triangular mel filters [n_mels, n_fft//2 + 1], float32.
+
+    "slaney" is librosa.filters.mel (computed in float64, as librosa does); "htk" is
+    torchaudio's melscale_fbanks, whose float32 arithmetic is part of what Vocos-style models
+    were trained on."""
+    if scale == "htk":
+        import torchaudio
+
+        return torchaudio.functional.melscale_fbanks(
+            n_fft // 2 + 1, fmin, fmax, n_mels, sample_rate,
+            norm="slaney" if norm == "slaney" else None, mel_scale="htk").T.numpy()
     fft_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    mel_hz = to_hz(np.linspace(to_mel(fmin), to_mel(fmax), n_mels + 2))
+    mel_hz = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax),
+                                          n_mels + 2))
     widths = np.diff(mel_hz)
     ramps = mel_hz[:, None] - fft_hz[None, :]
     lower = -ramps[:-2] / widths[:-1, None]
@@ -65,8 +63,13 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 
 @lru_cache(maxsize=16)
 def _device_constants(preset: Preset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    window = torch.hann_window(preset.win_length, periodic=preset.window == "hann_periodic",
-                               dtype=torch.float32)
+    periodic = preset.window == "hann_periodic"
+    if preset.window_table == "torch":
+        window = torch.hann_window(preset.win_length, periodic=periodic).double()
+    else:
+        window = torch.hann_window(preset.win_length, periodic=periodic, dtype=torch.float64)
+        if preset.window_table == "rounded_float32":
+            window = window.float().double()
     basis = torch.from_numpy(mel_filterbank(preset.sample_rate, preset.n_fft, preset.n_mels,
                                             preset.fmin, preset.fmax, preset.mel_scale,
                                             preset.mel_norm))
@@ -97,15 +100,19 @@ def pad_for_stft(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset) -> 
 def magnitude_spectrogram(audio: torch.Tensor, lengths: torch.Tensor,
                           preset: Preset) -> torch.Tensor:
     """|STFT| = sqrt(max(re^2 + im^2 + magnitude_eps, power_floor)) of the padded rows,
-    center=False on the padding done here. [B, L] -> [B, n_fft//2 + 1, T]."""
+    center=False on the padding done here. [B, L] -> [B, n_fft//2 + 1, T] float32.
+
+    The transform runs in float64 with the window table the toolkit builds (window_table):
+    low bins are small differences of large sums, and a float32 transform there is off by up to
+    5e-4 in the log."""
     window, _ = _device_constants(preset, audio.device)
-    spec = torch.stft(pad_for_stft(audio, lengths, preset), preset.n_fft,
-                      hop_length=preset.hop_length, win_length=preset.win_length, window=window,
-                      center=False, return_complex=True)
+    spec = torch.stft(pad_for_stft(audio, lengths, preset).double(), preset.n_fft,
+                      hop_length=preset.hop_length, win_length=preset.win_length,
+                      window=window, center=False, return_complex=True)
     power = spec.real.square() + spec.imag.square() + preset.magnitude_eps
     if preset.power_floor > 0:
         power = torch.clamp(power, min=preset.power_floor)
-    return torch.sqrt(power)
+    return torch.sqrt(power).float()
 
 
 def log_mel(magnitude: torch.Tensor, preset: Preset) -> torch.Tensor:

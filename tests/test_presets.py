@@ -1,0 +1,104 @@
+"""Every preset against a transcription of its toolkit's feature code (tests/reference.py), on
+speech-like audio at the preset's rate: the log-mel within 1e-4, same frame count."""
+
+import librosa
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import reference
+from extract.config import available_presets, load_preset
+from extract.demo import synth_utterance
+from extract.features import extract_features
+from extract.job import run_job
+from extract.loader import FeatureStore
+
+TOLERANCE = 1e-4    # log domain, float32
+
+REFERENCES = {
+    "hifigan": lambda y: reference.bigvgan_mel(y, 22050, 80, 8000),
+    "bigvgan-v2-22k": lambda y: reference.bigvgan_mel(y, 22050, 80, None),
+    "bigvgan-24k-100": lambda y: reference.bigvgan_mel(y, 24000, 100, 12000),
+    "matcha": reference.matcha_mel,
+    "vits": lambda y: reference.vits_features(y)[1],
+    "nemo-fastpitch": lambda y: reference.nemo_mel(y, exact_pad=False, log_zero_guard_type="add"),
+    "nemo-hifigan": lambda y: reference.nemo_mel(y, exact_pad=True, log_zero_guard_type="clamp"),
+    "dle-fastpitch": reference.dle_fastpitch_mel,
+    "coqui-fastpitch": reference.coqui_mel,
+    "espnet": reference.espnet_mel,
+    "vocos": reference.vocos_mel,
+}
+
+
+def speech(rate: int, seconds: float = 2.3, seed: int = 5) -> np.ndarray:
+    """Speech-like float32 audio, a length that is not a multiple of the hop."""
+    return synth_utterance(seconds, rate, np.random.default_rng(seed)).astype(np.float32)[:-37]
+
+
+def test_every_preset_has_a_reference_and_names_its_toolkit():
+    assert set(available_presets()) == set(REFERENCES)
+    for name in REFERENCES:
+        preset = load_preset(name)
+        assert preset.mirrors and preset.description
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_preset_matches_its_toolkit(name):
+    preset = load_preset(name)
+    y = speech(preset.sample_rate)
+    ours = extract_features(torch.from_numpy(y)[None], torch.tensor([len(y)]), preset)
+    expected = REFERENCES[name](y)
+    mel = ours["mel"][0].numpy()
+    assert mel.shape == expected.shape == (preset.num_frames(len(y)), preset.n_mels)
+    worst = float(np.abs(mel - expected).max())
+    assert worst <= TOLERANCE, worst
+    assert ours["f0"].shape == ours["energy"].shape == (1, mel.shape[0])
+
+
+def test_vits_stores_its_linear_input():
+    preset = load_preset("vits")
+    y = speech(22050)
+    ours = extract_features(torch.from_numpy(y)[None], torch.tensor([len(y)]), preset)
+    linear, _ = reference.vits_features(y)
+    assert ours["linear"][0].shape == linear.shape
+    assert float(np.abs(np.log(ours["linear"][0].numpy()) - np.log(linear)).max()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name,energy", [
+    ("nemo-fastpitch", lambda mel, mag: np.linalg.norm(mag, axis=0)),      # linear magnitude
+    ("dle-fastpitch", lambda mel, mag: np.linalg.norm(mel, axis=1)),       # of the log-mel
+])
+def test_energy_follows_the_toolkit(name, energy):
+    preset = load_preset(name)
+    y = speech(22050)
+    ours = extract_features(torch.from_numpy(y)[None], torch.tensor([len(y)]), preset)
+    mel = reference.dle_fastpitch_mel(y) if name == "dle-fastpitch" else None
+    magnitude = np.abs(librosa.stft(np.pad(y, 512), n_fft=1024, hop_length=256, center=False,
+                                    window=np.hanning(1024)))
+    np.testing.assert_allclose(ours["energy"][0].numpy(), energy(mel, magnitude), rtol=2e-4,
+                               atol=1e-4)
+
+
+def test_center_preset_pitch_is_librosa_pyin_on_the_same_frames(tmp_path):
+    """FastPitch-style presets have frames at t * hop, as librosa.pyin(center=True): the store's
+    pitch is that pyin output, frame for frame, and the mel matches DLE's from the WAV."""
+    (tmp_path / "c" / "wavs").mkdir(parents=True)
+    y = speech(22050, seconds=3.0, seed=9)
+    soundfile.write(tmp_path / "c" / "wavs" / "a.wav", y, 22050, subtype="PCM_16")
+    (tmp_path / "c" / "metadata.csv").write_text("a|text|\n")
+    run_job(tmp_path / "c", tmp_path / "dle.zarr", preset="dle-fastpitch", device="cpu",
+            show_progress=False)
+    store = FeatureStore(tmp_path / "dle.zarr")
+    assert store.config["frame_center_offset_s"] == 0
+    audio = soundfile.read(tmp_path / "c" / "wavs" / "a.wav", dtype="float32")[0]
+    item = store["a"]
+    assert float(np.abs(item["mel"].numpy() - reference.dle_fastpitch_mel(audio)).max()) <= \
+        TOLERANCE
+    f0, voiced, _ = librosa.pyin(audio, fmin=65.406, fmax=2093.0, sr=22050, frame_length=1024,
+                                 hop_length=256, center=True)
+    assert item["f0"].shape == f0.shape
+    assert (item["voiced"].numpy() == voiced).mean() >= 0.99
+    both = item["voiced"].numpy() & voiced
+    cents = 1200 * np.abs(np.log2(item["f0"].numpy()[both] / f0[both]))
+    assert both.any() and (cents <= 10.001).mean() >= 0.99
