@@ -1,4 +1,4 @@
-"""Command line: tts-extract run | inspect | presets | demo.
+"""Command line: tts-extract run | inspect | presets | export | demo.
 
 Exit status of `run`: 0 when every utterance was extracted; 3 when the store is complete but
 some items were skipped (each named in the summary and in the store; --allow-skipped makes
@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("presets", help="list the presets")
 
+    export = commands.add_parser("export", help="write a store in a toolkit's own file layout")
+    export.add_argument("store")
+    export.add_argument("--to", required=True, choices=("fastpitch", "nemo"),
+                        help="fastpitch: DeepLearningExamples mels/ and pitch/ .pt files; "
+                             "nemo: NeMo's per-feature .npy files and feature_stats.json")
+    export.add_argument("dir", help="output folder")
+    export.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+
     demo = commands.add_parser("demo", help="write the bundled demo corpus")
     demo.add_argument("folder", help="where to write metadata.csv and wavs/")
     return parser
@@ -57,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from extract.config import PresetError
+    from extract.config import PresetError, UnknownPresetError
+    from extract.export import ExportError
     from extract.input.corpus import CorpusError
     from extract.job import JobInterrupted
     from extract.loader.feature_store import StoreFormatError
@@ -68,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     except JobInterrupted as e:
         print(f"tts-extract: {e}", file=sys.stderr)
         return 128 + e.signum
-    except (PresetError, CorpusError, StoreError, StoreFormatError, ValueError, RuntimeError,
-            OSError) as e:
+    except (PresetError, CorpusError, StoreError, StoreFormatError, ExportError, ValueError,
+            RuntimeError, OSError) as e:
         print(f"tts-extract: error: {e}", file=sys.stderr)
+        if isinstance(e, UnknownPresetError):
+            print_presets(sys.stderr)
         return EXIT_FATAL
 
 
@@ -110,11 +121,28 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_presets(args) -> int:
+    print_presets(sys.stdout)
+    return EXIT_OK
+
+
+def print_presets(stream) -> None:
     from extract.config import available_presets
 
     for name, description in available_presets().items():
-        print(f"{name:16s} {description}")
-    return 0
+        print(f"{name:16s} {description}", file=stream)
+
+
+def cmd_export(args) -> int:
+    from extract.export import RECIPE_PRESETS, export_store
+    from extract.loader.feature_store import FeatureStore
+
+    preset = FeatureStore(args.store).config["name"]
+    if preset != RECIPE_PRESETS[args.to]:
+        print(f"note: {args.store} uses preset {preset!r}; {args.to}'s recipe computes its "
+              f"features as preset {RECIPE_PRESETS[args.to]!r} does", file=sys.stderr)
+    count = export_store(args.store, args.to, args.dir, args.overwrite)
+    print(f"exported {count} utterances to {args.dir} ({args.to} layout)")
+    return EXIT_OK
 
 
 def cmd_demo(args) -> int:
@@ -125,4 +153,5 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "inspect": cmd_inspect, "presets": cmd_presets, "demo": cmd_demo}
+COMMANDS = {"run": cmd_run, "inspect": cmd_inspect, "presets": cmd_presets,
+            "export": cmd_export, "demo": cmd_demo}

@@ -36,6 +36,10 @@ class PresetError(ValueError):
     """A preset name, file or value is invalid."""
 
 
+class UnknownPresetError(PresetError):
+    """No preset has that name."""
+
+
 @dataclass(frozen=True)
 class PitchConfig:
     """Pitch on the mel frames. `pyin` reproduces librosa.pyin; `yin` is a fast single-threshold
@@ -141,7 +145,7 @@ def load_preset(name_or_path: str) -> Preset:
         path = preset_dir() / f"{name_or_path}.yaml"
         if not path.is_file():
             known = ", ".join(preset_names())
-            raise PresetError(f"unknown preset {name_or_path!r}; known presets: {known}")
+            raise UnknownPresetError(f"unknown preset {name_or_path!r}; known presets: {known}")
     elif not path.is_file():
         raise PresetError(f"preset file {path} does not exist")
     try:

@@ -178,7 +178,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET, 
                 job = e
         job = ranks.share(job)
         utts, counts, rejected = job.utterances, job.counts, job.rejected
-        writer = StoreWriter(Path(out), job.offsets, {}, [], [], {},
+        writer = StoreWriter(Path(out), job.offsets, {}, {}, {},
                              chunk_frames=min(CHUNK_FRAMES, shard_frames),
                              shard_frames=shard_frames, mode="attach",
                              owned=ranks.shards(-(-int(job.offsets[-1]) // shard_frames)))
@@ -208,8 +208,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET, 
         audio_s = sum(u.duration_s for u in utts)
         if ranks.is_main:
             if failed:
-                writer.remove_utterances(sorted(failed), [u.id for u in utts],
-                                         [u.text for u in utts])
+                writer.remove_utterances(sorted(failed), utterance_fields(utts))
             elapsed = time.perf_counter() - started
             writer.finish({"manifest_sha256": manifest_sha256(job.root, utts),
                            "rejected": [r.to_dict() for r in rejected],
@@ -223,6 +222,14 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET, 
         ranks.stop()
     return JobResult(writer.path, len(utts), rejected, audio_s, time.perf_counter() - started,
                      str(torch_device), extracted, main=ranks.is_main)
+
+
+def utterance_fields(utts: list[Utterance]) -> dict[str, list[str]]:
+    """The store's utterances/ string arrays; speaker only when the corpus names speakers."""
+    fields = {"id": [u.id for u in utts], "text": [u.text for u in utts]}
+    if any(u.speaker for u in utts):
+        fields["speaker"] = [u.speaker for u in utts]
+    return fields
 
 
 def store_widths(preset: Preset) -> dict[str, int]:
@@ -256,8 +263,7 @@ def _prepare(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
         if lock.stale_owner and show_progress:
             print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
                   f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)
-        StoreWriter(out, offsets, store_widths(preset), [u.id for u in utts],
-                    [u.text for u in utts],
+        StoreWriter(out, offsets, store_widths(preset), utterance_fields(utts),
                     {"config": preset.to_dict(), "manifest_sha256": manifest_sha256(corpus.root,
                                                                                     utts),
                      "versions": dependency_versions(),

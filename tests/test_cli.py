@@ -41,7 +41,6 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["run", "{tmp}/missing", "{tmp}/o.zarr"], "does not exist"),
-    (["run", "{demo}", "{tmp}/o.zarr", "--preset", "nope"], "unknown preset 'nope'; known"),
     (["run", "{demo}", "{tmp}/o.zarr", "--batch-size", "0"], "--batch-size must be positive"),
     (["inspect", "{tmp}"], "not a Zarr store"),
 ])
@@ -53,6 +52,16 @@ def test_errors_are_one_clear_line(demo_corpus, tmp_path, args, message):
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_presets_lists_the_default():
+def test_presets_lists_every_preset_and_an_unknown_name_prints_the_list(demo_corpus, tmp_path):
+    from extract.config import preset_dir
+
     result = cli("presets")
-    assert result.returncode == 0 and result.stdout.startswith("hifigan")
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 0 and lines[0].startswith("hifigan ")
+    assert sorted(line.split()[0] for line in lines) == \
+        sorted(p.stem for p in preset_dir().glob("*.yaml"))
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)       # each has a description
+    unknown = cli("run", demo_corpus, tmp_path / "o.zarr", "--preset", "nope")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("tts-extract: error: unknown preset 'nope'; known presets:")
+    assert unknown.stderr.strip().splitlines()[1:] == lines

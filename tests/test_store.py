@@ -93,7 +93,8 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
                          "voiced": voiced, "voiced_prob": rng.random(n).astype(np.float32),
                          "energy": rng.random(n).astype(np.float32)})
     features[3]["f0"][:] = 0
-    w = StoreWriter(tmp_path / "s.zarr", offsets, {"n_mels": 5}, ids, [f"t{i}" for i in ids],
+    w = StoreWriter(tmp_path / "s.zarr", offsets, {"n_mels": 5},
+                    {"id": ids, "text": [f"t{i}" for i in ids]},
                     {"config": {}, "manifest_sha256": "x", "versions": {}},
                     chunk_frames=16, shard_frames=64)
     for i in rng.permutation(40):
@@ -111,7 +112,8 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
 
 
 def test_unfinished_store_is_refused(tmp_path):
-    w = StoreWriter(tmp_path / "s.zarr", np.array([0, 10]), {"n_mels": 3}, ["a"], ["t"],
+    w = StoreWriter(tmp_path / "s.zarr", np.array([0, 10]), {"n_mels": 3},
+                    {"id": ["a"], "text": ["t"]},
                     {"config": {}, "manifest_sha256": "x", "versions": {}})
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(tmp_path / "s.zarr")

@@ -1,5 +1,6 @@
-"""Corpus statistics from per-shard float64 moments: per-mel-bin mean and std, f0 mean and std
-over voiced frames, energy mean and std (population std, ddof=0).
+"""Corpus statistics from per-shard float64 moments: per-mel-bin and global mel mean and std, f0
+mean and std over voiced frames, energy mean and std over all and over voiced frames, and f0 and
+voiced-energy statistics per speaker (population std, ddof=0).
 
 Moments are taken when a shard is written and combined in shard order, so the statistics do
 not depend on batch order, on how many processes wrote the store, or on a resume.
@@ -10,35 +11,66 @@ from __future__ import annotations
 import numpy as np
 
 
-def shard_moments(features: dict[str, np.ndarray]) -> dict:
-    """Count, sum and sum of squares (float64, JSON-ready) of one shard's frames."""
-    def moments(values: np.ndarray) -> dict:
-        values = values.astype(np.float64).reshape(values.shape[0], -1 if values.ndim > 1 else 1)
-        return {"count": int(values.shape[0]), "sum": values.sum(axis=0).tolist(),
-                "sum_sq": np.square(values).sum(axis=0).tolist()}
+def _moments(values: np.ndarray) -> dict:
+    values = values.astype(np.float64).reshape(values.shape[0], -1 if values.ndim > 1 else 1)
+    return {"count": int(values.shape[0]), "sum": values.sum(axis=0).tolist(),
+            "sum_sq": np.square(values).sum(axis=0).tolist()}
 
-    return {"mel": moments(features["mel"]), "f0": moments(features["f0"][features["voiced"]]),
-            "energy": moments(features["energy"])}
+
+def shard_moments(features: dict[str, np.ndarray], speakers: np.ndarray | None = None) -> dict:
+    """Count, sum and sum of squares (float64, JSON-ready) of one shard's frames: mel, f0 and
+    energy over voiced frames, energy over all; and per speaker when `speakers` labels frames."""
+    voiced = features["voiced"]
+    moments = {"mel": _moments(features["mel"]), "f0": _moments(features["f0"][voiced]),
+               "energy": _moments(features["energy"]),
+               "energy_voiced": _moments(features["energy"][voiced])}
+    if speakers is not None:
+        moments["speakers"] = {
+            str(name): {"f0": _moments(features["f0"][voiced & (speakers == name)]),
+                        "energy_voiced": _moments(features["energy"][voiced & (speakers == name)])}
+            for name in dict.fromkeys(speakers)}
+    return moments
+
+
+def _mean_std(parts: list[dict]) -> tuple[int, list, list]:
+    """Combined count, mean and population std of moments, added in order."""
+    count = sum(p["count"] for p in parts)
+    width = len(parts[0]["sum"])
+    if count == 0:  # e.g. no voiced frame at all; JSON has no NaN
+        return 0, [None] * width, [None] * width
+    total, total_sq = np.zeros(width), np.zeros(width)
+    for p in parts:
+        total += p["sum"]
+        total_sq += p["sum_sq"]
+    mean = total / count
+    return count, mean.tolist(), np.sqrt(np.maximum(total_sq / count - mean ** 2, 0)).tolist()
 
 
 def combine(shards: list[dict]) -> dict:
     """The store's `stats` attribute from every shard's moments, in shard order."""
-    def mean_std(key: str) -> tuple[int, list, list]:
-        count = sum(s[key]["count"] for s in shards)
-        width = len(shards[0][key]["sum"])
-        if count == 0:  # e.g. no voiced frame at all; JSON has no NaN
-            return 0, [None] * width, [None] * width
-        total = np.zeros(width)
-        total_sq = np.zeros(width)
-        for s in shards:
-            total += s[key]["sum"]
-            total_sq += s[key]["sum_sq"]
-        mean = total / count
-        return count, mean.tolist(), np.sqrt(np.maximum(total_sq / count - mean ** 2, 0)).tolist()
+    def scalar(key: str, parts: list[dict]) -> tuple[int, float | None, float | None]:
+        count, (mean,), (std,) = _mean_std([p[key] for p in parts])
+        return count, mean, std
 
-    frames, mel_mean, mel_std = mean_std("mel")
-    voiced, (f0_mean,), (f0_std,) = mean_std("f0")
-    _, (energy_mean,), (energy_std,) = mean_std("energy")
-    return {"mel_mean": mel_mean, "mel_std": mel_std, "f0_mean": f0_mean, "f0_std": f0_std,
-            "f0_voiced_frames": voiced, "energy_mean": energy_mean, "energy_std": energy_std,
-            "frames": frames}
+    frames, mel_mean, mel_std = _mean_std([s["mel"] for s in shards])
+    flat = [{"count": s["mel"]["count"] * len(s["mel"]["sum"]), "sum": [sum(s["mel"]["sum"])],
+             "sum_sq": [sum(s["mel"]["sum_sq"])]} for s in shards]
+    _, (mel_mean_global,), (mel_std_global,) = _mean_std(flat)
+    voiced, f0_mean, f0_std = scalar("f0", shards)
+    _, energy_mean, energy_std = scalar("energy", shards)
+    _, energy_voiced_mean, energy_voiced_std = scalar("energy_voiced", shards)
+    stats = {"mel_mean": mel_mean, "mel_std": mel_std, "mel_mean_global": mel_mean_global,
+             "mel_std_global": mel_std_global, "f0_mean": f0_mean, "f0_std": f0_std,
+             "f0_voiced_frames": voiced, "energy_mean": energy_mean, "energy_std": energy_std,
+             "energy_voiced_mean": energy_voiced_mean, "energy_voiced_std": energy_voiced_std,
+             "frames": frames}
+    names = dict.fromkeys(name for s in shards for name in s.get("speakers", {}))
+    if names:
+        stats["speakers"] = {}
+        for name in names:
+            parts = [s["speakers"][name] for s in shards if name in s.get("speakers", {})]
+            count, mean, std = scalar("f0", parts)
+            _, e_mean, e_std = scalar("energy_voiced", parts)
+            stats["speakers"][name] = {"f0_mean": mean, "f0_std": std, "f0_voiced_frames": count,
+                                       "energy_voiced_mean": e_mean, "energy_voiced_std": e_std}
+    return stats

@@ -4,6 +4,7 @@ Accepted metadata lines (one utterance each, fields separated by '|'):
 
     LJ001-0001|raw text|normalized text     id without extension -> wavs/LJ001-0001.wav
     llm_intro_0.wav|raw text|               file name; empty normalized field -> raw text
+    p225_001|raw text|normalized|p225       an optional fourth field names the speaker
 
 Every WAV header is read up front (`extract.input.wav`), so frame counts are known before any
 audio is decoded. A bad line or file does not stop the job: it becomes a `Rejection` naming the
@@ -35,6 +36,7 @@ class Utterance:
     path: Path
     line_number: int
     wav: WavInfo
+    speaker: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -84,9 +86,9 @@ def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
     return metadata, wavs
 
 
-def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str]], list[Rejection]]:
-    """(line number, id field, text) per usable non-blank line, and a rejection per unusable
-    one; text is the normalized field, or the raw one when that is empty or absent."""
+def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], list[Rejection]]:
+    """(line number, id field, text, speaker) per usable non-blank line, and a rejection per
+    unusable one; text is the normalized field, or the raw one when that is empty or absent."""
     try:
         raw = metadata.read_bytes()
     except OSError as e:
@@ -110,7 +112,8 @@ def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str]], list[Rej
                                       "text]'"))
             continue
         normalized = fields[2].strip() if len(fields) > 2 else ""
-        rows.append((number, fields[0].strip(), normalized or fields[1].strip()))
+        speaker = fields[3].strip() if len(fields) > 3 else ""
+        rows.append((number, fields[0].strip(), normalized or fields[1].strip(), speaker))
     return rows, rejected
 
 
@@ -137,7 +140,7 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
     if limit is not None and rows:
         rejected = [r for r in rejected if r.line_number < rows[-1][0]]
     utterances, seen = [], {}
-    for number, id_field, text in rows:
+    for number, id_field, text, speaker in rows:
         try:
             utt_id, path = resolve_audio(wavs, id_field)
             if utt_id in seen:
@@ -148,7 +151,7 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
         except (CorpusError, WavError) as e:
             rejected.append(Rejection(number, id_field, str(e)))
             continue
-        utterances.append(Utterance(len(utterances), utt_id, text, path, number, info))
+        utterances.append(Utterance(len(utterances), utt_id, text, path, number, info, speaker))
     rejected.sort(key=lambda r: r.line_number)
     if not utterances:
         shown = "\n  ".join(str(r) for r in rejected[:20])
@@ -158,8 +161,8 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
 
 
 def manifest_sha256(root: Path, utterances: list[Utterance]) -> str:
-    """Hash of what a store holds: ids, texts, audio paths relative to the dataset and file
-    sizes, in order."""
-    rows = [[u.id, u.text, u.path.relative_to(root).as_posix(), u.wav.file_size]
+    """Hash of what a store holds: ids, texts, audio paths relative to the dataset, file sizes
+    and speakers, in order."""
+    rows = [[u.id, u.text, u.path.relative_to(root).as_posix(), u.wav.file_size, u.speaker]
             for u in utterances]
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()

@@ -57,12 +57,22 @@ class LengthBucketSampler(torch.utils.data.Sampler):
 
 
 def pad_collate(items: list[dict]) -> dict:
-    """Stack items, zero-padding the time axis: mel [B, T, n_mels], f0/voiced/energy [B, T],
-    lengths [B] (frames), ids and texts as lists."""
+    """Stack items, zero-padding the time axis: mel [B, T, n_mels] ([B, n_mels, T] for a store
+    opened with mel_layout="bins_first"; linear likewise), f0/voiced/voiced_prob/energy [B, T],
+    lengths [B] (frames), ids, texts (and speakers) as lists."""
     lengths = torch.tensor([len(item["f0"]) for item in items], dtype=torch.int64)
     batch = {"ids": [item["id"] for item in items], "texts": [item["text"] for item in items],
              "lengths": lengths}
-    for name in PADDED_FEATURES:
-        batch[name] = torch.nn.utils.rnn.pad_sequence([item[name] for item in items],
-                                                      batch_first=True)
+    if "speaker" in items[0]:
+        batch["speakers"] = [item["speaker"] for item in items]
+    bins_first = items[0].get("mel_layout") == "bins_first"
+    for name in (*PADDED_FEATURES, "linear"):
+        if name not in items[0]:
+            continue
+        values = [item[name] for item in items]
+        if bins_first and values[0].dim() == 2:
+            padded = torch.nn.utils.rnn.pad_sequence([v.T for v in values], batch_first=True)
+            batch[name] = padded.transpose(1, 2)
+        else:
+            batch[name] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True)
     return batch

@@ -34,13 +34,26 @@ class FeatureStore:
     """Utterances of a tts-extract store, by position or id.
 
     `store[i]` / `store["id"]` -> {"id", "text", "mel" [T, n_mels] float32, "f0" [T] float32,
-    "voiced" [T] bool, "voiced_prob" [T] float32, "energy" [T] float32} (torch tensors).
-    `in_memory=True` reads every array once at open (per process) and serves from RAM.
+    "voiced" [T] bool, "voiced_prob" [T] float32, "energy" [T] float32} (torch tensors), plus
+    "speaker" when the corpus names speakers and "linear" when the preset stores it.
+
+    in_memory: read every array once at open (per process) and serve from RAM.
+    mel_layout: "frames_first" ([T, n_mels]) or "bins_first" ([n_mels, T], as NeMo, FastPitch
+        and HiFi-GAN models take it); applies to linear too.
+    normalize: f0 becomes (f0 - mean) / std on voiced frames and 0 elsewhere, energy
+        (energy - mean) / std, with mean and std over voiced frames, per speaker when the store
+        has speakers (stats["speakers"]), else over the corpus.
     """
 
-    def __init__(self, path: str | Path, in_memory: bool = False):
+    def __init__(self, path: str | Path, in_memory: bool = False,
+                 mel_layout: str = "frames_first", normalize: bool = False):
+        if mel_layout not in ("frames_first", "bins_first"):
+            raise ValueError(f"mel_layout must be 'frames_first' or 'bins_first', "
+                             f"got {mel_layout!r}")
         self.path = Path(path)
         self.in_memory = in_memory
+        self.mel_layout = mel_layout
+        self.normalize = normalize
         group = self._open_group()
         record = group.attrs.get(ATTRS_KEY)
         if not isinstance(record, dict):
@@ -63,6 +76,8 @@ class FeatureStore:
         self.offsets = np.asarray(group[OFFSETS][:], dtype=np.int64)
         self.ids = [str(v) for v in group[f"{UTTERANCE_GROUP}/id"][:]]
         self.texts = [str(v) for v in group[f"{UTTERANCE_GROUP}/text"][:]]
+        self.speakers = [str(v) for v in group[f"{UTTERANCE_GROUP}/speaker"][:]] \
+            if f"{UTTERANCE_GROUP}/speaker" in group else None
         self._check_consistency(group)
         self._position = {utt_id: i for i, utt_id in enumerate(self.ids)}
         self._pid: int | None = None
@@ -134,9 +149,28 @@ class FeatureStore:
             raise IndexError(f"utterance {index} out of range for {len(self)} utterances")
         index %= len(self)
         item = {"id": self.ids[index], "text": self.texts[index]}
+        if self.speakers is not None:
+            item["speaker"] = self.speakers[index]
         for name in self.array_names:
             item[name] = torch.from_numpy(self.frames(name, index))
+        if self.normalize:
+            self._normalize(item)
+        if self.mel_layout == "bins_first":
+            item["mel_layout"] = "bins_first"
+            for name in ("mel", "linear"):
+                if name in item:
+                    item[name] = item[name].T.contiguous()
         return item
+
+    def _normalize(self, item: dict) -> None:
+        s = self.stats["speakers"][item["speaker"]] if "speaker" in item else self.stats
+        f0_mean, f0_std = s["f0_mean"], s["f0_std"]
+        energy_mean, energy_std = s["energy_voiced_mean"], s["energy_voiced_std"]
+        if f0_mean is None:          # no voiced frame: nothing to normalise by
+            return
+        voiced = item["voiced"]
+        item["f0"] = torch.where(voiced, (item["f0"] - f0_mean) / max(f0_std, 1e-8), 0.0)
+        item["energy"] = (item["energy"] - energy_mean) / max(energy_std, 1e-8)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -24,8 +24,8 @@ OPTIONAL_FRAME_ARRAYS = {          # written only by presets that ask for them
 }
 OFFSETS = "offsets"                # int64 [utterances + 1]
 PROGRESS = "progress"              # while a job runs: one JSON file per finished shard
-UTTERANCE_GROUP = "utterances"     # string arrays: id, text
-UTTERANCE_FIELDS = ("id", "text")
+UTTERANCE_GROUP = "utterances"     # string arrays: id, text, and speaker when the corpus has one
+UTTERANCE_FIELDS = ("id", "text", "speaker")
 
 
 def frame_arrays(widths: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...], tuple]]:

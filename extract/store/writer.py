@@ -21,7 +21,7 @@ import zarr
 from extract.features.stats import combine, shard_moments
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
                                   OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES,
-                                  UTTERANCE_GROUP, frame_arrays)
+                                  UTTERANCE_FIELDS, UTTERANCE_GROUP, frame_arrays)
 from extract.store.lock import LOCK_NAME, StoreLock, StoreLockedError
 
 
@@ -72,11 +72,11 @@ class StoreWriter:
     """Writes the shards `owned` (default: all) of one store.
 
     mode "create" makes a new store; "resume" reopens an unfinished one made with the same
-    offsets, ids, texts and attributes (config, manifest); "attach" opens the store another
+    offsets, utterance fields and attributes (config, manifest); "attach" opens the store another
     process of the same job created. Marked shards count as written."""
 
-    def __init__(self, path: Path, offsets: np.ndarray, widths: dict[str, int], ids: list[str],
-                 texts: list[str], attrs: dict, chunk_frames: int = CHUNK_FRAMES,
+    def __init__(self, path: Path, offsets: np.ndarray, widths: dict[str, int],
+                 fields: dict[str, list[str]], attrs: dict, chunk_frames: int = CHUNK_FRAMES,
                  shard_frames: int = SHARD_FRAMES, mode: str = "create",
                  owned: range | None = None):
         self.path = path
@@ -85,17 +85,18 @@ class StoreWriter:
         self.n_frames = int(offsets[-1])
         try:
             if mode == "create":
-                self._create(widths, ids, texts, attrs, chunk_frames)
+                self._create(widths, fields, attrs, chunk_frames)
             else:
                 self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
                 if mode == "resume":
-                    self._check_resumable(ids, texts, attrs, chunk_frames)
+                    self._check_resumable(fields, attrs, chunk_frames)
                 self.arrays = {name: self.group[name] for name in
                                (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if name in self.group}
             if not self.complete:
                 (path / PROGRESS).mkdir(exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
+        self._speakers: list[str] | None = None
         done = self._marked()
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
         owned = range(self.num_shards) if owned is None else owned
@@ -105,7 +106,7 @@ class StoreWriter:
     def _marked(self) -> set[int]:
         return {int(p.stem) for p in (self.path / PROGRESS).glob("*.json")}
 
-    def _create(self, widths: dict[str, int], ids: list[str], texts: list[str], attrs: dict,
+    def _create(self, widths: dict[str, int], fields: dict[str, list[str]], attrs: dict,
                 chunk_frames: int) -> None:
         if (self.path / "zarr.json").exists():
             raise StoreError(f"cannot create {self.path}: a Zarr store is already there")
@@ -120,14 +121,13 @@ class StoreWriter:
                 chunks=(chunk_frames, *extra), shards=(self.shard_frames, *extra),
                 compressors=None, fill_value=0, dimension_names=dims,
                 config={"write_empty_chunks": True})
-        self._write_index(ids, texts)
+        self._write_index(fields)
 
-    def _write_index(self, ids: list[str], texts: list[str]) -> None:
-        """offsets, utterances/id and utterances/text (small, one chunk each)."""
-        arrays = ((OFFSETS, self.offsets.astype(np.int64), ("utterance_edge",), None),
-                  (f"{UTTERANCE_GROUP}/id", np.array(ids, dtype=object), ("utterance",), str),
-                  (f"{UTTERANCE_GROUP}/text", np.array(texts, dtype=object), ("utterance",),
-                   str))
+    def _write_index(self, fields: dict[str, list[str]]) -> None:
+        """offsets and utterances/<field> (small, one chunk each)."""
+        arrays = [(OFFSETS, self.offsets.astype(np.int64), ("utterance_edge",), None)]
+        arrays += [(f"{UTTERANCE_GROUP}/{name}", np.array(values, dtype=object), ("utterance",),
+                    str) for name, values in fields.items()]
         for name, values, dims, dtype in arrays:
             array = self.group.create_array(name, shape=values.shape,
                                             dtype=dtype or values.dtype,
@@ -135,7 +135,7 @@ class StoreWriter:
                                             overwrite=True)
             array[:] = values
 
-    def _check_resumable(self, ids: list[str], texts: list[str], attrs: dict,
+    def _check_resumable(self, fields: dict[str, list[str]], attrs: dict,
                          chunk_frames: int) -> None:
         record = self.group.attrs.get(ATTRS_KEY, {})
         problems = [key for key in ("config", "manifest_sha256") if record.get(key) != attrs[key]]
@@ -146,8 +146,7 @@ class StoreWriter:
         stored = np.asarray(self.group[OFFSETS][:]) if OFFSETS in self.group else None
         if stored is None or not np.array_equal(stored, self.offsets):
             problems.append("offsets")
-        elif [str(v) for v in self.group[f"{UTTERANCE_GROUP}/id"][:]] != ids or \
-                [str(v) for v in self.group[f"{UTTERANCE_GROUP}/text"][:]] != texts:
+        elif self._fields() != fields:
             problems.append("utterances")
         mel = self.group["mel"] if "mel" in self.group else None
         if mel is None or mel.chunks[0] != chunk_frames or mel.shards[0] != self.shard_frames:
@@ -155,6 +154,20 @@ class StoreWriter:
         if problems:
             raise StoreError(f"cannot resume {self.path}: it was started with different "
                              f"{', '.join(problems)}; rerun with --overwrite to start over")
+
+    def _fields(self) -> dict[str, list[str]]:
+        group = self.group[UTTERANCE_GROUP] if UTTERANCE_GROUP in self.group else {}
+        return {name: [str(v) for v in group[name][:]] for name in UTTERANCE_FIELDS
+                if name in group}
+
+    def _frame_speakers(self, lo: int, hi: int) -> np.ndarray | None:
+        """Speaker of each frame in [lo, hi), or None for a corpus without speakers."""
+        if self._speakers is None:
+            self._speakers = self._fields().get("speaker", [])
+        if not self._speakers:
+            return None
+        utterance = np.searchsorted(self.offsets, np.arange(lo, hi), side="right") - 1
+        return np.asarray(self._speakers, dtype=object)[utterance]
 
     @property
     def num_shards(self) -> int:
@@ -201,7 +214,7 @@ class StoreWriter:
             for name, array in self.arrays.items():
                 array[lo:hi] = buffer[name]
             partial = marker.with_suffix(".tmp")
-            partial.write_text(json.dumps(shard_moments(buffer)))
+            partial.write_text(json.dumps(shard_moments(buffer, self._frame_speakers(lo, hi))))
             os.replace(partial, marker)
         except OSError as e:
             raise StoreError(f"writing shard {shard} of {self.path} failed: "
@@ -216,7 +229,7 @@ class StoreWriter:
                 array[lo:hi] = buffer[name]
         self.buffers = {}
 
-    def remove_utterances(self, removed: list[int], ids: list[str], texts: list[str]) -> None:
+    def remove_utterances(self, removed: list[int], fields: dict[str, list[str]]) -> None:
         """Drop utterances (decoder failures found after the layout was fixed): shift every
         later frame left in place, shard by shard, and shrink the arrays. The result is the
         store a run without them would have written. Needs every writer's open shards written
@@ -243,7 +256,8 @@ class StoreWriter:
                                 for name, array in self.arrays.items()})
         for array in self.arrays.values():
             array.resize((self.n_frames, *array.shape[1:]))
-        self._write_index(ids, texts)
+        self._write_index(fields)
+        self._speakers = None
         self.group.attrs[ATTRS_KEY] = {**record, "compacting": False}
         self.missing = {}
 

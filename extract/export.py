@@ -1,0 +1,97 @@
+"""Write a finished store out in a toolkit's own layout, so its recipe trains unchanged.
+
+fastpitch: NVIDIA DeepLearningExamples FastPitch, as prepare_dataset.py leaves it:
+    DIR/mels/<id>.pt    torch.save of a [n_mels, T] float32 tensor
+    DIR/pitch/<id>.pt   torch.save of a [1, T] float32 tensor (Hz, 0 when unvoiced)
+    DIR/filelist.txt    mels/<id>.pt|pitch/<id>.pt|text, for --load-mel-from-disk
+nemo: NVIDIA NeMo's feature layout (scripts/dataset_processing/tts/compute_features.py and
+compute_feature_stats.py), with the dataset's wavs/ folder as NeMo's audio_dir:
+    DIR/<feature>/<id>.npy   mel_spec [n_mels, T], pitch [T], voiced_mask [T], energy [T]
+    DIR/feature_stats.json   pitch and energy mean and std over voiced frames (std with
+                             ddof=1, as torch.std), under "default" and per speaker
+    DIR/manifest.json        one JSON line per utterance: audio_filepath, text, duration,
+                             speaker when the corpus has speakers
+
+Ids become file names; an id that would land outside DIR is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extract.loader import FeatureStore
+
+RECIPE_PRESETS = {"fastpitch": "dle-fastpitch", "nemo": "nemo-fastpitch"}
+
+
+class ExportError(ValueError):
+    """The export cannot be written as asked."""
+
+
+def export_store(store_path: str | Path, target: str, out_dir: str | Path,
+                 overwrite: bool = False) -> int:
+    """Export every utterance of the store to `out_dir` in `target`'s layout; return the count."""
+    if target not in RECIPE_PRESETS:
+        raise ExportError(f"--to must be one of {sorted(RECIPE_PRESETS)}, got {target!r}")
+    store = FeatureStore(store_path, mel_layout="bins_first")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ExportError(f"{out_dir} is not empty; pass --overwrite to write into it")
+    root = out_dir.resolve()
+    for utt_id in store.ids:
+        if not (root / utt_id).resolve().is_relative_to(root):
+            raise ExportError(f"utterance id {utt_id!r} would be written outside {out_dir}")
+    (export_fastpitch if target == "fastpitch" else export_nemo)(store, out_dir)
+    return len(store)
+
+
+def export_fastpitch(store: FeatureStore, out_dir: Path) -> None:
+    lines = []
+    for i, utt_id in enumerate(store.ids):
+        item = store[i]
+        _save(out_dir / "mels" / f"{utt_id}.pt", lambda p: torch.save(item["mel"].clone(), p))
+        _save(out_dir / "pitch" / f"{utt_id}.pt",
+              lambda p: torch.save(item["f0"][None].clone(), p))
+        lines.append(f"mels/{utt_id}.pt|pitch/{utt_id}.pt|{item['text']}")
+    (out_dir / "filelist.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def export_nemo(store: FeatureStore, out_dir: Path) -> None:
+    seconds_per_frame = store.config["hop_length"] / store.config["sample_rate"]
+    manifest = []
+    for i, utt_id in enumerate(store.ids):
+        item = store[i]
+        for name, value in (("mel_spec", item["mel"]), ("pitch", item["f0"]),
+                            ("voiced_mask", item["voiced"]), ("energy", item["energy"])):
+            _save(out_dir / name / f"{utt_id}.npy", lambda p, v=value: np.save(p, v.numpy()))
+        entry = {"audio_filepath": f"{utt_id}.wav", "text": item["text"],
+                 "duration": round(len(item["f0"]) * seconds_per_frame, 3)}
+        if "speaker" in item:
+            entry["speaker"] = item["speaker"]
+        manifest.append(json.dumps(entry, ensure_ascii=False))
+    (out_dir / "manifest.json").write_text("\n".join(manifest) + "\n", encoding="utf-8")
+    stats = {"default": _nemo_stats(store.stats)}
+    for speaker, values in store.stats.get("speakers", {}).items():
+        stats[speaker] = _nemo_stats(values)
+    (out_dir / "feature_stats.json").write_text(json.dumps(stats, indent=4))
+
+
+def _nemo_stats(s: dict) -> dict:
+    """compute_feature_stats.py's entry: means, and torch.std's unbiased std (from ours, ddof=0)."""
+    n = s["f0_voiced_frames"]
+
+    def std(value):
+        return None if value is None or n < 2 else value * math.sqrt(n / (n - 1))
+
+    return {"pitch_mean": s["f0_mean"], "pitch_std": std(s["f0_std"]),
+            "energy_mean": s["energy_voiced_mean"], "energy_std": std(s["energy_voiced_std"])}
+
+
+def _save(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path)

@@ -1,0 +1,127 @@
+"""Exports into FastPitch's and NeMo's layouts, read back the way those toolkits read them, and
+the loader's layout and normalisation options, per speaker."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from extract.export import ExportError, export_store
+from extract.job import run_job
+from extract.loader import FeatureStore, pad_collate
+
+from conftest import write_corpus
+
+SPEAKERS = ["p1", "p2", "p1", "p2", "p1"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A two-speaker corpus (fourth metadata field) extracted with the dle-fastpitch preset."""
+    root = tmp_path_factory.mktemp("export")
+    corpus = write_corpus(root / "c", [(f"s{k}", 1.0 + 0.3 * k, 22050, 1, "pcm16")
+                                       for k in range(5)])
+    lines = (corpus / "metadata.csv").read_text().splitlines()
+    (corpus / "metadata.csv").write_text("\n".join(f"{line}|{speaker}" for line, speaker
+                                                   in zip(lines, SPEAKERS)) + "\n")
+    out = root / "s.zarr"
+    run_job(corpus, out, preset="dle-fastpitch", device="cpu", show_progress=False)
+    return out
+
+
+def test_fastpitch_export_loads_like_prepare_dataset_output(store, tmp_path):
+    assert export_store(store, "fastpitch", tmp_path / "fp") == 5
+    features = FeatureStore(store)
+    lines = (tmp_path / "fp" / "filelist.txt").read_text().splitlines()
+    assert lines[0] == "mels/s0.pt|pitch/s0.pt|Normalized s0."
+    for line in lines:
+        mel_path, pitch_path, text = line.split("|")
+        mel = torch.load(tmp_path / "fp" / mel_path)            # data_function.py, from disk
+        pitch = torch.load(tmp_path / "fp" / pitch_path)
+        item = features[mel_path[5:-3]]
+        assert mel.dtype == torch.float32 and mel.shape == (80, len(item["f0"]))
+        assert pitch.shape == (1, mel.shape[1])
+        torch.testing.assert_close(mel, item["mel"].T, rtol=0, atol=0)
+        torch.testing.assert_close(pitch[0], item["f0"], rtol=0, atol=0)
+        assert text == item["text"]
+
+
+def test_nemo_export_loads_like_compute_features_output(store, tmp_path):
+    export_store(store, "nemo", tmp_path / "nemo")
+    features = FeatureStore(store)
+    manifest = [json.loads(line) for line in
+                (tmp_path / "nemo" / "manifest.json").read_text().splitlines()]
+    assert [e["speaker"] for e in manifest] == SPEAKERS
+    pitch_by_speaker, energy_by_speaker = {}, {}
+    for entry in manifest:
+        name = entry["audio_filepath"][:-4]
+        loaded = {f: torch.from_numpy(np.load(tmp_path / "nemo" / f / f"{name}.npy"))
+                  for f in ("mel_spec", "pitch", "voiced_mask", "energy")}
+        item = features[name]
+        assert loaded["mel_spec"].shape == (80, len(item["f0"]))
+        assert loaded["voiced_mask"].dtype == torch.bool
+        torch.testing.assert_close(loaded["pitch"], item["f0"], rtol=0, atol=0)
+        mask = loaded["voiced_mask"]                   # compute_feature_stats.py's mask_field
+        for by_speaker, key in ((pitch_by_speaker, "pitch"), (energy_by_speaker, "energy")):
+            for group in ("default", entry["speaker"]):
+                by_speaker.setdefault(group, []).append(loaded[key][mask])
+    stats = json.loads((tmp_path / "nemo" / "feature_stats.json").read_text())
+    assert set(stats) == {"default", "p1", "p2"}
+    for group in stats:
+        for key, by_speaker in (("pitch", pitch_by_speaker), ("energy", energy_by_speaker)):
+            values = torch.cat(by_speaker[group]).double()
+            assert stats[group][f"{key}_mean"] == pytest.approx(values.mean().item(), rel=1e-6)
+            assert stats[group][f"{key}_std"] == pytest.approx(values.std().item(), rel=1e-5)
+
+
+def test_export_refuses_ids_outside_and_non_empty_folders(store, tmp_path):
+    hostile = tmp_path / "hostile.zarr"
+    shutil.copytree(store, hostile)
+    ids = zarr.open_group(str(hostile), mode="r+")["utterances/id"]
+    ids[1] = "../../escaped"
+    with pytest.raises(ExportError, match="'../../escaped' would be written outside"):
+        export_store(hostile, "fastpitch", tmp_path / "out" / "fp")
+    assert not (tmp_path / "escaped.pt").exists() and not (tmp_path / "out").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    with pytest.raises(ExportError, match="not empty"):
+        export_store(store, "nemo", tmp_path / "full")
+    with pytest.raises(ExportError, match="--to must be one of"):
+        export_store(store, "espnet", tmp_path / "x")
+
+
+def test_loader_layout_and_per_speaker_normalisation(store):
+    plain = FeatureStore(store)
+    bins = FeatureStore(store, mel_layout="bins_first", normalize=True)
+    assert bins.speakers == SPEAKERS
+    for i in range(len(plain)):
+        a, b = plain[i], bins[i]
+        torch.testing.assert_close(b["mel"], a["mel"].T)
+        s = plain.stats["speakers"][a["speaker"]]
+        voiced = a["voiced"]
+        expected = (a["f0"][voiced].double() - s["f0_mean"]) / s["f0_std"]
+        torch.testing.assert_close(b["f0"][voiced].double(), expected, rtol=1e-5, atol=1e-5)
+        assert not b["f0"][~voiced].any()
+        expected = (a["energy"].double() - s["energy_voiced_mean"]) / s["energy_voiced_std"]
+        torch.testing.assert_close(b["energy"].double(), expected, rtol=1e-5, atol=1e-5)
+    # per-speaker statistics against the frames themselves
+    for speaker in ("p1", "p2"):
+        f0 = torch.cat([plain[i]["f0"][plain[i]["voiced"]] for i in range(len(plain))
+                        if SPEAKERS[i] == speaker]).double()
+        assert plain.stats["speakers"][speaker]["f0_mean"] == pytest.approx(f0.mean().item())
+        assert plain.stats["speakers"][speaker]["f0_std"] == \
+            pytest.approx(f0.std(unbiased=False).item(), rel=1e-6)
+    batch = pad_collate([bins[0], bins[3]])
+    assert batch["mel"].shape == (2, 80, int(batch["lengths"].max()))
+    assert batch["speakers"] == ["p1", "p2"]
+
+
+def test_matcha_statistics_are_one_mean_and_std_over_all_bins(mixed_store):
+    store = FeatureStore(mixed_store)
+    mel = torch.cat([store[i]["mel"] for i in range(len(store))]).double()
+    assert store.stats["mel_mean_global"] == pytest.approx(mel.mean().item(), rel=1e-9)
+    assert store.stats["mel_std_global"] == pytest.approx(mel.std(unbiased=False).item(),
+                                                          rel=1e-6)
