@@ -34,13 +34,21 @@ def librosa_features(path: str) -> float:
     return len(y) / sr
 
 
-def time_librosa(paths: list[str], workers: int) -> tuple[float, float]:
+def run_in_processes(function, items: list, workers: int) -> tuple[list, float]:
+    """`function` over `items` in single-threaded worker processes: (results, seconds), after
+    a warm-up that loads imports and compiles numba."""
     with ProcessPoolExecutor(workers, initializer=os.environ.__setitem__,
                              initargs=("OMP_NUM_THREADS", "1")) as pool:
-        list(pool.map(librosa_features, paths[:workers]))      # warm up imports and numba
+        list(pool.map(function, items[:workers]))
         start = time.perf_counter()
-        audio_s = sum(pool.map(librosa_features, paths))
-    return audio_s, time.perf_counter() - start
+        results = list(pool.map(function, items))
+    return results, time.perf_counter() - start
+
+
+def time_librosa(paths: list[str], workers: int) -> tuple[float, float]:
+    """(seconds of audio, seconds taken) for librosa mel + pyin over `paths`."""
+    durations, seconds = run_in_processes(librosa_features, paths, workers)
+    return sum(durations), seconds
 
 
 def main() -> None:

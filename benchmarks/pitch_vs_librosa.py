@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from job_vs_librosa import run_in_processes  # noqa: E402
 
 SR, N, HOP = 22050, 1024, 256
 FMIN, FMAX = 65.406, 2093.0
@@ -47,16 +51,6 @@ def librosa_pyin(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     f0, voiced, _ = librosa.pyin(y, fmin=FMIN, fmax=FMAX, sr=SR, frame_length=N,
                                  hop_length=HOP, center=True)
     return np.nan_to_num(f0), voiced
-
-
-def time_librosa(clips, workers: int):
-    audio = [c[0] for c in clips]
-    with ProcessPoolExecutor(workers, initializer=os.environ.__setitem__,
-                             initargs=("OMP_NUM_THREADS", "1")) as pool:
-        list(pool.map(librosa_pyin, audio[:workers]))          # warm up imports and numba
-        start = time.perf_counter()
-        results = list(pool.map(librosa_pyin, audio))
-    return results, time.perf_counter() - start
 
 
 def ours(clips, device: torch.device, batch_size: int):
@@ -135,7 +129,7 @@ def main() -> None:
     audio_s = sum(len(c[0]) for c in clips) / SR
     ours(clips[:2], device, args.batch_size)                  # warm up
     our_results, our_s = ours(clips, device, args.batch_size)
-    lib_results, lib_s = time_librosa(clips, args.workers)
+    lib_results, lib_s = run_in_processes(librosa_pyin, [c[0] for c in clips], args.workers)
     print(f"{len(clips)} clips, {audio_s:.0f} s of audio at {SR} Hz")
     print(f"librosa.pyin, {args.workers} single-threaded processes: {lib_s:.1f} s = "
           f"{audio_s / lib_s:.1f}x real time")

@@ -18,6 +18,13 @@ import triton.language as tl
 
 
 @triton.jit
+def _keep_better(candidate, source, best, best_source):
+    """Strictly better candidates replace the best so far (ties keep the lower index)."""
+    better = candidate > best
+    return tl.where(better, candidate, best), tl.where(better, source, best_source)
+
+
+@triton.jit
 def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_ptr, scratch_ptr,
                     back_ptr, states_ptr, steps, n_bins,
                     WIDTH: tl.constexpr, BLOCK: tl.constexpr):
@@ -47,7 +54,7 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_pt
         top = tl.maximum(top_v, top_u)
         top_state = tl.where(top_v >= top_u, tl.argmax(voiced, axis=0),
                              n_bins + tl.argmax(unvoiced, axis=0))
-        # best[into][from] and its source state; strict > keeps the lowest index on ties
+        # best[into][from] and its source state
         best_vv, best_uv, best_vu, best_uu = neg_inf, neg_inf, neg_inf, neg_inf
         src_vv = tl.zeros((BLOCK,), tl.int32)
         src_uv, src_vu, src_uu = src_vv, src_vv, src_vv
@@ -58,18 +65,10 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_pt
             from_u = tl.load(scratch + n_bins + k, mask=ok, other=float("-inf"))
             w_same = tl.load(same_ptr + j * WIDTH + m, mask=ok, other=float("-inf"))
             w_switch = tl.load(switch_ptr + j * WIDTH + m, mask=ok, other=float("-inf"))
-            c = from_v + w_same
-            better = c > best_vv
-            best_vv, src_vv = tl.where(better, c, best_vv), tl.where(better, k, src_vv)
-            c = from_u + w_switch
-            better = c > best_uv
-            best_uv, src_uv = tl.where(better, c, best_uv), tl.where(better, k + n_bins, src_uv)
-            c = from_v + w_switch
-            better = c > best_vu
-            best_vu, src_vu = tl.where(better, c, best_vu), tl.where(better, k, src_vu)
-            c = from_u + w_same
-            better = c > best_uu
-            best_uu, src_uu = tl.where(better, c, best_uu), tl.where(better, k + n_bins, src_uu)
+            best_vv, src_vv = _keep_better(from_v + w_same, k, best_vv, src_vv)
+            best_uv, src_uv = _keep_better(from_u + w_switch, k + n_bins, best_uv, src_uv)
+            best_vu, src_vu = _keep_better(from_v + w_switch, k, best_vu, src_vu)
+            best_uu, src_uu = _keep_better(from_u + w_same, k + n_bins, best_uu, src_uu)
         other = best_uv > best_vv
         into_v, src_v = tl.where(other, best_uv, best_vv), tl.where(other, src_uv, src_vv)
         other = best_uu > best_vu
