@@ -54,9 +54,8 @@ def export_fastpitch(store: FeatureStore, out_dir: Path) -> None:
     lines = []
     for i, utt_id in enumerate(store.ids):
         item = store[i]
-        _save(out_dir / "mels" / f"{utt_id}.pt", lambda p: torch.save(item["mel"].clone(), p))
-        _save(out_dir / "pitch" / f"{utt_id}.pt",
-              lambda p: torch.save(item["f0"][None].clone(), p))
+        torch.save(item["mel"].clone(), _in_place(out_dir / "mels" / f"{utt_id}.pt"))
+        torch.save(item["f0"][None].clone(), _in_place(out_dir / "pitch" / f"{utt_id}.pt"))
         lines.append(f"mels/{utt_id}.pt|pitch/{utt_id}.pt|{item['text']}")
     (out_dir / "filelist.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -68,7 +67,7 @@ def export_nemo(store: FeatureStore, out_dir: Path) -> None:
         item = store[i]
         for name, value in (("mel_spec", item["mel"]), ("pitch", item["f0"]),
                             ("voiced_mask", item["voiced"]), ("energy", item["energy"])):
-            _save(out_dir / name / f"{utt_id}.npy", lambda p, v=value: np.save(p, v.numpy()))
+            np.save(_in_place(out_dir / name / f"{utt_id}.npy"), value.numpy())
         entry = {"audio_filepath": f"{utt_id}.wav", "text": item["text"],
                  "duration": round(len(item["f0"]) * seconds_per_frame, 3)}
         if "speaker" in item:
@@ -92,6 +91,7 @@ def _nemo_stats(s: dict) -> dict:
             "energy_mean": s["energy_voiced_mean"], "energy_std": std(s["energy_voiced_std"])}
 
 
-def _save(path: Path, write) -> None:
+def _in_place(path: Path) -> Path:
+    """`path`, with its folder created."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write(path)
+    return path
