@@ -1,5 +1,5 @@
-"""Random access to whole utterances (mel, f0, voiced, voiced_prob, energy, text): FeatureStore in its
-default and in-memory modes against one .npy file per utterance and feature (the NeMo and
+"""Random access to whole utterances (mel, f0, voiced, voiced_prob, energy, text): FeatureStore
+in its default and in-memory modes against one .npy file per utterance and feature (the NeMo and
 FastPitch layout) and against naive zarr-python slicing, on the same data.
 
     python benchmarks/loader_vs_npy.py [--store OUT.zarr] [--reads 2000]

@@ -142,9 +142,10 @@ def dependency_versions() -> dict[str, str]:
     return versions
 
 
-def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET, device: str = "auto",
-            batch_size: int | None = None, limit: int | None = None, overwrite: bool = False,
-            resume: bool = False, max_duration_s: float = MAX_DURATION_S,
+def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
+            device: str = "auto", batch_size: int | None = None, limit: int | None = None,
+            overwrite: bool = False, resume: bool = False,
+            max_duration_s: float = MAX_DURATION_S,
             shard_frames: int = SHARD_FRAMES, show_progress: bool = True) -> JobResult:
     """Extract every usable utterance of `dataset` into the store `out`; see the README.
 

@@ -154,8 +154,8 @@ def coqui_mel(y: np.ndarray) -> np.ndarray:
     FastPitch recipe configures them (spec_gain 1, np.log, signal_norm false)."""
     import librosa
 
-    stft = librosa.stft(y=y.astype(np.float64), n_fft=1024, hop_length=256, win_length=1024, window="hann",
-                        center=True, pad_mode="reflect")
+    stft = librosa.stft(y=y.astype(np.float64), n_fft=1024, hop_length=256, win_length=1024,
+                        window="hann", center=True, pad_mode="reflect")
     mel_basis = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80, fmin=0.0, fmax=8000,
                                     dtype=np.float64)
     mel = np.dot(mel_basis, np.abs(stft))

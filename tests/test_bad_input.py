@@ -56,7 +56,8 @@ def write_bad(wavs):
     # a valid header the decoder rejects (2000 channels): found at decode time, not before
     (wavs / "b_decoder.wav").write_bytes(raw_wav(1, 2000, 22050, 16, bytes(2000 * 2 * 700)))
     write_wav(wavs / "b_long.wav", np.zeros(3 * 8000), 8000)
-    return {"b_decoder": "audio decoder failed", "b_missing": "file not found", "b_zero_bytes": "not a RIFF/WAVE",
+    return {"b_decoder": "audio decoder failed", "b_missing": "file not found",
+            "b_zero_bytes": "not a RIFF/WAVE",
             "b_text": "not a RIFF/WAVE", "b_truncated": "truncated",
             "b_nan": "sample 4321 is NaN or infinite", "b_inf": "sample 4321 is NaN",
             "b_empty": "too short", "b_one_sample": "too short",

@@ -88,7 +88,8 @@ def test_preset_validation(change, message):
     import dataclasses
     base = dataclasses.asdict(load_preset("hifigan"))
     base.pop("name")
-    base.update(change if "pitch" not in change else {"pitch": {**base["pitch"], **change["pitch"]}})
+    base.update(change if "pitch" not in change else
+                {"pitch": {**base["pitch"], **change["pitch"]}})
     with pytest.raises(PresetError, match=message):
         preset_from_dict("custom", base)
 

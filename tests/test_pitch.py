@@ -21,8 +21,8 @@ def harmonic(f0: np.ndarray, rng=None) -> np.ndarray:
 def run_yin(y: np.ndarray):
     audio = torch.from_numpy(y)[None]
     q = PRESET.pitch
-    f0, voiced = yin(pitch_frames(audio, torch.tensor([len(y)]), PRESET, len(y) // HOP), SR, q.fmin, q.fmax,
-                     q.threshold, q.silence_db)
+    frames = pitch_frames(audio, torch.tensor([len(y)]), PRESET, len(y) // HOP)
+    f0, voiced = yin(frames, SR, q.fmin, q.fmax, q.threshold, q.silence_db)
     return f0[0].numpy(), voiced[0].numpy()
 
 
