@@ -158,13 +158,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     torch_device = device_for(ranks, resolve_device(device))
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE[torch_device.type]
-    for flag, value in (("--batch-size", batch_size), ("--shard-frames", shard_frames),
-                        ("--max-duration", max_duration_s)):
-        if value <= 0:
-            raise ValueError(f"{flag} must be positive, got {value}")
-    if shard_frames > CHUNK_FRAMES and shard_frames % CHUNK_FRAMES:
-        raise ValueError(f"--shard-frames must be at most {CHUNK_FRAMES} or a multiple of it, "
-                         f"got {shard_frames}")
+    check_options(batch_size, shard_frames, max_duration_s)
     if ranks.distributed:
         torch.set_num_threads(ranks.cpu_threads())
     ranks.start(torch_device.type)
@@ -223,6 +217,16 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         ranks.stop()
     return JobResult(writer.path, len(utts), rejected, audio_s, time.perf_counter() - started,
                      str(torch_device), extracted, main=ranks.is_main)
+
+
+def check_options(batch_size: int, shard_frames: int, max_duration_s: float) -> None:
+    for flag, value in (("--batch-size", batch_size), ("--shard-frames", shard_frames),
+                        ("--max-duration", max_duration_s)):
+        if value <= 0:
+            raise ValueError(f"{flag} must be positive, got {value}")
+    if shard_frames > CHUNK_FRAMES and shard_frames % CHUNK_FRAMES:
+        raise ValueError(f"--shard-frames must be at most {CHUNK_FRAMES} or a multiple of it, "
+                         f"got {shard_frames}")
 
 
 def utterance_fields(utts: list[Utterance]) -> dict[str, list[str]]:
