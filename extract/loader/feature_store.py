@@ -78,6 +78,7 @@ class FeatureStore:
         self.texts = [str(v) for v in group[f"{UTTERANCE_GROUP}/text"][:]]
         self.speakers = [str(v) for v in group[f"{UTTERANCE_GROUP}/speaker"][:]] \
             if f"{UTTERANCE_GROUP}/speaker" in group else None
+        self._fields = [f for f in UTTERANCE_FIELDS if f"{UTTERANCE_GROUP}/{f}" in group]
         self._check_consistency(group)
         self._position = {utt_id: i for i, utt_id in enumerate(self.ids)}
         self._pid: int | None = None
@@ -197,7 +198,7 @@ class FeatureStore:
             "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in
                                      {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items()
                                      if n in self.array_names)
-            + f", {OFFSETS} int64, {UTTERANCE_GROUP}/{{{','.join(UTTERANCE_FIELDS)}}} string",
+            + f", {OFFSETS} int64, {UTTERANCE_GROUP}/{{{','.join(self._fields)}}} string",
             f"  skipped: {len(self.attrs.get('rejected', []))} item(s)"
             + "".join(f"\n    line {r['line']} ({r['entry']}): {r['reason']}"
                       for r in self.attrs.get("rejected", [])[:SHOWN_REJECTIONS]),
