@@ -92,10 +92,13 @@ def test_torch_viterbi_matches_librosa(n_bins, width, steps):
         assert not ours[b, n:].any()
 
 
-def test_triton_kernel_matches_torch_and_librosa():
-    n_bins, width, steps = 24, 9, 20
+@pytest.mark.parametrize("n_bins,width,steps,lengths", [
+    (24, 9, 20, [20, 11, 19, 1]),
+    (601, 51, 6, [6, 4, 5, 2]),            # pyin's own size: 601 bins in a 1024-wide block
+])
+def test_triton_kernel_matches_torch_and_librosa(n_bins, width, steps, lengths):
     probs = random_problems(n_bins, steps, 4, seed=7)
-    lengths = torch.tensor([steps, 11, steps - 1, 1])
+    lengths = torch.tensor(lengths)
     bands = TransitionBands.from_librosa_definition(n_bins, width, 0.01)
     log_obs = torch.from_numpy(np.log(probs.transpose(0, 2, 1) + TINY))
     kernel = viterbi_triton(log_obs.to(KERNEL_DEVICE), lengths.to(KERNEL_DEVICE),
