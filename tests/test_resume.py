@@ -80,10 +80,15 @@ def test_a_second_job_on_the_same_output_is_refused(corpus, tmp_path):
         first.wait()
 
 
-def test_resuming_a_complete_store_does_nothing(corpus, reference, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus),
-                             str(reference), *ARGS, "--resume"], capture_output=True, text=True)
-    assert result.returncode == 0 and "already complete" in result.stdout
+def test_resume_starts_a_fresh_output_and_does_nothing_on_a_complete_one(corpus, reference,
+                                                                         tmp_path):
+    """So a requeued batch job can always pass --resume."""
+    out = tmp_path / "fresh.zarr"
+    for expected in ("36 extracted by this run", "already complete"):
+        result = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
+                                 *ARGS, "--resume"], capture_output=True, text=True)
+        assert result.returncode == 0 and expected in result.stdout, result.stderr
+    assert_same_store(out, reference)
 
 
 def test_resume_refuses_a_store_of_other_settings(corpus, reference, tmp_path):
