@@ -27,7 +27,9 @@ BETA_B = 18                 # threshold prior Beta(2, BETA_B)
 BOLTZMANN = 2.0
 BINS_PER_SEMITONE = 10      # resolution 0.1 semitone
 MAX_ROWS_PER_CHUNK = 8192
-ROWS_PER_GROUP = 256
+ROWS_PER_GROUP = {"cpu": 256, "cuda": 4096}   # rows whose [rows, troughs, thresholds] work
+                                              # runs at once: small on the CPU (cache), large
+                                              # on a GPU (fewer launches and host syncs)
 
 
 def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_length: int,
@@ -143,8 +145,9 @@ def trough_probabilities(first_below: torch.Tensor, beta: torch.Tensor) -> torch
     thresholds = torch.arange(N_THRESHOLDS, device=device)
     per_trough = torch.zeros(rows, lags, dtype=torch.float64, device=device)
     by_count = torch.argsort(counts)
-    for start in range(0, rows, ROWS_PER_GROUP):
-        group = by_count[start:start + ROWS_PER_GROUP]
+    step = ROWS_PER_GROUP.get(device.type, ROWS_PER_GROUP["cpu"])
+    for start in range(0, rows, step):
+        group = by_count[start:start + step]
         width = int(counts[group].max())
         if width == 0:
             continue
