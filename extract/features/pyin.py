@@ -160,9 +160,5 @@ def trough_probabilities(first_below: torch.Tensor, beta: torch.Tensor) -> torch
 
 
 @functools.lru_cache(maxsize=8)
-def _bands(n_bins: int, width: int, switch_prob: float) -> TransitionBands:
-    return TransitionBands.from_librosa_definition(n_bins, width, switch_prob)
-
-
 def transition_bands(n_bins: int, width: int, switch_prob: float) -> TransitionBands:
-    return _bands(n_bins, width, switch_prob)
+    return TransitionBands.from_librosa_definition(n_bins, width, switch_prob)
