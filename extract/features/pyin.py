@@ -112,7 +112,8 @@ def observation_probabilities(cmnd: torch.Tensor, shifts: torch.Tensor, sample_r
     bonus = torch.where(has_trough, no_trough_prob * beta_cum[not_below], 0.0)
     probs[torch.arange(rows, device=device), global_min] += bonus
 
-    period = min_period + torch.arange(lags, device=device) + shifts
+    # float64, as numpy promotes librosa's integer lags plus float32 shifts
+    period = min_period + torch.arange(lags, device=device) + shifts.double()
     bins = torch.round(12 * BINS_PER_SEMITONE * torch.log2(sample_rate / period / fmin))
     bins = bins.clamp(0, n_bins).long()
     lag_index = torch.arange(lags, device=device).expand(rows, lags)
