@@ -14,6 +14,7 @@ from pathlib import Path
 
 from extract.config import DEFAULT_PRESET
 from extract.input.corpus import MAX_DURATION_S
+from extract.store.layout import SHARD_FRAMES
 
 EXIT_OK, EXIT_FATAL, EXIT_SKIPPED = 0, 2, 3
 
@@ -40,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 0 even if some utterances were skipped")
     run.add_argument("--max-duration", type=float, default=MAX_DURATION_S, metavar="SECONDS",
                      help=f"skip longer files (default {MAX_DURATION_S:g})")
-    run.add_argument("--shard-frames", type=int, default=None, metavar="N",
+    run.add_argument("--shard-frames", type=int, default=SHARD_FRAMES, metavar="N",
                      help="frames per Zarr shard, the unit of writing and resuming "
-                          "(default 16384)")
+                          f"(default {SHARD_FRAMES})")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     inspect = commands.add_parser("inspect", help="describe a store")
@@ -87,14 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args) -> int:
     from extract.job import run_job
-    from extract.store.layout import SHARD_FRAMES
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be positive, got {args.limit}")
     result = run_job(args.dataset, args.out, preset=args.preset, device=args.device,
                      batch_size=args.batch_size, limit=args.limit, overwrite=args.overwrite,
                      resume=args.resume, max_duration_s=args.max_duration,
-                     shard_frames=args.shard_frames or SHARD_FRAMES,
+                     shard_frames=args.shard_frames,
                      show_progress=not args.quiet)
     from extract.loader.feature_store import FeatureStore
 

@@ -20,8 +20,8 @@ import torch
 
 from extract.config import DEFAULT_PRESET, Preset, load_preset
 from extract.decode.dali import decode_batches
-from extract.distributed import device_for, ranks_from_env
 from extract.decode.resample import resample_batch, resampled_length
+from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
@@ -173,10 +173,9 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                 job = e
         job = ranks.share(job)
         utts, counts, rejected = job.utterances, job.counts, job.rejected
-        writer = StoreWriter(Path(out), job.offsets, {}, {}, {},
-                             chunk_frames=min(CHUNK_FRAMES, shard_frames),
-                             shard_frames=shard_frames, mode="attach",
-                             owned=ranks.shards(-(-int(job.offsets[-1]) // shard_frames)))
+        writer = StoreWriter(Path(out), job.offsets, {}, {}, {}, shard_frames=shard_frames,
+                             mode="attach", owned=ranks.shards(-(-int(job.offsets[-1])
+                                                                 // shard_frames)))
         if writer.complete:
             return JobResult(writer.path, len(utts), rejected, sum(u.duration_s for u in utts),
                              time.perf_counter() - started, str(torch_device), 0, True,

@@ -96,7 +96,7 @@ class StoreWriter:
                 (path / PROGRESS).mkdir(exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
-        self._speakers: list[str] | None = None
+        self._speakers: np.ndarray | None = None
         done = self._marked()
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
         owned = range(self.num_shards) if owned is None else owned
@@ -162,12 +162,12 @@ class StoreWriter:
 
     def _frame_speakers(self, lo: int, hi: int) -> np.ndarray | None:
         """Speaker of each frame in [lo, hi), or None for a corpus without speakers."""
-        if self._speakers is None:
-            self._speakers = self._fields().get("speaker", [])
-        if not self._speakers:
+        if self._speakers is None:   # read once, not per shard
+            self._speakers = np.asarray(self._fields().get("speaker", []), dtype=object)
+        if not len(self._speakers):
             return None
         utterance = np.searchsorted(self.offsets, np.arange(lo, hi), side="right") - 1
-        return np.asarray(self._speakers, dtype=object)[utterance]
+        return self._speakers[utterance]
 
     @property
     def num_shards(self) -> int:
