@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 LOG_TINY = math.log(np.finfo(np.float64).tiny)
+ROWS_PER_BAND = 8        # rows per unfolded band op: [8, 2, 2, 601, 51] float64 is 8 MB
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,11 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
     running = running.flip(0).tolist()                              # rows with length >= t
     values = log_obs[order]
     values[:, 0] += math.log(1 / n_states + np.finfo(np.float64).tiny)
-    # by_offset[m, dst voicing, src voicing, j]: weight into bin j from bin j - half + m
-    by_offset = torch.stack([torch.stack([bands.same, bands.switch]),
-                             torch.stack([bands.switch, bands.same])]).permute(3, 0, 1, 2)
-    by_offset = by_offset.contiguous()
+    # [dst voicing, src voicing, j, m]: weight into bin j from bin j - half + m
+    weights = torch.stack([torch.stack([bands.same, bands.switch]),
+                           torch.stack([bands.switch, bands.same])])
+    scratch = torch.empty(ROWS_PER_BAND, *weights.shape, dtype=values.dtype,
+                          device=values.device)
     for t in range(1, steps):
         rows = running[t + 1]
         if rows == 0:
@@ -103,15 +105,27 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
         previous = values[:rows, t - 1]
         shifted = torch.nn.functional.pad(previous.view(rows, 1, 2, n), (half, half),
                                           value=-math.inf)
-        best = shifted[..., :n] + by_offset[0]                           # [rows, dst, src, n]
-        for m in range(1, 2 * half + 1):
-            torch.maximum(best, shifted[..., m:m + n] + by_offset[m], out=best)
-        best = best.amax(dim=2).view(rows, n_states)
         jump = previous.amax(dim=1, keepdim=True) + LOG_TINY
-        values[:rows, t] += torch.maximum(best, jump)
+        values[:rows, t] += torch.maximum(_band_max(shifted, weights, scratch), jump)
     states = torch.empty(batch, steps, dtype=torch.long, device=log_obs.device)
     states[order] = _backtrack(values, lengths, bands)
     return states
+
+
+def _band_max(shifted: torch.Tensor, weights: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """shifted [rows, 1, 2, n + W - 1] (by source voicing, -inf padded), weights
+    [2, 2, n, W] -> [rows, 2n]: each state's best predecessor value plus transition weight.
+
+    All offsets at once over an unfolded view, scratch.shape[0] rows at a time; scratch
+    [chunk, 2, 2, n, W] is reused so that no step allocates large tensors."""
+    rows, width, chunk = shifted.shape[0], weights.shape[3], scratch.shape[0]
+    windows = shifted.unfold(3, width, 1)                           # [rows, 1, 2, n, W]
+    best = torch.empty(rows, 2, 2, weights.shape[2], dtype=shifted.dtype, device=shifted.device)
+    for start in range(0, rows, chunk):
+        part = slice(start, start + chunk)
+        size = windows[part].shape[0]
+        torch.amax(torch.add(windows[part], weights, out=scratch[:size]), dim=4, out=best[part])
+    return best.amax(dim=2).flatten(1)
 
 
 def _backtrack(values: torch.Tensor, lengths: torch.Tensor,
