@@ -48,9 +48,8 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
     for start in range(0, flat.shape[0], MAX_ROWS_PER_CHUNK):
         part = slice(start, start + MAX_ROWS_PER_CHUNK)
         cmnd = cumulative_mean_normalized_difference(flat[part], min_period, max_period)
-        obs, voiced_prob[part] = observation_probabilities(
+        log_obs[part], voiced_prob[part] = log_observation_probabilities(
             cmnd, parabolic_shifts(cmnd), sample_rate, fmin, min_period, n_bins, no_trough_prob)
-        log_obs[part] = torch.log(obs + torch.finfo(torch.float64).tiny)
     bands = transition_bands(n_bins, transition_width(max_transition_rate, hop_length,
                                                       sample_rate), switch_prob)
     states = viterbi(log_obs.reshape(batch, steps, -1), num_frames, bands)
@@ -84,80 +83,115 @@ def threshold_prior() -> tuple[np.ndarray, np.ndarray]:
     return x[1:], np.diff(cdf)
 
 
-def observation_probabilities(cmnd: torch.Tensor, shifts: torch.Tensor, sample_rate: int,
-                              fmin: float, min_period: int, n_bins: int,
-                              no_trough_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """CMND rows [R, K] -> (state probabilities [R, 2 * n_bins] float64, voiced_prob [R]).
+def log_observation_probabilities(cmnd: torch.Tensor, shifts: torch.Tensor, sample_rate: int,
+                                  fmin: float, min_period: int, n_bins: int,
+                                  no_trough_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """CMND rows [R, K] -> (log(state probability + tiny) [R, 2 * n_bins] float64,
+    voiced_prob [R]).
 
     Each trough gets sum over thresholds of beta mass x Boltzmann weight of its rank among the
     troughs below that threshold; the global-minimum trough also gets no_trough_prob x the mass
     of the thresholds it is not below. Candidates land in 10-cent bins (the longest lag wins a
     shared bin; a candidate above the top bin is dropped). Unvoiced states share 1 - voiced_prob.
+    The work runs on the troughs alone, packed to the left of each row in lag order.
     """
     rows, lags = cmnd.shape
     device = cmnd.device
+    tiny = torch.finfo(torch.float64).tiny
     thresholds, beta = (torch.from_numpy(a).to(device) for a in threshold_prior())
-    trough = trough_mask(cmnd)
+    lag, count = packed_troughs(trough_mask(cmnd))                        # [R, M], [R]
+    width = lag.shape[1]
+    present = torch.arange(width, device=device) < count[:, None]
+    heights = torch.where(present, cmnd.gather(1, lag), math.inf)
     # first threshold index each trough is below (N_THRESHOLDS: none); the rank at threshold t
     # counts the earlier troughs whose first index is <= t
-    first_below = torch.searchsorted(thresholds, cmnd.double().contiguous(), right=True)
-    first_below = torch.where(trough, first_below, N_THRESHOLDS)
-    probs = trough_probabilities(first_below, beta)
+    first_below = torch.searchsorted(thresholds, heights.double(), right=True)
+    probs = trough_probabilities(first_below, count, beta)
 
-    heights = torch.where(trough, cmnd, math.inf)
     global_min = heights.argmin(dim=1)
     not_below = first_below.gather(1, global_min[:, None])[:, 0]
     beta_cum = torch.cat([beta.new_zeros(1), torch.cumsum(beta, 0)])
-    has_trough = trough.any(dim=1)
-    bonus = torch.where(has_trough, no_trough_prob * beta_cum[not_below], 0.0)
+    bonus = torch.where(count > 0, no_trough_prob * beta_cum[not_below], 0.0)
     probs[torch.arange(rows, device=device), global_min] += bonus
 
     # float64, as numpy promotes librosa's integer lags plus float32 shifts
-    period = min_period + torch.arange(lags, device=device) + shifts.double()
+    period = min_period + lag + shifts.gather(1, lag).double()
     bins = torch.round(12 * BINS_PER_SEMITONE * torch.log2(sample_rate / period / fmin))
     bins = bins.clamp(0, n_bins).long()
-    lag_index = torch.arange(lags, device=device).expand(rows, lags)
-    contributes = (probs > 0) & (bins < n_bins)
+    contributes = present & (probs > 0) & (bins < n_bins)
+    bins = torch.where(contributes, bins, n_bins)
     winner = torch.full((rows, n_bins + 1), -1, dtype=torch.long, device=device)
-    winner.scatter_reduce_(1, torch.where(contributes, bins, n_bins),
-                           torch.where(contributes, lag_index, -1), "amax")
-    winner = winner[:, :n_bins]
-    voiced_obs = torch.where(winner >= 0, probs.gather(1, winner.clamp(min=0)), 0.0)
-    voiced_prob = voiced_obs.sum(dim=1).clamp(0, 1)
-    unvoiced_obs = ((1 - voiced_prob) / n_bins)[:, None].expand(rows, n_bins)
-    return torch.cat([voiced_obs, unvoiced_obs], dim=1), voiced_prob
+    winner.scatter_reduce_(1, bins, torch.arange(width, device=device).expand(rows, width),
+                           "amax")
+    wins = contributes & (winner.gather(1, bins) == torch.arange(width, device=device))
+    voiced_prob = torch.where(wins, probs, 0.0).sum(dim=1).clamp(0, 1)
+    log_obs = torch.full((rows, 2 * n_bins + 1), math.log(tiny), dtype=torch.float64,
+                         device=device)
+    log_obs.scatter_(1, torch.where(wins, bins, 2 * n_bins), torch.log(probs + tiny))
+    log_obs[:, n_bins:-1] = torch.log((1 - voiced_prob) / n_bins + tiny)[:, None]
+    return log_obs[:, :-1], voiced_prob
 
 
-def trough_probabilities(first_below: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """[R, K] first-threshold indices -> [R, K] float64 sum_t beta[t] * Boltzmann weight.
+def packed_troughs(trough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trough mask [R, K] -> (trough lags packed left in lag order [R, M], padded with 0;
+    troughs per row [R]); M is the most any row has."""
+    rows, lags = trough.shape
+    count = trough.sum(dim=1)
+    width = max(int(count.max()) if rows else 0, 1)
+    slot = torch.where(trough, torch.cumsum(trough, dim=1) - 1, width)
+    lag = torch.zeros(rows, width + 1, dtype=torch.long, device=trough.device)
+    lag.scatter_(1, slot, torch.arange(lags, device=trough.device).expand(rows, lags))
+    return lag[:, :width], count
 
-    Only lags below some threshold take part. They are packed to the left in lag order, and
-    rows are grouped by how many they have, so the [rows, troughs, thresholds] work follows
-    the troughs, not the lags."""
-    rows, lags = first_below.shape
+
+def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor,
+                         beta: torch.Tensor) -> torch.Tensor:
+    """[R, M] first-threshold indices of packed troughs (N_THRESHOLDS: never below, or
+    padding), troughs per row [R] -> [R, M] float64 sum_t beta[t] * Boltzmann weight.
+
+    Which troughs are below a threshold, and so every rank and count, only changes at the
+    thresholds some trough first goes below (a row's events). Between two events the weights
+    are constant, so each trough sums over the row's events with the beta mass up to the
+    next, not over all thresholds. Rows are grouped by trough count."""
+    rows, width = first_below.shape
     device = first_below.device
-    active = first_below < N_THRESHOLDS
-    counts = active.sum(dim=1)
-    order = torch.sort((~active).to(torch.uint8), dim=1, stable=True).indices
-    packed = first_below.gather(1, order)
-    k = torch.arange(lags + 1, device=device, dtype=torch.float64)
+    k = torch.arange(width + 1, device=device, dtype=torch.float64)
     decay = torch.exp(-BOLTZMANN * k)                     # scipy.stats.boltzmann.pmf, by rank
     norm = (1 - math.exp(-BOLTZMANN)) / (1 - torch.exp(-BOLTZMANN * k))    # ... by count
-    thresholds = torch.arange(N_THRESHOLDS, device=device)
-    per_trough = torch.zeros(rows, lags, dtype=torch.float64, device=device)
-    by_count = torch.argsort(counts)
+    events, n_events = threshold_events(first_below)                      # [R, E + 1], [R]
+    beta_cum = torch.cat([beta.new_zeros(1), torch.cumsum(beta, 0)])
+    mass = beta_cum[events[:, 1:]] - beta_cum[events[:, :-1]]             # [R, E]
+    probs = torch.zeros(rows, width, dtype=torch.float64, device=device)
+    by_count = torch.argsort(count)
     step = ROWS_PER_GROUP.get(device.type, ROWS_PER_GROUP["cpu"])
     for start in range(0, rows, step):
         group = by_count[start:start + step]
-        width = int(counts[group].max())
-        if width == 0:
+        used, used_events = int(count[group].max()), int(n_events[group].max())
+        if used_events == 0:
             continue
-        below = packed[group, :width, None] <= thresholds                   # [G, M, T]
+        below = first_below[group, :used, None] <= events[group, None, :used_events]  # [G,M,E]
         rank = torch.cumsum(below, dim=1) - 1
-        count = below.sum(dim=1, keepdim=True)
-        weight = norm[count] * decay[rank.clamp(min=0)]
-        per_trough[group, :width] = torch.where(below, weight, 0.0) @ beta
-    return torch.zeros_like(per_trough).scatter_(1, order, per_trough)
+        below_count = below.sum(dim=1, keepdim=True)
+        weight = torch.where(below, norm[below_count] * decay[rank.clamp(min=0)], 0.0)
+        probs[group, :used] = (weight @ mass[group, :used_events, None])[..., 0]
+    return probs
+
+
+def threshold_events(first_below: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[R, M] first-threshold indices -> (each row's distinct indices below N_THRESHOLDS,
+    ascending, then N_THRESHOLDS as padding and end [R, E + 1]; how many [R])."""
+    rows = first_below.shape[0]
+    ordered = torch.sort(first_below, dim=1).values
+    new = torch.ones_like(ordered, dtype=torch.bool)
+    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    new &= ordered < N_THRESHOLDS
+    n_events = new.sum(dim=1)
+    width = int(n_events.max()) if rows else 0
+    slot = torch.where(new, torch.cumsum(new, dim=1) - 1, width + 1)
+    events = torch.full((rows, width + 2), N_THRESHOLDS, dtype=torch.long,
+                        device=first_below.device)
+    events.scatter_(1, slot, ordered)
+    return events[:, :width + 1], n_events
 
 
 @functools.lru_cache(maxsize=8)
