@@ -130,31 +130,31 @@ def _band_max(shifted: torch.Tensor, weights: torch.Tensor, scratch: torch.Tenso
 
 def _backtrack(values: torch.Tensor, lengths: torch.Tensor,
                bands: TransitionBands) -> torch.Tensor:
+    """Each decoded state's winning predecessor, recomputed from the forward values
+    [B, T, 2n]: its band from both voicings in state order, then the jump from the frame's
+    best state, which wins ties only with a lower index."""
     batch, steps, n_states = values.shape
     n, half = n_states // 2, bands.half
+    width = 2 * half + 1
+    # [state, src voicing * W + m]: weight into the state from bin j - half + m of each voicing
+    into = torch.cat([torch.cat([bands.same, bands.switch], 1),
+                      torch.cat([bands.switch, bands.same], 1)])
+    reach = torch.cat([torch.arange(width), n + torch.arange(width)]).to(values.device) - half
+    top, top_state = values.max(dim=2)
+    jump = top + LOG_TINY
     rows = torch.arange(batch, device=values.device)
-    m = torch.arange(2 * half + 1, device=values.device)
     last = (lengths - 1).clamp(min=0)
     state = values[rows, last].argmax(dim=1)
     states = torch.zeros(batch, steps, dtype=torch.long, device=values.device)
     states[rows, last] = state
     for t in range(steps - 1, 0, -1):
-        previous = values[:, t - 1]
-        j, into_unvoiced = state % n, state >= n
-        padded = torch.nn.functional.pad(previous.view(batch, 2, n), (half, half),
-                                         value=-math.inf)
-        window = padded.gather(2, (j[:, None, None] + m).expand(batch, 2, -1))   # [B, 2, W]
-        same, switch = bands.same[j], bands.switch[j]
-        from_voiced = torch.where(into_unvoiced[:, None], switch, same)
-        from_unvoiced = torch.where(into_unvoiced[:, None], same, switch)
-        candidates = torch.cat([window[:, 0] + from_voiced, window[:, 1] + from_unvoiced], 1)
-        best, pick = candidates.max(dim=1)
-        source = j - half + pick % m.numel() + n * (pick >= m.numel())
-        top, top_state = previous.max(dim=1)
-        jump = top + LOG_TINY
-        take = (jump > best) | ((jump == best) & (top_state < source))
-        active = t <= last
-        state = torch.where(active, torch.where(take, top_state, source), state)
-        states[:, t - 1] = torch.where(active, state, states[:, t - 1])
+        j = state % n
+        # off-grid sources are clamped onto the grid; their weight is -inf
+        sources = (j[:, None] + reach).clamp(0, n_states - 1)
+        best, pick = (values[:, t - 1].gather(1, sources) + into[state]).max(dim=1)
+        source = sources.gather(1, pick[:, None])[:, 0]
+        take = (jump[:, t - 1] > best) | ((jump[:, t - 1] == best) & (top_state[:, t - 1] < source))
+        state = torch.where(t <= last, torch.where(take, top_state[:, t - 1], source), state)
+        states[:, t - 1] = state
     return torch.where(torch.arange(steps, device=values.device)[None] < lengths[:, None],
                        states, 0)
