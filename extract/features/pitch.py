@@ -76,8 +76,8 @@ def cumulative_mean_normalized_difference(x: torch.Tensor, min_period: int,
     """
     n_fft = next_fast_len(x.shape[1] + max_period)
     spectrum = torch.fft.rfft(x, n=n_fft)
-    acf = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(),
-                          n=n_fft)[:, :max_period + 1]
+    power = torch.view_as_real(spectrum).square().sum(dim=-1)
+    acf = torch.fft.irfft(power, n=n_fft)[:, :max_period + 1]
     energy = torch.cumsum(x.square(), dim=1)[:, :max_period]
     diff = 2 * (acf[:, :1] - acf[:, 1:]) - energy
     mean = torch.cumsum(diff, dim=1) / torch.arange(1, max_period + 1, device=x.device)

@@ -48,8 +48,9 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
     for start in range(0, flat.shape[0], MAX_ROWS_PER_CHUNK):
         part = slice(start, start + MAX_ROWS_PER_CHUNK)
         cmnd = cumulative_mean_normalized_difference(flat[part], min_period, max_period)
-        log_obs[part], voiced_prob[part] = log_observation_probabilities(
-            cmnd, parabolic_shifts(cmnd), sample_rate, fmin, min_period, n_bins, no_trough_prob)
+        voiced_prob[part] = log_observation_probabilities(
+            cmnd, parabolic_shifts(cmnd), sample_rate, fmin, min_period, n_bins, no_trough_prob,
+            out=log_obs[part])
     bands = transition_bands(n_bins, transition_width(max_transition_rate, hop_length,
                                                       sample_rate), switch_prob)
     states = viterbi(log_obs.reshape(batch, steps, -1), num_frames, bands)
@@ -85,9 +86,9 @@ def threshold_prior() -> tuple[np.ndarray, np.ndarray]:
 
 def log_observation_probabilities(cmnd: torch.Tensor, shifts: torch.Tensor, sample_rate: int,
                                   fmin: float, min_period: int, n_bins: int,
-                                  no_trough_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """CMND rows [R, K] -> (log(state probability + tiny) [R, 2 * n_bins] float64,
-    voiced_prob [R]).
+                                  no_trough_prob: float, out: torch.Tensor) -> torch.Tensor:
+    """CMND rows [R, K] -> voiced_prob [R], with log(state probability + tiny) written into
+    out [R, 2 * n_bins] float64.
 
     Each trough gets sum over thresholds of beta mass x Boltzmann weight of its rank among the
     troughs below that threshold; the global-minimum trough also gets no_trough_prob x the mass
@@ -119,17 +120,17 @@ def log_observation_probabilities(cmnd: torch.Tensor, shifts: torch.Tensor, samp
     bins = torch.round(12 * BINS_PER_SEMITONE * torch.log2(sample_rate / period / fmin))
     bins = bins.clamp(0, n_bins).long()
     contributes = present & (probs > 0) & (bins < n_bins)
-    bins = torch.where(contributes, bins, n_bins)
-    winner = torch.full((rows, n_bins + 1), -1, dtype=torch.long, device=device)
-    winner.scatter_reduce_(1, bins, torch.arange(width, device=device).expand(rows, width),
-                           "amax")
-    wins = contributes & (winner.gather(1, bins) == torch.arange(width, device=device))
+    # troughs are >= 2 lags apart and |shift| < 1, so bins never rise along a row: a trough
+    # wins its bin unless the next contributing trough has the same bin (longest lag wins)
+    later = torch.where(contributes, bins, -1).flip(1).cummax(dim=1).values.flip(1)
+    later = torch.nn.functional.pad(later[:, 1:], (0, 1), value=-1)
+    wins = contributes & (later != bins)
     voiced_prob = torch.where(wins, probs, 0.0).sum(dim=1).clamp(0, 1)
-    log_obs = torch.full((rows, 2 * n_bins + 1), math.log(tiny), dtype=torch.float64,
-                         device=device)
-    log_obs.scatter_(1, torch.where(wins, bins, 2 * n_bins), torch.log(probs + tiny))
-    log_obs[:, n_bins:-1] = torch.log((1 - voiced_prob) / n_bins + tiny)[:, None]
-    return log_obs[:, :-1], voiced_prob
+    out[:, :n_bins] = math.log(tiny)
+    # the other troughs land on column n_bins, which the unvoiced values then overwrite
+    out.scatter_(1, torch.where(wins, bins, n_bins), torch.log(probs + tiny))
+    out[:, n_bins:] = torch.log((1 - voiced_prob) / n_bins + tiny)[:, None]
+    return voiced_prob
 
 
 def packed_troughs(trough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
