@@ -78,7 +78,7 @@ def cumulative_mean_normalized_difference(x: torch.Tensor, min_period: int,
     spectrum = torch.fft.rfft(x, n=n_fft)
     power = torch.view_as_real(spectrum).square().sum(dim=-1)
     acf = torch.fft.irfft(power, n=n_fft)[:, :max_period + 1]
-    energy = torch.cumsum(x.square(), dim=1)[:, :max_period]
+    energy = torch.cumsum(x[:, :max_period].square(), dim=1)
     diff = 2 * (acf[:, :1] - acf[:, 1:]) - energy
     mean = torch.cumsum(diff, dim=1) / torch.arange(1, max_period + 1, device=x.device)
     tiny = torch.finfo(x.dtype).tiny
@@ -105,11 +105,15 @@ def trough_mask(cmnd: torch.Tensor) -> torch.Tensor:
 def parabolic_shifts(x: torch.Tensor) -> torch.Tensor:
     """Offset of the parabola through each point and its neighbours; 0 at the ends or when the
     optimum falls outside [-1, 1] (librosa's _parabolic_interpolation)."""
-    prev, mid, nxt = x[:, :-2], x[:, 1:-1], x[:, 2:]
+    inner = parabolic_shift(x[:, :-2], x[:, 1:-1], x[:, 2:])
+    return torch.nn.functional.pad(inner, (1, 1))
+
+
+def parabolic_shift(prev: torch.Tensor, mid: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+    """parabolic_shifts for given points and their neighbours, elementwise."""
     a = nxt + prev - 2 * mid
     b = (nxt - prev) / 2
-    inner = torch.where(b.abs() >= a.abs(), torch.zeros_like(a), -b / a)
-    return torch.nn.functional.pad(inner, (1, 1))
+    return torch.where(b.abs() >= a.abs(), torch.zeros_like(a), -b / a)
 
 
 def next_fast_len(n: int) -> int:

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from extract.features.pitch import (cumulative_mean_normalized_difference, parabolic_shifts,
+from extract.features.pitch import (cumulative_mean_normalized_difference, parabolic_shift,
                                     period_range, trough_mask)
 from extract.features.viterbi import TransitionBands, viterbi
 
@@ -49,8 +49,7 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
         part = slice(start, start + MAX_ROWS_PER_CHUNK)
         cmnd = cumulative_mean_normalized_difference(flat[part], min_period, max_period)
         voiced_prob[part] = log_observation_probabilities(
-            cmnd, parabolic_shifts(cmnd), sample_rate, fmin, min_period, n_bins, no_trough_prob,
-            out=log_obs[part])
+            cmnd, sample_rate, fmin, min_period, n_bins, no_trough_prob, out=log_obs[part])
     bands = transition_bands(n_bins, transition_width(max_transition_rate, hop_length,
                                                       sample_rate), switch_prob)
     states = viterbi(log_obs.reshape(batch, steps, -1), num_frames, bands)
@@ -84,9 +83,9 @@ def threshold_prior() -> tuple[np.ndarray, np.ndarray]:
     return x[1:], np.diff(cdf)
 
 
-def log_observation_probabilities(cmnd: torch.Tensor, shifts: torch.Tensor, sample_rate: int,
-                                  fmin: float, min_period: int, n_bins: int,
-                                  no_trough_prob: float, out: torch.Tensor) -> torch.Tensor:
+def log_observation_probabilities(cmnd: torch.Tensor, sample_rate: int, fmin: float,
+                                  min_period: int, n_bins: int, no_trough_prob: float,
+                                  out: torch.Tensor) -> torch.Tensor:
     """CMND rows [R, K] -> voiced_prob [R], with log(state probability + tiny) written into
     out [R, 2 * n_bins] float64.
 
@@ -115,14 +114,18 @@ def log_observation_probabilities(cmnd: torch.Tensor, shifts: torch.Tensor, samp
     bonus = torch.where(count > 0, no_trough_prob * beta_cum[not_below], 0.0)
     probs[torch.arange(rows, device=device), global_min] += bonus
 
+    inner = (lag > 0) & (lag < lags - 1)
+    shift = torch.where(inner, parabolic_shift(cmnd.gather(1, (lag - 1).clamp(min=0)),
+                                               cmnd.gather(1, lag),
+                                               cmnd.gather(1, (lag + 1).clamp(max=lags - 1))), 0)
     # float64, as numpy promotes librosa's integer lags plus float32 shifts
-    period = min_period + lag + shifts.gather(1, lag).double()
+    period = min_period + lag + shift.double()
     bins = torch.round(12 * BINS_PER_SEMITONE * torch.log2(sample_rate / period / fmin))
     bins = bins.clamp(0, n_bins).long()
     contributes = present & (probs > 0) & (bins < n_bins)
     # troughs are >= 2 lags apart and |shift| < 1, so bins never rise along a row: a trough
     # wins its bin unless the next contributing trough has the same bin (longest lag wins)
-    later = torch.where(contributes, bins, -1).flip(1).cummax(dim=1).values.flip(1)
+    later = torch.where(contributes, bins, -1).int().flip(1).cummax(dim=1).values.flip(1)
     later = torch.nn.functional.pad(later[:, 1:], (0, 1), value=-1)
     wins = contributes & (later != bins)
     voiced_prob = torch.where(wins, probs, 0.0).sum(dim=1).clamp(0, 1)
@@ -136,13 +139,14 @@ def log_observation_probabilities(cmnd: torch.Tensor, shifts: torch.Tensor, samp
 def packed_troughs(trough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Trough mask [R, K] -> (trough lags packed left in lag order [R, M], padded with 0;
     troughs per row [R]); M is the most any row has."""
-    rows, lags = trough.shape
+    rows = trough.shape[0]
     count = trough.sum(dim=1)
-    width = max(int(count.max()) if rows else 0, 1)
-    slot = torch.where(trough, torch.cumsum(trough, dim=1) - 1, width)
-    lag = torch.zeros(rows, width + 1, dtype=torch.long, device=trough.device)
-    lag.scatter_(1, slot, torch.arange(lags, device=trough.device).expand(rows, lags))
-    return lag[:, :width], count
+    row, lag = trough.nonzero(as_tuple=True)                  # row-major: lag order per row
+    slot = torch.arange(row.numel(), device=trough.device) - (torch.cumsum(count, 0) - count)[row]
+    packed = torch.zeros(rows, max(int(count.max()) if rows else 0, 1), dtype=torch.long,
+                         device=trough.device)
+    packed[row, slot] = lag
+    return packed, count
 
 
 def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor,
