@@ -93,9 +93,9 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
     running = running.flip(0).tolist()                              # rows with length >= t
     values = log_obs[order]
     values[:, 0] += math.log(1 / n_states + np.finfo(np.float64).tiny)
-    # [dst voicing, src voicing, j, m]: weight into bin j from bin j - half + m
+    # [dst voicing, src voicing, m, j]: weight into bin j from bin j - half + m
     weights = torch.stack([torch.stack([bands.same, bands.switch]),
-                           torch.stack([bands.switch, bands.same])])
+                           torch.stack([bands.switch, bands.same])]).transpose(2, 3).contiguous()
     scratch = torch.empty(ROWS_PER_BAND, *weights.shape, dtype=values.dtype,
                           device=values.device)
     for t in range(1, steps):
@@ -114,17 +114,18 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
 
 def _band_max(shifted: torch.Tensor, weights: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     """shifted [rows, 1, 2, n + W - 1] (by source voicing, -inf padded), weights
-    [2, 2, n, W] -> [rows, 2n]: each state's best predecessor value plus transition weight.
+    [2, 2, W, n] -> [rows, 2n]: each state's best predecessor value plus transition weight.
 
-    All offsets at once over an unfolded view, scratch.shape[0] rows at a time; scratch
-    [chunk, 2, 2, n, W] is reused so that no step allocates large tensors."""
-    rows, width, chunk = shifted.shape[0], weights.shape[3], scratch.shape[0]
-    windows = shifted.unfold(3, width, 1)                           # [rows, 1, 2, n, W]
-    best = torch.empty(rows, 2, 2, weights.shape[2], dtype=shifted.dtype, device=shifted.device)
+    All offsets at once over an unfolded view with the bins innermost (so the max over offsets
+    runs across whole rows of bins), scratch.shape[0] rows at a time; scratch [chunk, 2, 2, W,
+    n] is reused so that no step allocates large tensors."""
+    rows, width, chunk = shifted.shape[0], weights.shape[2], scratch.shape[0]
+    windows = shifted.unfold(3, width, 1).transpose(3, 4)            # [rows, 1, 2, W, n]
+    best = torch.empty(rows, 2, 2, weights.shape[3], dtype=shifted.dtype, device=shifted.device)
     for start in range(0, rows, chunk):
         part = slice(start, start + chunk)
         size = windows[part].shape[0]
-        torch.amax(torch.add(windows[part], weights, out=scratch[:size]), dim=4, out=best[part])
+        torch.amax(torch.add(windows[part], weights, out=scratch[:size]), dim=3, out=best[part])
     return best.amax(dim=2).flatten(1)
 
 
