@@ -174,12 +174,19 @@ def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor,
         used, used_events = int(count[group].max()), int(n_events[group].max())
         if used_events == 0:
             continue
-        below = first_below[group, :used, None] <= events[group, None, :used_events]  # [G,M,E]
+        below = (first_below.index_select(0, group)[:, :used, None]
+                 <= events.index_select(0, group)[:, None, :used_events])     # [G, M, E]
         rank = torch.cumsum(below, dim=1) - 1
         below_count = below.sum(dim=1, keepdim=True)
-        weight = torch.where(below, norm[below_count] * decay[rank.clamp(min=0)], 0.0)
-        probs[group, :used] = (weight @ mass[group, :used_events, None])[..., 0]
+        weight = norm[below_count] * _lookup(decay, rank.clamp(min=0))
+        weight = torch.where(below, weight, 0.0)
+        probs[group, :used] = (weight @ mass.index_select(0, group)[:, :used_events, None])[..., 0]
     return probs
+
+
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index] for a 1-D table (index_select: much faster than indexing on the CPU)."""
+    return table.index_select(0, index.flatten()).view(index.shape)
 
 
 def threshold_events(first_below: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

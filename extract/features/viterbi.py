@@ -98,13 +98,15 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
                            torch.stack([bands.switch, bands.same])]).transpose(2, 3).contiguous()
     scratch = torch.empty(ROWS_PER_BAND, *weights.shape, dtype=values.dtype,
                           device=values.device)
+    padded = torch.full((batch, 1, 2, n + 2 * half), -math.inf, dtype=values.dtype,
+                        device=values.device)
     for t in range(1, steps):
         rows = running[t + 1]
         if rows == 0:
             break
         previous = values[:rows, t - 1]
-        shifted = torch.nn.functional.pad(previous.view(rows, 1, 2, n), (half, half),
-                                          value=-math.inf)
+        shifted = padded[:rows]
+        shifted[..., half:half + n] = previous.view(rows, 1, 2, n)
         jump = previous.amax(dim=1, keepdim=True) + LOG_TINY
         values[:rows, t] += torch.maximum(_band_max(shifted, weights, scratch), jump)
     states = torch.empty(batch, steps, dtype=torch.long, device=log_obs.device)
@@ -152,7 +154,7 @@ def _backtrack(values: torch.Tensor, lengths: torch.Tensor,
         j = state % n
         # off-grid sources are clamped onto the grid; their weight is -inf
         sources = (j[:, None] + reach).clamp(0, n_states - 1)
-        best, pick = (values[:, t - 1].gather(1, sources) + into[state]).max(dim=1)
+        best, pick = (values[:, t - 1].gather(1, sources) + into.index_select(0, state)).max(dim=1)
         source = sources.gather(1, pick[:, None])[:, 0]
         take = (jump[:, t - 1] > best) | ((jump[:, t - 1] == best) & (top_state[:, t - 1] < source))
         state = torch.where(t <= last, torch.where(take, top_state[:, t - 1], source), state)
