@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 import librosa
+import librosa.core.pitch
 import numpy as np
 import pytest
 import scipy.stats
@@ -15,7 +16,8 @@ import torch
 from extract.config import load_preset
 from extract.demo import synth_utterance
 from extract.features import extract_features
-from extract.features.pyin import pyin, threshold_prior, transition_width
+from extract.features.pyin import (log_observation_probabilities, pitch_bin_count, pyin,
+                                   threshold_prior, transition_width)
 from extract.features.viterbi import TransitionBands, viterbi_torch
 from extract.kernels.viterbi import viterbi_triton
 from reference import load_for_hifigan
@@ -78,6 +80,57 @@ def test_threshold_prior_and_width_are_librosas():
     np.testing.assert_allclose(beta, np.diff(scipy.stats.beta.cdf(grid, 2, 18)), rtol=1e-12,
                                atol=1e-17)
     assert transition_width(35.92, HOP, SR) == 51
+
+
+def librosa_observations(cmnd: np.ndarray, shifts: np.ndarray, min_period: int,
+                         n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """librosa.pyin's per-frame observation step (its __pyin_helper, written out one frame at
+    a time): cmnd, shifts [K, T] -> (state probabilities [2 n_bins, T], voiced_prob [T])."""
+    thresholds = np.linspace(0, 1, 101)
+    beta = np.diff(scipy.stats.beta.cdf(thresholds, 2, 18))
+    probs = np.zeros_like(cmnd)
+    for i, frame in enumerate(cmnd.T):
+        is_trough = librosa.util.localmin(frame)
+        is_trough[0] = frame[0] < frame[1]
+        (trough_index,) = np.nonzero(is_trough)
+        if len(trough_index) == 0:
+            continue
+        below = np.less.outer(frame[trough_index], thresholds[1:])
+        prior = scipy.stats.boltzmann.pmf(np.cumsum(below, axis=0) - 1, 2.0,
+                                          np.count_nonzero(below, axis=0))
+        prior[~below] = 0
+        trough_probs = prior.dot(beta)
+        global_min = np.argmin(frame[trough_index])
+        trough_probs[global_min] += 0.01 * np.sum(beta[:np.count_nonzero(~below[global_min])])
+        probs[trough_index, i] = trough_probs
+    voiced = np.zeros((n_bins, cmnd.shape[1]))
+    lag, frame_index = np.nonzero(probs)
+    period = min_period + lag + shifts[lag, frame_index]
+    bins = np.round(120 * np.log2(SR / period / FMIN)).astype(int)
+    inside = bins < n_bins
+    voiced[bins[inside], frame_index[inside]] = probs[lag[inside], frame_index[inside]]
+    voiced_prob = np.clip(voiced.sum(axis=0), 0, 1)
+    return np.vstack([voiced, np.tile((1 - voiced_prob) / n_bins, (n_bins, 1))]), voiced_prob
+
+
+def test_observation_probabilities_match_librosas_per_frame_definition():
+    """Speech, silence and noise frames (up to ~120 troughs), from librosa's own CMND."""
+    rng = np.random.default_rng(3)
+    y = np.concatenate([synth_utterance(1.0, SR, rng), np.zeros(SR // 4),
+                        0.1 * rng.standard_normal(SR // 2)]).astype(np.float32)
+    frames = librosa.util.frame(np.pad(y, N // 2), frame_length=N, hop_length=HOP)
+    min_period, max_period = int(np.floor(SR / FMAX)), min(int(np.ceil(SR / FMIN)), N - 1)
+    cmnd = librosa.core.pitch._cumulative_mean_normalized_difference(frames, min_period,
+                                                                     max_period)
+    shifts = librosa.core.pitch._parabolic_interpolation(cmnd)
+    n_bins = pitch_bin_count(FMIN, FMAX)
+    expected, expected_prob = librosa_observations(cmnd, shifts, min_period, n_bins)
+    log_obs = torch.empty(cmnd.shape[1], 2 * n_bins, dtype=torch.float64)
+    voiced_prob = log_observation_probabilities(torch.from_numpy(np.ascontiguousarray(cmnd.T)),
+                                                SR, FMIN, min_period, n_bins, 0.01, out=log_obs)
+    assert librosa.util.localmin(cmnd, axis=0).sum(axis=0).max() > 60   # noise frames
+    np.testing.assert_allclose(log_obs.numpy(), np.log(expected.T + TINY), rtol=1e-12)
+    np.testing.assert_allclose(voiced_prob.numpy(), expected_prob, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("n_bins,width,steps", [(37, 11, 30), (601, 51, 12)])
