@@ -10,7 +10,8 @@ truth per frame is the contour at the frame centre, voiced where the harmonic pa
 (its weight at the frame centre is above 0).
 Everything runs on pyin's own grid (frames centred at t * 256, 1 + len // 256 of them).
 librosa runs one single-threaded process per worker; ours uses torch's threads on the CPU or
-the GPU. pyworld is optional (pip install pyworld); without it those rows are skipped.
+the GPU, and its time is the median of three runs. pyworld is optional (pip install pyworld);
+without it those rows are skipped.
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ def main() -> None:
     clips = make_clips(args.clips)
     audio_s = sum(len(c[0]) for c in clips) / SR
     ours(clips[:2], device, args.batch_size)                  # warm up
-    our_results, our_s = ours(clips, device, args.batch_size)
+    # ours takes seconds, so one stall of a shared machine would skew it: median of 3 runs
+    timings = [ours(clips, device, args.batch_size) for _ in range(3)]
+    our_results, our_s = timings[0][0], float(np.median([t for _, t in timings]))
     lib_results, lib_s = run_in_processes(librosa_pyin, [c[0] for c in clips], args.workers)
     print(f"{len(clips)} clips, {audio_s:.0f} s of audio at {SR} Hz")
     print(f"librosa.pyin, {args.workers} single-threaded processes: {lib_s:.1f} s = "

@@ -194,6 +194,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
             rejected = sorted(rejected + [Rejection(utts[i].line_number, utts[i].id, reason)
                                           for i, reason in failed.items()],
                               key=lambda r: r.line_number)
+            failed_lines = {utts[i].line_number for i in failed}
             utts = [u for u in utts if u.index not in failed]
             if not utts:
                 raise CorpusError("no utterance could be decoded:\n  " +
@@ -202,7 +203,9 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         audio_s = sum(u.duration_s for u in utts)
         if ranks.is_main:
             if failed:
-                writer.remove_utterances(sorted(failed), utterance_fields(utts))
+                writer.remove_utterances(sorted(failed), utterance_fields(utts),
+                                         [r.to_dict() for r in rejected
+                                          if r.line_number in failed_lines])
             elapsed = time.perf_counter() - started
             writer.finish({"manifest_sha256": manifest_sha256(job.root, utts),
                            "rejected": [r.to_dict() for r in rejected],
@@ -267,17 +270,34 @@ def _prepare(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
         if lock.stale_owner and show_progress:
             print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
                   f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)
-        StoreWriter(out, offsets, store_widths(preset), utterance_fields(utts),
-                    {"config": preset.to_dict(), "manifest_sha256": manifest_sha256(corpus.root,
-                                                                                    utts),
-                     "versions": dependency_versions(),
-                     "rejected": [r.to_dict() for r in rejected]},
-                    chunk_frames=min(CHUNK_FRAMES, shard_frames), shard_frames=shard_frames,
-                    mode="resume" if resuming else "create", owned=range(0))
+        writer = StoreWriter(out, offsets, store_widths(preset), utterance_fields(utts),
+                             {"config": preset.to_dict(),
+                              "manifest_sha256": manifest_sha256(corpus.root, utts),
+                              "versions": dependency_versions(),
+                              "rejected": [r.to_dict() for r in rejected]},
+                             chunk_frames=min(CHUNK_FRAMES, shard_frames),
+                             shard_frames=shard_frames,
+                             mode="resume" if resuming else "create", owned=range(0))
+        if writer.compacting:
+            utts, counts, rejected = _finish_compaction(writer, utts, counts, rejected)
+            offsets = writer.offsets
     except BaseException:
         lock.release()
         raise
     return _Job(corpus.root, utts, counts, offsets, rejected, resuming), lock
+
+
+def _finish_compaction(writer: StoreWriter, utts: list[Utterance], counts: np.ndarray,
+                       rejected: list[Rejection]):
+    """Complete the removal of decoder failures an interrupted run had begun; return the
+    plan without them: (utterances renumbered, their frame counts, all rejections)."""
+    removed, reasons = writer.compacting["removed"], writer.compacting["rejected"]
+    kept = [u for u in utts if u.index not in set(removed)]
+    writer.remove_utterances(removed, utterance_fields(kept), reasons)
+    failures = [Rejection(r["line"], r["entry"], r["reason"]) for r in reasons]
+    return ([dataclasses.replace(u, index=i) for i, u in enumerate(kept)],
+            np.delete(counts, removed),
+            sorted(rejected + failures, key=lambda r: r.line_number))
 
 
 def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, preset: Preset,

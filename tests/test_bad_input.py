@@ -105,11 +105,32 @@ def corpora(tmp_path_factory):
     return messy, clean, expected
 
 
-def test_every_bad_item_is_named_and_the_rest_is_exactly_a_clean_run(corpora, tmp_path):
-    messy, clean, expected = corpora
-    args = ["--device", "cpu", "--batch-size", "3", "--shard-frames", "64",
-            "--max-duration", "2.5", "--quiet"]
-    result = cli("run", messy, tmp_path / "messy.zarr", *args)
+ARGS = ["--device", "cpu", "--batch-size", "3", "--shard-frames", "64", "--max-duration", "2.5",
+        "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def clean_store(corpora, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "clean.zarr"
+    assert cli("run", corpora[1], out, *ARGS).returncode == 0
+    return out
+
+
+def assert_same_as_clean(out, clean_store):
+    store, reference = FeatureStore(out), FeatureStore(clean_store)
+    assert store.ids == reference.ids == [g[0] for g in GOOD]
+    group = zarr.open_group(str(out), mode="r")
+    clean_group = zarr.open_group(str(clean_store), mode="r")
+    for name in (*FRAME_ARRAYS, OFFSETS):
+        np.testing.assert_array_equal(group[name][:], clean_group[name][:], err_msg=name)
+    assert store.stats == reference.stats
+    assert store.attrs["manifest_sha256"] == reference.attrs["manifest_sha256"]
+
+
+def test_every_bad_item_is_named_and_the_rest_is_exactly_a_clean_run(corpora, clean_store,
+                                                                    tmp_path):
+    messy, _, expected = corpora
+    result = cli("run", messy, tmp_path / "messy.zarr", *ARGS)
     assert result.returncode == 3, result.stderr
     assert f"skipped: {len(expected)} item(s)" in result.stdout
     store = FeatureStore(tmp_path / "messy.zarr")
@@ -119,21 +140,63 @@ def test_every_bad_item_is_named_and_the_rest_is_exactly_a_clean_run(corpora, tm
         assert words in reasons[line], (line, reasons[line])
         assert f"line {line} " in result.stdout
     assert "b_decoder.wav" in reasons[[k for k, v in expected.items() if "decoder" in v][0]]
-
-    assert cli("run", clean, tmp_path / "clean.zarr", *args).returncode == 0
-    reference = FeatureStore(tmp_path / "clean.zarr")
-    assert store.ids == reference.ids == [g[0] for g in GOOD]
-    messy_group = zarr.open_group(str(tmp_path / "messy.zarr"), mode="r")
-    clean_group = zarr.open_group(str(tmp_path / "clean.zarr"), mode="r")
-    for name in (*FRAME_ARRAYS, OFFSETS):
-        np.testing.assert_array_equal(messy_group[name][:], clean_group[name][:], err_msg=name)
-    assert store.stats == reference.stats
-    assert store.attrs["manifest_sha256"] == reference.attrs["manifest_sha256"]
+    assert_same_as_clean(tmp_path / "messy.zarr", clean_store)
     silent = store["g_silent"]
     assert not silent["voiced"].any() and not silent["f0"].any()
 
-    again = cli("run", messy, tmp_path / "again.zarr", *args, "--allow-skipped")
+    again = cli("run", messy, tmp_path / "again.zarr", *ARGS, "--allow-skipped")
     assert again.returncode == 0, again.stderr
+
+
+CRASH_IN_COMPACTION = """
+import os, sys
+import zarr
+from extract.cli import main
+from extract.store.writer import StoreWriter
+
+point, after = sys.argv[1], int(sys.argv[2])
+flushes = []
+flush, remove = StoreWriter._flush, StoreWriter.remove_utterances
+
+def remove_then_crash(self, *args):
+    self.compacting_now = True
+    return remove(self, *args)
+
+def flush_then_crash(self, shard, buffer):
+    if getattr(self, "compacting_now", False):
+        if len(flushes) == after:
+            if point == "mid-shard":     # one array of the shard written, not the others
+                lo, hi = self._shard_range(shard)
+                self.arrays["mel"][lo:hi] = buffer["mel"]
+            os._exit(9)
+        flushes.append(shard)
+    return flush(self, shard, buffer)
+
+StoreWriter._flush, StoreWriter.remove_utterances = flush_then_crash, remove_then_crash
+if point == "end":
+    zarr.Array.resize = lambda *args: os._exit(9)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("point,after", [("shard", 0), ("shard", 2), ("mid-shard", 1),
+                                         ("end", 0)])
+def test_a_crash_while_removing_decoder_failures_resumes(corpora, clean_store, tmp_path,
+                                                         point, after):
+    """A file that only fails in the decoder is removed after its frames were laid out, by
+    shifting every later frame left in place; a SIGKILL-like exit at any point of that
+    (before any shard, between shards, halfway through a shard, before the arrays shrink)
+    leaves a store that --resume completes into the clean one."""
+    out = tmp_path / "messy.zarr"
+    crashed = subprocess.run([sys.executable, "-c", CRASH_IN_COMPACTION, point, str(after),
+                              "run", corpora[0], out, *ARGS], capture_output=True, text=True)
+    assert crashed.returncode == 9, crashed.stderr
+    assert zarr.open_group(str(out), mode="r").attrs["tts_extract"]["compacting"]
+    resumed = cli("run", corpora[0], out, *ARGS, "--resume")
+    assert resumed.returncode == 3, resumed.stderr
+    assert "b_decoder.wav" in resumed.stdout
+    assert_same_as_clean(out, clean_store)
+    assert len(FeatureStore(out).attrs["rejected"]) == len(corpora[2])
 
 
 def test_a_thirty_minute_file_is_rejected_by_the_default_max_duration(tmp_path):

@@ -68,6 +68,15 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
     return lock, ours
 
 
+def compacted_index(offsets: np.ndarray, fields: dict[str, list[str]],
+                    removed: list[int]) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """offsets and utterance fields without the utterances `removed`."""
+    keep = np.isin(np.arange(len(offsets) - 1), removed, invert=True)
+    new_offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[keep])]).astype(np.int64)
+    return new_offsets, {name: [v for v, k in zip(values, keep) if k]
+                         for name, values in fields.items()}
+
+
 class StoreWriter:
     """Writes the shards `owned` (default: all) of one store.
 
@@ -141,12 +150,15 @@ class StoreWriter:
         problems = [key for key in ("config", "manifest_sha256") if record.get(key) != attrs[key]]
         if record.get("format_version") != FORMAT_VERSION:
             problems.append("format_version")
-        if record.get("compacting"):
-            problems.append("it was being compacted")
+        expected = [(self.offsets, fields)]
+        if record.get("compacting"):           # its index may already be the compacted one
+            expected.append(compacted_index(self.offsets, fields,
+                                            record["compacting"]["removed"]))
         stored = np.asarray(self.group[OFFSETS][:]) if OFFSETS in self.group else None
-        if stored is None or not np.array_equal(stored, self.offsets):
+        matching = [f for o, f in expected if stored is not None and np.array_equal(stored, o)]
+        if not matching:
             problems.append("offsets")
-        elif self._fields() != fields:
+        elif self._fields() not in matching:
             problems.append("utterances")
         mel = self.group["mel"] if "mel" in self.group else None
         if mel is None or mel.chunks[0] != chunk_frames or mel.shards[0] != self.shard_frames:
@@ -229,37 +241,63 @@ class StoreWriter:
                 array[lo:hi] = buffer[name]
         self.buffers = {}
 
-    def remove_utterances(self, removed: list[int], fields: dict[str, list[str]]) -> None:
-        """Drop utterances (decoder failures found after the layout was fixed): shift every
-        later frame left in place, shard by shard, and shrink the arrays. The result is the
-        store a run without them would have written. Needs every writer's open shards written
-        first (`write_open_shards`). Not resumable if interrupted."""
-        record = dict(self.group.attrs[ATTRS_KEY])
-        self.group.attrs[ATTRS_KEY] = {**record, "compacting": True}
-        keep = np.ones(len(self.offsets) - 1, dtype=bool)
-        keep[removed] = False
+    @property
+    def compacting(self) -> dict | None:
+        """The unfinished compaction ({"removed": indices, "rejected": reasons}), if any."""
+        return self.group.attrs.get(ATTRS_KEY, {}).get("compacting") or None
+
+    def remove_utterances(self, removed: list[int], fields: dict[str, list[str]],
+                          rejected: list[dict]) -> None:
+        """Drop utterances (decoder failures found after the layout was fixed, with `rejected`
+        their reasons): shift every later frame left in place, shard by shard, and shrink the
+        arrays. The result is the store a run without them would have written. Needs every
+        writer's open shards written first (`write_open_shards`).
+
+        Resumable from any point: the attributes record what is being removed, a marker counts
+        a shard as compacted, and each shard's new contents are staged in progress/ before it
+        is overwritten (it may overlap its own source). Call it again, on a writer opened with
+        the offsets from before, to finish."""
         old_offsets = self.offsets
-        dropped = np.zeros(old_offsets[-1], dtype=bool)
-        for index in removed:
-            dropped[old_offsets[index]:old_offsets[index + 1]] = True
-        old_position = np.flatnonzero(~dropped)           # new frame -> old frame
-        self.offsets = np.concatenate([[0], np.cumsum(np.diff(old_offsets)[keep])])
-        self.n_frames = int(self.offsets[-1])
+        self.offsets, _ = compacted_index(old_offsets, {}, removed)
         first = int(old_offsets[min(removed)]) // self.shard_frames
-        for marker in (self.path / PROGRESS).glob("*.json"):
-            if int(marker.stem) >= first:
-                marker.unlink()
-        for shard in range(first, self.num_shards):
-            lo, hi = self._shard_range(shard)
-            a, b = int(old_position[lo]), int(old_position[hi - 1]) + 1
-            self._flush(shard, {name: array[a:b][~dropped[a:b]]
-                                for name, array in self.arrays.items()})
-        for array in self.arrays.values():
-            array.resize((self.n_frames, *array.shape[1:]))
+        if not self.compacting:
+            # a crash before the record only costs re-extracting these shards on --resume
+            for marker in (self.path / PROGRESS).glob("*.json"):
+                if int(marker.stem) >= first:
+                    marker.unlink()
+            self.group.attrs[ATTRS_KEY] = {**self.group.attrs[ATTRS_KEY],
+                                           "compacting": {"removed": removed,
+                                                          "rejected": rejected}}
+        self.n_frames = int(self.offsets[-1])
         self._write_index(fields)
         self._speakers = None
-        self.group.attrs[ATTRS_KEY] = {**record, "compacting": False}
+        done = self._marked()
+        keep = np.isin(np.arange(len(old_offsets) - 1), removed, invert=True)
+        old_position = np.flatnonzero(np.repeat(keep, np.diff(old_offsets)))  # new -> old frame
+        for shard in range(first, self.num_shards):
+            staged = self.path / PROGRESS / f"{shard:08d}.npz"
+            if shard not in done:
+                lo, hi = self._shard_range(shard)
+                self._flush(shard, self._staged(staged, old_position[lo:hi]))
+            staged.unlink(missing_ok=True)
+        for array in self.arrays.values():
+            array.resize((self.n_frames, *array.shape[1:]))
+        self.group.attrs[ATTRS_KEY] = {**self.group.attrs[ATTRS_KEY], "compacting": False}
         self.missing = {}
+
+    def _staged(self, path: Path, sources: np.ndarray) -> dict[str, np.ndarray]:
+        """A compacted shard's contents: from `path` if staged there already, else read from
+        the (old) frames `sources`, contiguous but for the removed gaps, and staged."""
+        if path.exists():
+            with np.load(path, allow_pickle=False) as staged:
+                return {name: staged[name] for name in self.arrays}
+        a, b = int(sources[0]), int(sources[-1]) + 1
+        contents = {name: array[a:b][sources - a] for name, array in self.arrays.items()}
+        partial = path.with_name(path.name + ".tmp")
+        with open(partial, "wb") as f:
+            np.savez(f, **contents)
+        os.replace(partial, path)
+        return contents
 
     def finish(self, attrs: dict) -> None:
         """Record statistics and final attributes, mark the store complete, drop progress/."""
