@@ -76,7 +76,8 @@ def cumulative_mean_normalized_difference(x: torch.Tensor, min_period: int,
     """
     n_fft = next_fast_len(x.shape[1] + max_period)
     spectrum = torch.fft.rfft(x, n=n_fft)
-    power = torch.view_as_real(spectrum).square().sum(dim=-1)
+    parts = torch.view_as_real(spectrum)
+    power = torch.addcmul(parts[..., 0].square(), parts[..., 1], parts[..., 1])   # one pass
     acf = torch.fft.irfft(power, n=n_fft)[:, :max_period + 1]
     energy = torch.cumsum(x[:, :max_period].square(), dim=1)
     diff = 2 * (acf[:, :1] - acf[:, 1:]) - energy
