@@ -7,9 +7,9 @@ the other with switch_prob. The dense matrix's zeros are log(tiny) ~ -708 in lib
 so every state can also be reached from the best state at that cost; we compare with that too.
 Ties go to the lowest predecessor index, and the last frame's argmax to the lowest state.
 
-This module is the CPU path (one vectorised step per frame); CUDA tensors go to the Triton
-kernel in extract.kernels.viterbi, which runs the same recursion one program per utterance and
-keeps int16 back-pointers.
+This module is the CPU path (a few large ops per frame); CUDA tensors go to the Triton kernel
+in extract.kernels.viterbi, which runs the same recursion one program per utterance and keeps
+int16 back-pointers.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 LOG_TINY = math.log(np.finfo(np.float64).tiny)
-ROWS_PER_BAND = 8        # rows per unfolded band op: [8, 2, 2, 601, 51] float64 is 8 MB
+ROWS_PER_BAND = 8        # rows per unfolded band op: [8, 2, 2, 51, 601] float64 is 8 MB
 
 
 @dataclass(frozen=True)
