@@ -209,3 +209,22 @@ def test_a_thirty_minute_file_is_rejected_by_the_default_max_duration(tmp_path):
     assert "line 2 (long): " in result.stdout and "1800 s is longer than --max-duration (600 s)" \
         in result.stdout
     assert FeatureStore(tmp_path / "o.zarr").ids == ["short"]
+
+
+def test_speaker_statistics_after_removing_a_decoder_failure(corpora, tmp_path):
+    """Per-speaker statistics of the shards rewritten without a decoder failure follow the
+    new utterance order."""
+    messy = corpora[0]
+    speakers = {"g_pcm16": "ann", "b_decoder": "bob", "g_pcm24_stereo": "bob",
+                "g_float32": "ann", "g_pcm32": "bob", "g_silent": "ann"}
+    for name, keep in (("with_failure", speakers), ("clean", {k: v for k, v in speakers.items()
+                                                              if k != "b_decoder"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metadata.csv").write_text(
+            "".join(f"{k}|Text of {k}.||{v}\n" for k, v in keep.items()))
+        shutil.copytree(messy / "wavs", tmp_path / name / "wavs")
+    assert cli("run", tmp_path / "with_failure", tmp_path / "a.zarr", *ARGS).returncode == 3
+    assert cli("run", tmp_path / "clean", tmp_path / "b.zarr", *ARGS).returncode == 0
+    stats = FeatureStore(tmp_path / "a.zarr").stats
+    assert set(stats["speakers"]) == {"ann", "bob"}
+    assert stats == FeatureStore(tmp_path / "b.zarr").stats
