@@ -191,10 +191,9 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         extracted = sum(ranks.gather(len(todo)))
         if failed:
             writer.write_open_shards()
-            rejected = sorted(rejected + [Rejection(utts[i].line_number, utts[i].id, reason)
-                                          for i, reason in failed.items()],
-                              key=lambda r: r.line_number)
-            failed_lines = {utts[i].line_number for i in failed}
+            failures = [Rejection(utts[i].line_number, utts[i].id, reason)
+                        for i, reason in failed.items()]
+            rejected = sorted(rejected + failures, key=lambda r: r.line_number)
             utts = [u for u in utts if u.index not in failed]
             if not utts:
                 raise CorpusError("no utterance could be decoded:\n  " +
@@ -204,8 +203,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         if ranks.is_main:
             if failed:
                 writer.remove_utterances(sorted(failed), utterance_fields(utts),
-                                         [r.to_dict() for r in rejected
-                                          if r.line_number in failed_lines])
+                                         [r.to_dict() for r in failures])
             elapsed = time.perf_counter() - started
             writer.finish({"manifest_sha256": manifest_sha256(job.root, utts),
                            "rejected": [r.to_dict() for r in rejected],
@@ -292,7 +290,8 @@ def _finish_compaction(writer: StoreWriter, utts: list[Utterance], counts: np.nd
     """Complete the removal of decoder failures an interrupted run had begun; return the
     plan without them: (utterances renumbered, their frame counts, all rejections)."""
     removed, reasons = writer.compacting["removed"], writer.compacting["rejected"]
-    kept = [u for u in utts if u.index not in set(removed)]
+    dropped = set(removed)
+    kept = [u for u in utts if u.index not in dropped]
     writer.remove_utterances(removed, utterance_fields(kept), reasons)
     failures = [Rejection(r["line"], r["entry"], r["reason"]) for r in reasons]
     return ([dataclasses.replace(u, index=i) for i, u in enumerate(kept)],
