@@ -163,7 +163,7 @@ def remove_then_crash(self, *args):
     return remove(self, *args)
 
 def flush_then_crash(self, shard, buffer):
-    if getattr(self, "compacting_now", False):
+    if point in ("shard", "mid-shard") and getattr(self, "compacting_now", False):
         if len(flushes) == after:
             if point == "mid-shard":     # one array of the shard written, not the others
                 lo, hi = self._shard_range(shard)
@@ -175,18 +175,20 @@ def flush_then_crash(self, shard, buffer):
 StoreWriter._flush, StoreWriter.remove_utterances = flush_then_crash, remove_then_crash
 if point == "end":
     zarr.Array.resize = lambda *args: os._exit(9)
+if point == "finish":
+    StoreWriter.finish = lambda *args: os._exit(9)
 sys.exit(main(sys.argv[3:]))
 """
 
 
 @pytest.mark.parametrize("point,after", [("shard", 0), ("shard", 2), ("mid-shard", 1),
-                                         ("end", 0)])
+                                         ("end", 0), ("finish", 0)])
 def test_a_crash_while_removing_decoder_failures_resumes(corpora, clean_store, tmp_path,
                                                          point, after):
     """A file that only fails in the decoder is removed after its frames were laid out, by
     shifting every later frame left in place; a SIGKILL-like exit at any point of that
-    (before any shard, between shards, halfway through a shard, before the arrays shrink)
-    leaves a store that --resume completes into the clean one."""
+    (before any shard, between shards, halfway through a shard, before the arrays shrink,
+    before the store is finished) leaves a store that --resume completes into the clean one."""
     out = tmp_path / "messy.zarr"
     crashed = subprocess.run([sys.executable, "-c", CRASH_IN_COMPACTION, point, str(after),
                               "run", corpora[0], out, *ARGS], capture_output=True, text=True)

@@ -256,7 +256,7 @@ class StoreWriter:
         Resumable from any point: the attributes record what is being removed, a marker counts
         a shard as compacted, and each shard's new contents are staged in progress/ before it
         is overwritten (it may overlap its own source). Call it again, on a writer opened with
-        the offsets from before, to finish."""
+        the offsets from before, to finish; `finish` clears the record."""
         old_offsets = self.offsets
         self.offsets, _ = compacted_index(old_offsets, {}, removed)
         first = int(old_offsets[min(removed)]) // self.shard_frames
@@ -282,8 +282,7 @@ class StoreWriter:
             staged.unlink(missing_ok=True)
         for array in self.arrays.values():
             array.resize((self.n_frames, *array.shape[1:]))
-        self.group.attrs[ATTRS_KEY] = {**self.group.attrs[ATTRS_KEY], "compacting": False}
-        self.missing = {}
+        self.missing = {}          # `finish` clears the record: until then --resume redoes this
 
     def _staged(self, path: Path, sources: np.ndarray) -> dict[str, np.ndarray]:
         """A compacted shard's contents: from `path` if staged there already, else read from
