@@ -102,21 +102,22 @@ def log_observation_probabilities(cmnd: torch.Tensor, sample_rate: int, fmin: fl
     lag, count = packed_troughs(trough_mask(cmnd))                        # [R, M], [R]
     width = lag.shape[1]
     present = torch.arange(width, device=device) < count[:, None]
-    heights = torch.where(present, cmnd.gather(1, lag), math.inf)
+    at_troughs = cmnd.gather(1, lag)
+    heights = torch.where(present, at_troughs, math.inf)
     # first threshold index each trough is below (N_THRESHOLDS: none); the rank at threshold t
     # counts the earlier troughs whose first index is <= t
     first_below = torch.searchsorted(thresholds, heights.double(), right=True)
-    probs = trough_probabilities(first_below, count, beta)
+    beta_cum = torch.cat([beta.new_zeros(1), torch.cumsum(beta, 0)])   # mass below index t
+    probs = trough_probabilities(first_below, count, beta_cum)
 
     global_min = heights.argmin(dim=1)
     not_below = first_below.gather(1, global_min[:, None])[:, 0]
-    beta_cum = torch.cat([beta.new_zeros(1), torch.cumsum(beta, 0)])
     bonus = torch.where(count > 0, no_trough_prob * beta_cum[not_below], 0.0)
     probs[torch.arange(rows, device=device), global_min] += bonus
 
     inner = (lag > 0) & (lag < lags - 1)
     shift = torch.where(inner, parabolic_shift(cmnd.gather(1, (lag - 1).clamp(min=0)),
-                                               cmnd.gather(1, lag),
+                                               at_troughs,
                                                cmnd.gather(1, (lag + 1).clamp(max=lags - 1))), 0)
     # float64, as numpy promotes librosa's integer lags plus float32 shifts
     period = min_period + lag + shift.double()
@@ -150,9 +151,10 @@ def packed_troughs(trough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor,
-                         beta: torch.Tensor) -> torch.Tensor:
+                         beta_cum: torch.Tensor) -> torch.Tensor:
     """[R, M] first-threshold indices of packed troughs (N_THRESHOLDS: never below, or
-    padding), troughs per row [R] -> [R, M] float64 sum_t beta[t] * Boltzmann weight.
+    padding), troughs per row [R], beta mass below each threshold index [N_THRESHOLDS + 1] ->
+    [R, M] float64 sum_t beta[t] * Boltzmann weight.
 
     Which troughs are below a threshold, and so every rank and count, only changes at the
     thresholds some trough first goes below (a row's events). Between two events the weights
@@ -164,7 +166,6 @@ def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor,
     decay = torch.exp(-BOLTZMANN * k)                     # scipy.stats.boltzmann.pmf, by rank
     norm = (1 - math.exp(-BOLTZMANN)) / (1 - torch.exp(-BOLTZMANN * k))    # ... by count
     events, n_events = threshold_events(first_below)                      # [R, E + 1], [R]
-    beta_cum = torch.cat([beta.new_zeros(1), torch.cumsum(beta, 0)])
     mass = beta_cum[events[:, 1:]] - beta_cum[events[:, :-1]]             # [R, E]
     probs = torch.zeros(rows, width, dtype=torch.float64, device=device)
     by_count = torch.argsort(count)
