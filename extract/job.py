@@ -293,7 +293,7 @@ def _finish_compaction(writer: StoreWriter, utts: list[Utterance], counts: np.nd
     dropped = set(removed)
     kept = [u for u in utts if u.index not in dropped]
     writer.remove_utterances(removed, utterance_fields(kept), reasons)
-    failures = [Rejection(r["line"], r["entry"], r["reason"]) for r in reasons]
+    failures = [Rejection.from_dict(r) for r in reasons]
     return ([dataclasses.replace(u, index=i) for i, u in enumerate(kept)],
             np.delete(counts, removed),
             sorted(rejected + failures, key=lambda r: r.line_number))

@@ -55,6 +55,10 @@ class Rejection:
     def to_dict(self) -> dict:
         return {"line": self.line_number, "entry": self.entry, "reason": self.reason}
 
+    @classmethod
+    def from_dict(cls, record: dict) -> Rejection:
+        return cls(record["line"], record["entry"], record["reason"])
+
 
 @dataclass(frozen=True)
 class Corpus:
