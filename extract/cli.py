@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from extract.config import PresetError, UnknownPresetError
     from extract.export import ExportError
     from extract.input.corpus import CorpusError
-    from extract.job import JobInterrupted
+    from extract.signals import JobInterrupted
     from extract.loader.feature_store import StoreFormatError
     from extract.store.writer import StoreError
 

@@ -81,11 +81,20 @@ class Preset:
     log_floor: float = 1e-5
     energy: str = "magnitude_l2"
     store_linear: bool = False    # also store |X| as `linear` (e.g. VITS's input)
+    # Silence trimming, as Coqui's AudioProcessor.trim_silence: cut trim_margin samples off each
+    # end, then keep librosa.effects.trim's span (RMS over win_length frames every hop_length,
+    # within trim_top_db of the loudest frame). null: no trimming.
+    trim_top_db: float | None = None
+    trim_margin: int = 0
     pitch: PitchConfig = field(default_factory=PitchConfig)
 
     @property
     def centered(self) -> bool:
         return self.padding.endswith("_center")
+
+    @property
+    def trims(self) -> bool:
+        return self.trim_top_db is not None
 
     @property
     def frame_count_rule(self) -> str:
@@ -213,6 +222,10 @@ def _validate(p: Preset) -> None:
          f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={p.fmin} fmax={p.fmax}")
     need(p.peak_normalize is None or 0 < p.peak_normalize <= 1,
          f"peak_normalize must be in (0, 1] or null, got {p.peak_normalize}")
+    need(p.trim_top_db is None or p.trim_top_db > 0,
+         f"trim_top_db must be positive or null, got {p.trim_top_db}")
+    need(p.trim_margin >= 0, f"trim_margin must be >= 0, got {p.trim_margin}")
+    need(p.trims or p.trim_margin == 0, "trim_margin needs trim_top_db")
     need(p.log_floor > 0 and p.magnitude_eps >= 0 and p.power_floor >= 0,
          "log_floor must be > 0, magnitude_eps and power_floor >= 0")
     q = p.pitch

@@ -5,11 +5,8 @@ One code path for every device; `device` only decides where tensors live.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
@@ -20,26 +17,21 @@ import torch
 
 from extract.config import DEFAULT_PRESET, Preset, load_preset
 from extract.decode.dali import decode_batches
-from extract.decode.resample import resample_batch, resampled_length
+from extract.decode.resample import to_preset_rate
+from extract.decode.trim import cut_spans
 from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
+from extract.plan import complete_rows, plan, processing_order, trim_silence
 from extract.progress import Progress
+from extract.signals import JobInterrupted, stop_on_signals
 from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
+from extract.store.lock import StoreLock
 from extract.store.writer import StoreWriter, open_output
 
 WINDOW_SHARDS = 32                  # utterances are length-sorted within windows this long
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 32}
-
-
-class JobInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; finished shards are kept and --resume completes the store."""
-
-    def __init__(self, signum: int, path: Path):
-        self.signum = signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}; the shards written so far "
-                         f"are kept: rerun with --resume to finish {path}")
 
 
 @dataclass
@@ -70,66 +62,6 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else \
         torch.device("cpu")
-
-
-def plan(corpus: Corpus, preset: Preset, max_duration_s: float
-         ) -> tuple[list[Utterance], np.ndarray, list[Rejection]]:
-    """The store's utterances (re-indexed in metadata order), their frame counts, and every
-    rejection (the corpus's plus audio too short to frame or longer than max_duration_s)."""
-    min_samples = max((preset.n_fft - preset.hop_length) // 2 + 1, preset.hop_length)
-    kept, counts, rejected = [], [], list(corpus.rejected)
-    for u in corpus.utterances:
-        n = resampled_length(u.wav.num_samples, u.wav.sample_rate, preset.sample_rate)
-        if u.duration_s > max_duration_s:
-            reason = (f"{u.path}: {u.duration_s:.0f} s is longer than --max-duration "
-                      f"({max_duration_s:g} s); split the file or raise --max-duration")
-        elif n < min_samples:
-            reason = (f"{u.path}: too short, {n} samples at {preset.sample_rate} Hz; need at "
-                      f"least {min_samples}")
-        else:
-            kept.append(dataclasses.replace(u, index=len(kept)))
-            counts.append(preset.num_frames(n))
-            continue
-        rejected.append(Rejection(u.line_number, u.id, reason))
-    rejected.sort(key=lambda r: r.line_number)
-    if not kept:
-        raise CorpusError("no utterance left to extract:\n  " +
-                          "\n  ".join(str(r) for r in rejected[:20]))
-    return kept, np.asarray(counts, dtype=np.int64), rejected
-
-
-def processing_order(utterances: list[Utterance], counts: np.ndarray,
-                     window_frames: int) -> list[Utterance]:
-    """Store order cut into windows of about `window_frames` frames, each sorted by (rate,
-    length): batches pad little, and shards complete (and leave memory) window by window."""
-    order, window, frames = [], [], 0
-    for u, n in zip(utterances, counts):
-        window.append(u)
-        frames += n
-        if frames >= window_frames or u is utterances[-1]:
-            order += sorted(window, key=lambda v: (v.wav.sample_rate, v.wav.num_samples))
-            window, frames = [], 0
-    return order
-
-
-def to_preset_rate(audio: torch.Tensor, lengths: torch.Tensor, rates: list[int],
-                   target: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample each row from its own rate to `target`; rows keep their order."""
-    if all(r == target for r in rates):
-        return audio, lengths
-    parts = []
-    for rate in sorted(set(rates)):
-        rows = torch.tensor([i for i, r in enumerate(rates) if r == rate], device=audio.device)
-        sub_lengths = lengths[rows]
-        sub = audio[rows, : int(sub_lengths.max())]
-        parts.append((rows, *resample_batch(sub, sub_lengths, rate, target)))
-    width = max(p[1].shape[1] for p in parts)
-    out = torch.zeros(len(rates), width, dtype=audio.dtype, device=audio.device)
-    out_lengths = torch.empty_like(lengths)
-    for rows, resampled, new_lengths in parts:
-        out[rows, : resampled.shape[1]] = resampled
-        out_lengths[rows] = new_lengths
-    return out, out_lengths
 
 
 def dependency_versions() -> dict[str, str]:
@@ -164,12 +96,24 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     ranks.start(torch_device.type)
     lock = None
     try:
+        corpus = resuming = None
+        if ranks.is_main:
+            try:
+                corpus, lock, resuming = _open(dataset, out, preset_obj, limit, overwrite,
+                                               resume, max_duration_s, show_progress)
+            except Exception as e:   # raised on every rank by share()
+                corpus = e
+        corpus = ranks.share(corpus)
+        if preset_obj.trims:
+            with stop_on_signals() as stop:
+                corpus = trim_silence(corpus, preset_obj, max_duration_s, torch_device,
+                                      batch_size, ranks, stop, Path(out), show_progress)
         job = None
         if ranks.is_main:
             try:
-                job, lock = _prepare(dataset, out, preset_obj, limit, overwrite, resume,
-                                     max_duration_s, shard_frames, show_progress)
-            except Exception as e:   # raised on every rank by share()
+                job = _create_store(corpus, out, preset_obj, resuming, max_duration_s,
+                                    shard_frames)
+            except Exception as e:
                 job = e
         job = ranks.share(job)
         utts, counts, rejected = job.utterances, job.counts, job.rejected
@@ -177,12 +121,12 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                              mode="attach", owned=ranks.shards(-(-int(job.offsets[-1])
                                                                  // shard_frames)))
         if writer.complete:
-            return JobResult(writer.path, len(utts), rejected, sum(u.duration_s for u in utts),
-                             time.perf_counter() - started, str(torch_device), 0, True,
-                             ranks.is_main)
+            return JobResult(writer.path, len(utts), rejected,
+                             sum(u.duration_s for u in utts), time.perf_counter() - started,
+                             str(torch_device), 0, True, ranks.is_main)
         todo = [u for u in processing_order(utts, counts, WINDOW_SHARDS * shard_frames)
                 if writer.needed(u.index)]
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             failed = _extract(todo, utts, counts, preset_obj, torch_device, batch_size, writer,
                               stop, ranks.cpu_threads(),
                               Progress(len(todo), sum(u.duration_s for u in todo),
@@ -256,33 +200,36 @@ class _Job:
     resuming: bool
 
 
-def _prepare(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
-             max_duration_s: float, shard_frames: int, show_progress: bool):
-    """Plan the job, lock the output and create or reopen the store: (_Job, lock)."""
+def _open(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
+          max_duration_s: float, show_progress: bool) -> tuple[Corpus, StoreLock, bool]:
+    """Read the corpus and lock the output: (corpus, lock, whether a store is resumed)."""
     corpus = load_corpus(dataset, limit)
-    utts, counts, rejected = plan(corpus, preset, max_duration_s)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    plan(corpus, preset, max_duration_s)          # nothing usable: fail before touching `out`
     out = Path(out)
     lock, resuming = open_output(out, overwrite, resume)
-    try:
-        if lock.stale_owner and show_progress:
-            print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
-                  f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)
-        writer = StoreWriter(out, offsets, store_widths(preset), utterance_fields(utts),
-                             {"config": preset.to_dict(),
-                              "manifest_sha256": manifest_sha256(corpus.root, utts),
-                              "versions": dependency_versions(),
-                              "rejected": [r.to_dict() for r in rejected]},
-                             chunk_frames=min(CHUNK_FRAMES, shard_frames),
-                             shard_frames=shard_frames,
-                             mode="resume" if resuming else "create", owned=range(0))
-        if writer.compacting:
-            utts, counts, rejected = _finish_compaction(writer, utts, counts, rejected)
-            offsets = writer.offsets
-    except BaseException:
-        lock.release()
-        raise
-    return _Job(corpus.root, utts, counts, offsets, rejected, resuming), lock
+    if lock.stale_owner and show_progress:
+        print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
+              f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)
+    return corpus, lock, resuming
+
+
+def _create_store(corpus: Corpus, out, preset: Preset, resuming: bool, max_duration_s: float,
+                  shard_frames: int) -> _Job:
+    """Plan the job and create (or reopen) its store."""
+    utts, counts, rejected = plan(corpus, preset, max_duration_s)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    writer = StoreWriter(Path(out), offsets, store_widths(preset), utterance_fields(utts),
+                         {"config": preset.to_dict(),
+                          "manifest_sha256": manifest_sha256(corpus.root, utts),
+                          "versions": dependency_versions(),
+                          "rejected": [r.to_dict() for r in rejected]},
+                         chunk_frames=min(CHUNK_FRAMES, shard_frames),
+                         shard_frames=shard_frames,
+                         mode="resume" if resuming else "create", owned=range(0))
+    if writer.compacting:
+        utts, counts, rejected = _finish_compaction(writer, utts, counts, rejected)
+        offsets = writer.offsets
+    return _Job(corpus.root, utts, counts, offsets, rejected, resuming)
 
 
 def _finish_compaction(writer: StoreWriter, utts: list[Utterance], counts: np.ndarray,
@@ -311,16 +258,10 @@ def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, p
         for batch in decode_batches([u.path for u in todo], [u.index for u in todo],
                                     batch_size, device, threads):
             failed.update(batch.failed)
-            keep = []
-            for row, index in enumerate(batch.indices):
-                expected = utts[index].wav.num_samples
-                if int(batch.lengths[row]) == expected:
-                    keep.append(row)
-                else:
-                    failed[index] = (f"{utts[index].path}: decoded {int(batch.lengths[row])} "
-                                     f"samples but its header says {expected}; re-encode it")
-            if keep:
-                _featurise(batch, keep, utts, counts, preset, device, writer)
+            rows, short = complete_rows(batch, utts)
+            failed.update(short)
+            if rows:
+                _featurise(batch, rows, utts, counts, preset, device, writer)
             progress.update(len(batch.indices) + len(batch.failed),
                             sum(utts[i].duration_s for i in batch.indices))
             if stop:
@@ -337,6 +278,8 @@ def _featurise(batch, rows: list[int], utts: list[Utterance], counts: np.ndarray
     audio, lengths = to_preset_rate(batch.audio[rows, : int(lengths.max())], lengths,
                                     [utts[i].wav.sample_rate for i in indices],
                                     preset.sample_rate)
+    if preset.trims:
+        audio, lengths = cut_spans(audio, [utts[i].span for i in indices])
     features = extract_features(audio, lengths, preset)
     n_frames = torch.as_tensor(counts[indices], device=device)
     valid = torch.arange(features["mel"].shape[1], device=device)[None] < n_frames[:, None]
@@ -344,19 +287,3 @@ def _featurise(batch, rows: list[int], utts: list[Utterance], counts: np.ndarray
     edges = np.concatenate([[0], np.cumsum(counts[indices])])
     for k, index in enumerate(indices):
         writer.add(index, {name: v[edges[k]:edges[k + 1]] for name, v in host.items()})
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """Collect SIGINT/SIGTERM into a list instead of dying mid-batch (main thread only)."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {s: signal.signal(s, lambda signum, _: received.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

@@ -15,8 +15,9 @@ def format_duration(seconds: float) -> str:
 
 class Progress:
     def __init__(self, total: int, total_audio_s: float, enabled: bool = True,
-                 min_interval_s: float = 0.2, stream=sys.stderr):
+                 min_interval_s: float = 0.2, stream=sys.stderr, label: str = ""):
         self.total, self.total_audio_s = total, total_audio_s
+        self.prefix = f"{label}: " if label else ""
         self.done, self.audio_s = 0, 0.0
         self.enabled, self.stream = enabled, stream
         self.interactive = stream.isatty()
@@ -30,7 +31,7 @@ class Progress:
         bar = "#" * int(share * BAR_WIDTH)
         rate = self.audio_s / elapsed
         eta = (self.total_audio_s - self.audio_s) / rate if rate > 0 else 0.0
-        return (f"[{bar:<{BAR_WIDTH}}] {self.done}/{self.total} utt  "
+        return (f"{self.prefix}[{bar:<{BAR_WIDTH}}] {self.done}/{self.total} utt  "
                 f"{self.done / elapsed:.1f} utt/s  {rate:.0f}x real time  "
                 f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}")
 

@@ -84,6 +84,17 @@ def reference(corpus, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def trimmed_reference(corpus, tmp_path_factory):
+    """The corpus extracted by one uninterrupted process under a silence-trimming preset."""
+    from extract.job import run_job
+
+    out = tmp_path_factory.mktemp("ref") / "trimmed.zarr"
+    run_job(corpus, out, preset="coqui-fastpitch", device="cpu", batch_size=2,
+            shard_frames=SHARD, show_progress=False)
+    return out
+
+
 def assert_same_store(out, reference) -> None:
     a = zarr.open_group(str(out), mode="r")
     b = zarr.open_group(str(reference), mode="r")

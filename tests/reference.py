@@ -186,3 +186,13 @@ def vocos_mel(y: np.ndarray) -> np.ndarray:
                                                     power=1).double()
     mel = mel_spec(torch.from_numpy(y.astype(np.float64))[None])
     return torch.log(torch.clip(mel, min=1e-7))[0].T.numpy()
+
+
+def coqui_trim_silence(wav: np.ndarray) -> np.ndarray:
+    """coqui-ai/TTS AudioProcessor.trim_silence as the FastPitch recipe configures it
+    (do_trim_silence, trim_db 60, win_length 1024, hop_length 256, 22050 Hz)."""
+    import librosa
+
+    margin = int(22050 * 0.01)
+    wav = wav[margin:-margin]
+    return librosa.effects.trim(wav, top_db=60.0, frame_length=1024, hop_length=256)[0]

@@ -201,6 +201,23 @@ def test_a_crash_while_removing_decoder_failures_resumes(corpora, clean_store, t
     assert len(FeatureStore(out).attrs["rejected"]) == len(corpora[2])
 
 
+def test_a_trimming_preset_finds_decoder_failures_before_laying_out_the_store(corpora,
+                                                                             tmp_path):
+    """Under a silence-trimming preset every file is decoded before the store is laid out, so
+    the decoder failure is rejected then; the rest is still exactly a clean run's."""
+    messy, clean, expected = corpora
+    trimming = [*ARGS, "--preset", "coqui-fastpitch"]
+    assert cli("run", clean, tmp_path / "clean.zarr", *trimming).returncode == 0
+    result = cli("run", messy, tmp_path / "messy.zarr", *trimming)
+    assert result.returncode == 3, result.stderr
+    reasons = {r["line"]: r["reason"] for r in FeatureStore(tmp_path / "messy.zarr")
+               .attrs["rejected"]}
+    assert set(reasons) == set(expected)
+    for line, words in expected.items():
+        assert words in reasons[line], (line, reasons[line])
+    assert_same_as_clean(tmp_path / "messy.zarr", tmp_path / "clean.zarr")
+
+
 def test_a_thirty_minute_file_is_rejected_by_the_default_max_duration(tmp_path):
     (tmp_path / "c" / "wavs").mkdir(parents=True)
     write_wav(tmp_path / "c" / "wavs" / "short.wav", np.zeros(8000), 8000)

@@ -31,6 +31,17 @@ def test_ranks_write_exactly_the_single_process_store(corpus, reference, tmp_pat
     assert FeatureStore(out).attrs["run"]["ranks"] == nproc
 
 
+def test_ranks_share_the_silence_trimming_pass(corpus, trimmed_reference, tmp_path):
+    """Under a trimming preset each rank decodes its share of the files to find their spans;
+    the store is still the single process's."""
+    out = tmp_path / "out.zarr"
+    job = start(corpus, out, "--preset", "coqui-fastpitch", launcher=torchrun(2))
+    _, stderr = job.communicate(timeout=600)
+    assert job.returncode == 0, stderr
+    assert "trimming silence:" in stderr
+    assert_same_store(out, trimmed_reference)
+
+
 def workers_of(parent: int) -> list[int]:
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

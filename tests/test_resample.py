@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from extract.decode.resample import resample_batch
-from extract.job import to_preset_rate
+from extract.decode.resample import to_preset_rate
 
 
 def tone_level_db(y: np.ndarray, rate: int, freq: float) -> float:

@@ -40,3 +40,23 @@ def resample_batch(audio: torch.Tensor, lengths: torch.Tensor, orig_rate: int,
     new_lengths = -(-lengths * new_rate // orig_rate)
     keep = torch.arange(out.shape[1], device=out.device)[None, :] < new_lengths[:, None]
     return out * keep, new_lengths
+
+
+def to_preset_rate(audio: torch.Tensor, lengths: torch.Tensor, rates: list[int],
+                   target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample each row from its own rate to `target`; rows keep their order."""
+    if all(r == target for r in rates):
+        return audio, lengths
+    parts = []
+    for rate in sorted(set(rates)):
+        rows = torch.tensor([i for i, r in enumerate(rates) if r == rate], device=audio.device)
+        sub_lengths = lengths[rows]
+        sub = audio[rows, : int(sub_lengths.max())]
+        parts.append((rows, *resample_batch(sub, sub_lengths, rate, target)))
+    width = max(p[1].shape[1] for p in parts)
+    out = torch.zeros(len(rates), width, dtype=audio.dtype, device=audio.device)
+    out_lengths = torch.empty_like(lengths)
+    for rows, resampled, new_lengths in parts:
+        out[rows, : resampled.shape[1]] = resampled
+        out_lengths[rows] = new_lengths
+    return out, out_lengths

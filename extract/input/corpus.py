@@ -37,6 +37,8 @@ class Utterance:
     line_number: int
     wav: WavInfo
     speaker: str = ""
+    span: tuple[int, int] | None = None   # [start, end) samples at the preset's rate kept by
+    #                                       silence trimming (extract.plan.trim_silence)
 
     @property
     def duration_s(self) -> float:

@@ -190,7 +190,9 @@ class FeatureStore:
             f"  preset: {c['name']} ({c['description']})",
             f"  {c['sample_rate']} Hz, n_fft {c['n_fft']}, win {c['win_length']}, "
             f"hop {c['hop_length']}, {c['n_mels']} mels {c['fmin']:g}-{c['fmax']:g} Hz, "
-            f"frames: {c['frame_count_rule']}, frame 0 centre {c['frame_center_offset_s']:.6f} s",
+            f"frames: {c['frame_count_rule']}, frame 0 centre {c['frame_center_offset_s']:.6f} s"
+            + (f", after trimming silence below {c['trim_top_db']:g} dB"
+               if c.get("trim_top_db") is not None else ""),
             f"  pitch: {c['pitch']['method']} {c['pitch']['fmin']:g}-{c['pitch']['fmax']:g} Hz; "
             f"f0 mean {_fmt(s['f0_mean'])} std {_fmt(s['f0_std'])} Hz over "
             f"{s['f0_voiced_frames']} voiced frames",

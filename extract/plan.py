@@ -1,0 +1,131 @@
+"""What a job writes, decided before any feature is computed: the store's utterances, their
+frame counts, and the order they are processed in.
+
+Frame counts come from the WAV headers, except under presets that trim silence: there every
+file is decoded once beforehand (`trim_silence`, spread over the ranks) to find the span of
+samples its features cover.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extract.config import Preset
+from extract.decode.dali import AudioBatch, decode_batches
+from extract.decode.resample import resampled_length, to_preset_rate
+from extract.decode.trim import trim_span
+from extract.distributed import Ranks
+from extract.input.corpus import Corpus, CorpusError, Rejection, Utterance
+from extract.progress import Progress
+from extract.signals import JobInterrupted
+
+
+def plan(corpus: Corpus, preset: Preset, max_duration_s: float
+         ) -> tuple[list[Utterance], np.ndarray, list[Rejection]]:
+    """The store's utterances (re-indexed in metadata order), their frame counts, and every
+    rejection (the corpus's plus audio too short to frame or longer than max_duration_s)."""
+    min_samples = max((preset.n_fft - preset.hop_length) // 2 + 1, preset.hop_length)
+    kept, counts, rejected = [], [], list(corpus.rejected)
+    for u in corpus.utterances:
+        whole = resampled_length(u.wav.num_samples, u.wav.sample_rate, preset.sample_rate)
+        n = whole if u.span is None else u.span[1] - u.span[0]
+        if u.duration_s > max_duration_s:
+            reason = (f"{u.path}: {u.duration_s:.0f} s is longer than --max-duration "
+                      f"({max_duration_s:g} s); split the file or raise --max-duration")
+        elif n < min_samples:
+            trimmed = " after trimming silence" if whole >= min_samples else ""
+            reason = (f"{u.path}: too short{trimmed}, {n} samples at {preset.sample_rate} Hz; "
+                      f"need at least {min_samples}")
+        else:
+            kept.append(dataclasses.replace(u, index=len(kept)))
+            counts.append(preset.num_frames(n))
+            continue
+        rejected.append(Rejection(u.line_number, u.id, reason))
+    rejected.sort(key=lambda r: r.line_number)
+    if not kept:
+        raise CorpusError("no utterance left to extract:\n  " +
+                          "\n  ".join(str(r) for r in rejected[:20]))
+    return kept, np.asarray(counts, dtype=np.int64), rejected
+
+
+def processing_order(utterances: list[Utterance], counts: np.ndarray,
+                     window_frames: int) -> list[Utterance]:
+    """Store order cut into windows of about `window_frames` frames, each sorted by (rate,
+    length): batches pad little, and shards complete (and leave memory) window by window."""
+    order, window, frames = [], [], 0
+    for u, n in zip(utterances, counts):
+        window.append(u)
+        frames += n
+        if frames >= window_frames or u is utterances[-1]:
+            order += sorted(window, key=by_rate_and_length)
+            window, frames = [], 0
+    return order
+
+
+def by_rate_and_length(u: Utterance) -> tuple[int, int]:
+    return u.wav.sample_rate, u.wav.num_samples
+
+
+def complete_rows(batch: AudioBatch, utterances: list[Utterance]) -> tuple[list[int],
+                                                                         dict[int, str]]:
+    """Rows of `batch` decoded to the length their header promised, and {index: reason} for
+    the others (`utterances[index]` is the row's utterance)."""
+    rows, failed = [], {}
+    for row, index in enumerate(batch.indices):
+        u, decoded = utterances[index], int(batch.lengths[row])
+        if decoded == u.wav.num_samples:
+            rows.append(row)
+        else:
+            failed[index] = (f"{u.path}: decoded {decoded} samples but its header says "
+                             f"{u.wav.num_samples}; re-encode it")
+    return rows, failed
+
+
+def trim_silence(corpus: Corpus, preset: Preset, max_duration_s: float, device: torch.device,
+                 batch_size: int, ranks: Ranks, stop: list[int], out: Path,
+                 show_progress: bool) -> Corpus:
+    """`corpus` with each utterance's `span` after the preset's silence trimming (samples at
+    the preset's rate), and files that fail to decode moved to its rejections; files longer
+    than `max_duration_s` are left for `plan` to reject. Each rank decodes a contiguous share
+    of the files; every rank returns the whole corpus."""
+    share = sorted((u for i in ranks.shards(len(corpus.utterances))
+                    if (u := corpus.utterances[i]).duration_s <= max_duration_s),
+                   key=by_rate_and_length)
+    spans, failed = {}, {}
+    progress = Progress(len(share), sum(u.duration_s for u in share),
+                        enabled=show_progress and ranks.is_main, label="trimming silence")
+    with torch.inference_mode():
+        for batch in decode_batches([u.path for u in share], [u.index for u in share],
+                                    batch_size, device, ranks.cpu_threads()):
+            failed.update(batch.failed)
+            rows, short = complete_rows(batch, corpus.utterances)
+            failed.update(short)
+            if rows:
+                indices = [batch.indices[r] for r in rows]
+                audio, lengths = to_preset_rate(
+                    batch.audio[rows], batch.lengths[rows],
+                    [corpus.utterances[i].wav.sample_rate for i in indices], preset.sample_rate)
+                for k, index in enumerate(indices):
+                    spans[index] = trim_span(audio[k, : int(lengths[k])], preset.trim_top_db,
+                                             preset.trim_margin, preset.win_length,
+                                             preset.hop_length)
+            progress.update(len(batch.indices) + len(batch.failed),
+                            sum(corpus.utterances[i].duration_s for i in batch.indices))
+            if stop:
+                progress.close()
+                raise JobInterrupted(stop[0], out)
+    progress.close()
+    for part_spans, part_failed in ranks.gather((spans, failed)):
+        spans.update(part_spans)
+        failed.update(part_failed)
+    failures = [Rejection(u.line_number, u.id, failed[u.index])
+                for u in corpus.utterances if u.index in failed]
+    return dataclasses.replace(
+        corpus,
+        utterances=[dataclasses.replace(u, span=spans.get(u.index))
+                    for u in corpus.utterances if u.index not in failed],
+        rejected=sorted(corpus.rejected + failures, key=lambda r: r.line_number))
