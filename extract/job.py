@@ -28,7 +28,7 @@ from extract.progress import Progress
 from extract.signals import JobInterrupted, stop_on_signals
 from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
 from extract.store.lock import StoreLock
-from extract.store.writer import StoreWriter, open_output
+from extract.store.writer import StoreError, StoreWriter, open_output
 
 WINDOW_SHARDS = 32                  # utterances are length-sorted within windows this long
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 32}
@@ -237,6 +237,10 @@ def _finish_compaction(writer: StoreWriter, utts: list[Utterance], counts: np.nd
     """Complete the removal of decoder failures an interrupted run had begun; return the
     plan without them: (utterances renumbered, their frame counts, all rejections)."""
     removed, reasons = writer.compacting["removed"], writer.compacting["rejected"]
+    if {utts[i].id for i in removed if i < len(utts)} != {r["entry"] for r in reasons}:
+        raise StoreError(f"cannot resume {writer.path}: the utterances it was removing are not "
+                         "where the plan puts them (did the input change?); rerun with "
+                         "--overwrite to start over")
     dropped = set(removed)
     kept = [u for u in utts if u.index not in dropped]
     writer.remove_utterances(removed, utterance_fields(kept), reasons)

@@ -247,3 +247,19 @@ def test_speaker_statistics_after_removing_a_decoder_failure(corpora, tmp_path):
     stats = FeatureStore(tmp_path / "a.zarr").stats
     assert set(stats["speakers"]) == {"ann", "bob"}
     assert stats == FeatureStore(tmp_path / "b.zarr").stats
+
+
+def test_resume_refuses_a_compaction_that_no_longer_matches_the_plan(corpora, tmp_path):
+    """Were the utterances an interrupted compaction was removing no longer at those places in
+    the plan (the input changed under it), resume refuses rather than remove others."""
+    from types import SimpleNamespace
+
+    from extract.input.corpus import load_corpus
+    from extract.job import _finish_compaction
+    from extract.store.writer import StoreError
+
+    utts = load_corpus(corpora[1]).utterances
+    writer = SimpleNamespace(path=tmp_path, compacting={
+        "removed": [1], "rejected": [{"line": 9, "entry": "b_decoder", "reason": "failed"}]})
+    with pytest.raises(StoreError, match="input change"):
+        _finish_compaction(writer, utts, np.ones(len(utts), dtype=np.int64), [])
