@@ -26,7 +26,7 @@ MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", "none")
 LOGS = ("ln_clamp", "ln_add", "log10_clamp")     # ln(max(x, floor)), ln(x + floor), log10(max)
 ENERGIES = ("magnitude_l2", "log_mel_l2")        # per-frame L2 norm of |STFT| or of the log-mel
-PITCH_METHODS = ("pyin", "yin")
+PITCH_METHODS = ("pyin", "yin", "dio")
 PITCH_PADDINGS = ("zero", "reflect")
 FRAME_COUNT_RULES = {"half": "num_samples // hop_length",
                      "center": "num_samples // hop_length + 1"}
@@ -42,9 +42,11 @@ class UnknownPresetError(PresetError):
 
 @dataclass(frozen=True)
 class PitchConfig:
-    """Pitch on the mel frames. `pyin` reproduces librosa.pyin; `yin` is a fast single-threshold
+    """Pitch on the mel frames. `pyin` reproduces librosa.pyin; `dio` reproduces WORLD's Dio
+    and StoneMask as pyworld runs them (ESPnet's pitch); `yin` is a fast single-threshold
     option. threshold and silence_db apply to yin; switch_prob, no_trough_prob and
-    max_transition_rate (octaves per second) to pyin, with librosa's defaults."""
+    max_transition_rate (octaves per second) to pyin, with librosa's defaults; frame_length
+    and padding to pyin and yin."""
     method: str = "pyin"
     fmin: float = 65.406
     fmax: float = 2093.0
@@ -229,6 +231,9 @@ def _validate(p: Preset) -> None:
     need(p.log_floor > 0 and p.magnitude_eps >= 0 and p.power_floor >= 0,
          "log_floor must be > 0, magnitude_eps and power_floor >= 0")
     q = p.pitch
+    need(q.method != "dio" or p.centered,
+         f"pitch.method dio estimates on frames at t * hop_length, so it needs a centred "
+         f"padding (reflect_center or zero_center), got {p.padding}")
     need(0 < q.fmin < q.fmax <= p.sample_rate / 2,
          f"need 0 < pitch.fmin < pitch.fmax <= sample_rate/2, got {q.fmin}, {q.fmax}")
     need(math.ceil(p.sample_rate / q.fmin) < q.frame_length,

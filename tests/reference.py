@@ -196,3 +196,15 @@ def coqui_trim_silence(wav: np.ndarray) -> np.ndarray:
     margin = int(22050 * 0.01)
     wav = wav[margin:-margin]
     return librosa.effects.trim(wav, top_db=60.0, frame_length=1024, hop_length=256)[0]
+
+
+def espnet_pitch(y: np.ndarray, n_frames: int) -> np.ndarray:
+    """espnet2/tts/feats_extract/dio.py Dio._calculate_f0 before its continuous and log steps:
+    pyworld.dio + stonemask at 80-400 Hz, frame_period 1000 * 256 / 22050, zero-padded or cut
+    to the mel's n_frames (_adjust_num_frames)."""
+    import pyworld
+
+    x = y.astype(np.double)
+    f0, timeaxis = pyworld.dio(x, 22050, f0_floor=80, f0_ceil=400, frame_period=1000 * 256 / 22050)
+    f0 = pyworld.stonemask(x, f0, timeaxis, 22050)
+    return np.pad(f0, (0, max(0, n_frames - len(f0))))[:n_frames]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from extract.config import Preset
-from extract.features import pitch, pyin
+from extract.features import pitch, pyin, world
 from extract.features.spectral import frame_energy, log_mel, magnitude_spectrogram
 
 
@@ -25,19 +25,27 @@ def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
         audio = normalize_peak(audio, preset.peak_normalize)
     magnitude = magnitude_spectrogram(audio, lengths, preset)
     mel = log_mel(magnitude, preset)
-    q = preset.pitch
-    frames = pitch.pitch_frames(audio, lengths, preset, magnitude.shape[-1])
-    if q.method == "pyin":
-        f0, voiced, voiced_prob = pyin.pyin(frames, preset.num_frames(lengths),
-                                            preset.sample_rate, preset.hop_length, q.fmin,
-                                            q.fmax, q.switch_prob, q.no_trough_prob,
-                                            q.max_transition_rate)
-    else:
-        f0, voiced = pitch.yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold,
-                               q.silence_db)
-        voiced_prob = voiced.float()
+    f0, voiced, voiced_prob = estimate_pitch(audio, lengths, preset, magnitude.shape[-1])
     features = {"mel": mel, "f0": f0, "voiced": voiced, "voiced_prob": voiced_prob,
                 "energy": frame_energy(magnitude, mel, preset)}
     if preset.store_linear:
         features["linear"] = magnitude.transpose(1, 2)
     return features
+
+
+def estimate_pitch(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset,
+                   n_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """f0 [B, n_frames] (Hz, 0 when unvoiced), voiced and voiced_prob by the preset's method."""
+    q = preset.pitch
+    if q.method == "dio":
+        f0 = world.dio_stonemask(audio, lengths, preset.sample_rate, preset.hop_length,
+                                 n_frames, q.fmin, q.fmax).float()
+        return f0, f0 > 0, (f0 > 0).float()
+    frames = pitch.pitch_frames(audio, lengths, preset, n_frames)
+    if q.method == "pyin":
+        return pyin.pyin(frames, preset.num_frames(lengths), preset.sample_rate,
+                         preset.hop_length, q.fmin, q.fmax, q.switch_prob, q.no_trough_prob,
+                         q.max_transition_rate)
+    f0, voiced = pitch.yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold,
+                           q.silence_db)
+    return f0, voiced, voiced.float()
