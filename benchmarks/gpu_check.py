@@ -4,7 +4,8 @@ measures throughput. Writes gpu_check.json and prints a summary.
     python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--librosa-files 64]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
-   also under the silence-trimming preset coqui-fastpitch (same spans, so same frame counts);
+   also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
+   (WORLD's dio);
 2. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice;
 3. pyin alone on 1000 utterances in one batch: the Triton decoder against the torch one on the
    GPU, and times real time;
@@ -112,13 +113,14 @@ def main() -> None:
     report["agreement_ok"] = (agreement["mel_max_abs_diff"] <= MEL_ATOL
                               and agreement["voicing_agreement"] >= VOICING_AGREEMENT)
 
-    trimmed = [FeatureStore(run_job(demo, work / f"coqui-{device}.zarr", preset="coqui-fastpitch",
-                                    device=device, show_progress=False).path)
-               for device in ("cpu", "cuda")]
-    report["trimmed_same_frame_counts"] = same = bool(np.array_equal(trimmed[0].lengths,
-                                                                     trimmed[1].lengths))
-    if same:
-        report["trimmed_cpu_vs_gpu"] = compare(*trimmed)
+    for preset in ("coqui-fastpitch", "espnet"):      # silence trimming; WORLD's dio
+        stores = [FeatureStore(run_job(demo, work / f"{preset}-{device}.zarr", preset=preset,
+                                       device=device, show_progress=False).path)
+                  for device in ("cpu", "cuda")]
+        report[f"{preset}_same_frame_counts"] = same = bool(
+            np.array_equal(stores[0].lengths, stores[1].lengths))
+        if same:
+            report[f"{preset}_cpu_vs_gpu"] = compare(*stores)
 
     big = repeated_corpus(demo, work / "big", args.copies)
     for batch_size in (256, 512):

@@ -4,8 +4,9 @@ pitch (espnet2/tts/feats_extract/dio.py: pyworld.dio then pyworld.stonemask, fra
 1000 * hop / sample_rate).
 
 Each utterance is estimated on its own, because Dio's FFT size follows its length. The
-filtering, zero crossings and StoneMask's spectra run in float64 on the audio's device; Dio's
-contour clean-up, a walk along the frames, runs in numpy.
+filtering and StoneMask's windowed spectra run in float64 on the audio's device; the zero
+crossings of each filtered channel and Dio's contour clean-up, a walk along the frames, in
+numpy.
 """
 
 from __future__ import annotations
@@ -55,17 +56,14 @@ def dio(x: torch.Tensor, fs: int, positions: np.ndarray, frame_period: float, f0
     halves = tuple(matlab_round(fs / boundary / 2.0) for boundary in boundaries)
     filtered = torch.fft.irfft(spectrum * _low_pass_spectra(halves, fft_size, x.device),
                                n=fft_size)
-    times = torch.from_numpy(positions).to(x.device)
-    candidates, scores = [], []
+    filtered = filtered.cpu().numpy()
+    candidates, scores = np.empty((bands, len(positions))), np.empty((bands, len(positions)))
     for band, boundary in enumerate(boundaries):
         delay = halves[band] * 2
-        candidate, score = _band_candidates(filtered[band, delay: delay + y_length], fs,
-                                            boundary, f0_floor, f0_ceil, times)
-        candidates.append(candidate)
-        scores.append(score / (candidate + SAFE_GUARD))
-    candidates = torch.stack(candidates).cpu().numpy()
-    best = np.take_along_axis(candidates, torch.stack(scores).argmin(dim=0).cpu().numpy()[None],
-                              axis=0)[0]
+        candidates[band], score = _band_candidates(filtered[band, delay: delay + y_length], fs,
+                                                   boundary, f0_floor, f0_ceil, positions)
+        scores[band] = score / (candidates[band] + SAFE_GUARD)
+    best = candidates[scores.argmin(axis=0), np.arange(len(positions))]
     return _fix_f0_contour(best, candidates, frame_period, f0_floor)
 
 
@@ -109,36 +107,34 @@ def _low_pass_spectra(halves: tuple[int, ...], fft_size: int,
     return torch.fft.rfft(low_pass).to(device)
 
 
-def _band_candidates(s: torch.Tensor, fs: int, boundary: float, f0_floor: float,
-                     f0_ceil: float, times: torch.Tensor):
+def _band_candidates(s: np.ndarray, fs: int, boundary: float, f0_floor: float, f0_ceil: float,
+                     times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """F0 candidate and its score on every frame from one low-passed channel `s`: the mean
     and spread of four interval estimates (negative- and positive-going zero crossings, peaks
     and dips), each interpolated onto the frames."""
     slope = s[1:] - s[:-1]
     events = [_zero_crossing_intervals(signal, fs) for signal in (s, -s, slope, -slope)]
-    if any(locations.numel() < 3 for locations, _ in events):
-        return (torch.zeros_like(times), torch.full_like(times, MAX_SCORE))
+    if any(len(locations) < 3 for locations, _ in events):
+        return np.zeros_like(times), np.full_like(times, MAX_SCORE)
     a, b, c, d = (_interp1(locations, intervals, times) for locations, intervals in events)
     mean = (a + b + c + d) / 4.0
-    score = torch.sqrt(((a - mean) * (a - mean) + (b - mean) * (b - mean)
-                        + (c - mean) * (c - mean) + (d - mean) * (d - mean)) / 3.0)
+    score = np.sqrt(((a - mean) * (a - mean) + (b - mean) * (b - mean)
+                     + (c - mean) * (c - mean) + (d - mean) * (d - mean)) / 3.0)
     outside = (mean > boundary) | (mean < boundary / 2.0) | (mean > f0_ceil) | (mean < f0_floor)
-    return mean.masked_fill(outside, 0.0), score.masked_fill(outside, MAX_SCORE)
+    return np.where(outside, 0.0, mean), np.where(outside, MAX_SCORE, score)
 
 
-def _zero_crossing_intervals(signal: torch.Tensor, fs: int):
+def _zero_crossing_intervals(signal: np.ndarray, fs: int) -> tuple[np.ndarray, np.ndarray]:
     """WORLD's ZeroCrossingEngine: (locations in s, frequencies) of the intervals between
     successive positive-to-non-positive crossings, each refined linearly."""
-    edges = torch.nonzero((signal[:-1] > 0.0) & (signal[1:] <= 0.0)).flatten() + 1
-    if edges.numel() < 2:
-        return edges[:0].double(), edges[:0].double()
+    edges = np.flatnonzero((signal[:-1] > 0.0) & (signal[1:] <= 0.0)) + 1
     fine = edges - signal[edges - 1] / (signal[edges] - signal[edges - 1])
     return (fine[:-1] + fine[1:]) / 2.0 / fs, fs / (fine[1:] - fine[:-1])
 
 
-def _interp1(x: torch.Tensor, y: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+def _interp1(x: np.ndarray, y: np.ndarray, xi: np.ndarray) -> np.ndarray:
     """WORLD's interp1 (histc then linear), which extrapolates from the end segments."""
-    k = torch.searchsorted(x, xi, right=True).clamp(1, x.numel() - 1)
+    k = np.clip(np.searchsorted(x, xi, side="right"), 1, len(x) - 1)
     s = (xi - x[k - 1]) / (x[k] - x[k - 1])
     return y[k - 1] + s * (y[k] - y[k - 1])
 
@@ -199,61 +195,56 @@ def stonemask(x: torch.Tensor, fs: int, positions: np.ndarray, f0: np.ndarray) -
     sizes = (2.0 ** (2 + (np.log(halves * 2.0 + 1.0) / math.log(2)).astype(np.int64))
              ).astype(np.int64)
     for fft_size in np.unique(sizes):
-        group = sizes == fft_size
-        refined[frames[group]] = _refine(x, fs, positions[frames[group]], f0[frames[group]],
-                                         halves[group], int(fft_size))
+        group = frames[sizes == fft_size]
+        as_tensor = lambda a: torch.from_numpy(a).to(x.device)   # noqa: E731
+        refined[group] = _refine(x, fs, as_tensor(positions[group]), as_tensor(f0[group]),
+                                 as_tensor(halves[sizes == fft_size]), int(fft_size)).cpu().numpy()
     return refined
 
 
-def _refine(x: torch.Tensor, fs: int, positions: np.ndarray, f0: np.ndarray,
-            halves: np.ndarray, fft_size: int) -> np.ndarray:
+def _refine(x: torch.Tensor, fs: int, positions: torch.Tensor, f0: torch.Tensor,
+            halves: torch.Tensor, fft_size: int) -> torch.Tensor:
     """StoneMask's GetRefinedF0 for frames that share one FFT size."""
-    device = x.device
     width = int(halves.max()) * 2 + 1
-    offsets = np.arange(width)[None] - halves[:, None]                     # -half .. half
+    offsets = (torch.arange(width, device=x.device)[None] - halves[:, None]).double()  # -h..h
     inside = offsets <= halves[:, None]
     index_raw = _round_half_away((positions[:, None] + offsets / fs) * fs)
-    window_length = (2.0 * halves[:, None] + 1.0) / fs
-    t = (index_raw - 1.0) / fs - positions[:, None]
-    main = (0.42 + 0.5 * np.cos(2.0 * math.pi * t / window_length)
-            + 0.08 * np.cos(4.0 * math.pi * t / window_length)) * inside
-    last = 2 * halves                                                      # window ends
-    padded = np.pad(main, ((0, 0), (1, 1)))
+    window_length = (2.0 * halves[:, None].double() + 1.0) / fs
+    t = (index_raw.double() - 1.0) / fs - positions[:, None]
+    main = (0.42 + 0.5 * torch.cos(2.0 * math.pi * t / window_length)
+            + 0.08 * torch.cos(4.0 * math.pi * t / window_length)) * inside
+    padded = torch.nn.functional.pad(main, (1, 1))
     diff = -(padded[:, 2:] - padded[:, :-2]) / 2.0
-    rows = np.arange(len(f0))
+    rows = torch.arange(len(f0), device=x.device)
+    last = 2 * halves                                                         # window ends
     diff[rows, 0] = -main[rows, 1] / 2.0
     diff[rows, last] = main[rows, last - 1] / 2.0
-    diff *= inside
-    index = torch.from_numpy(np.clip(index_raw - 1, 0, x.numel() - 1)).to(device)
-    samples = x[index]
-    main_spectrum = torch.fft.rfft(samples * torch.from_numpy(main).to(device), n=fft_size)
-    diff_spectrum = torch.fft.rfft(samples * torch.from_numpy(diff).to(device), n=fft_size)
+    samples = x[(index_raw - 1).clamp(0, x.numel() - 1)]
+    main_spectrum = torch.fft.rfft(samples * main, n=fft_size)
+    diff_spectrum = torch.fft.rfft(samples * diff * inside, n=fft_size)
     numerator = (main_spectrum.real * diff_spectrum.imag
-                 - main_spectrum.imag * diff_spectrum.real).cpu().numpy()
-    power = (main_spectrum.real * main_spectrum.real
-             + main_spectrum.imag * main_spectrum.imag).cpu().numpy()
+                 - main_spectrum.imag * diff_spectrum.real)
+    power = main_spectrum.real * main_spectrum.real + main_spectrum.imag * main_spectrum.imag
     tentative = _fix_f0(power, numerator, fft_size, fs, f0, 2)
     ok = (tentative > 0.0) & (tentative <= f0 * 2)
-    mean = np.where(ok, _fix_f0(power, numerator, fft_size, fs, np.where(ok, tentative, f0), 6),
-                    0.0)
-    return np.where(np.abs(mean - f0) / f0 > 0.2, f0, mean)
+    mean = torch.where(ok, _fix_f0(power, numerator, fft_size, fs,
+                                   torch.where(ok, tentative, f0), 6), 0.0)
+    return torch.where((mean - f0).abs() / f0 > 0.2, f0, mean)
 
 
-def _round_half_away(x: np.ndarray) -> np.ndarray:
-    return np.where(x > 0, np.trunc(x + 0.5), np.trunc(x - 0.5)).astype(np.int64)
+def _round_half_away(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, torch.trunc(x + 0.5), torch.trunc(x - 0.5)).long()
 
 
-def _fix_f0(power: np.ndarray, numerator: np.ndarray, fft_size: int, fs: int,
-            f0: np.ndarray, harmonics: int) -> np.ndarray:
-    rows = np.arange(len(f0))
-    weighted, weights = np.zeros(len(f0)), np.zeros(len(f0))
+def _fix_f0(power: torch.Tensor, numerator: torch.Tensor, fft_size: int, fs: int,
+            f0: torch.Tensor, harmonics: int) -> torch.Tensor:
+    weighted, weights = torch.zeros_like(f0), torch.zeros_like(f0)
     for h in range(harmonics):
-        index = np.minimum(_round_half_away(f0 * fft_size / fs * (h + 1)), fft_size // 2)
-        p = power[rows, index]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frequency = np.where(p == 0.0, 0.0, index.astype(np.float64) * fs / fft_size
-                                 + numerator[rows, index] / p * fs / 2.0 / math.pi)
-        amplitude = np.sqrt(p)
+        index = _round_half_away(f0 * fft_size / fs * (h + 1)).clamp(max=fft_size // 2)[:, None]
+        p = power.gather(1, index)[:, 0]
+        frequency = torch.where(p == 0.0, 0.0, index[:, 0].double() * fs / fft_size
+                                + numerator.gather(1, index)[:, 0] / p * fs / 2.0 / math.pi)
+        amplitude = torch.sqrt(p)
         weighted += amplitude * frequency
         weights += amplitude * (h + 1)
     return weighted / (weights + SAFE_GUARD)

@@ -1,0 +1,89 @@
+"""The dio pitch method (the espnet preset) against what ESPnet calls, pyworld.dio then
+pyworld.stonemask at 80-400 Hz, on the same clips and machine: speed and agreement.
+
+    python benchmarks/dio_vs_pyworld.py [--clips 60] [--device auto] [--workers N]
+
+pyworld runs one single-threaded process per worker; ours uses torch's threads on the CPU or the
+GPU, and its time is the median of three runs. Clips are those of pitch_vs_librosa.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from job_vs_librosa import run_in_processes  # noqa: E402
+from pitch_vs_librosa import HOP, SR, make_clips  # noqa: E402
+
+FLOOR, CEIL = 80.0, 400.0
+FRAME_PERIOD = 1000 * HOP / SR
+
+
+def pyworld_dio(y: np.ndarray) -> np.ndarray:
+    import pyworld
+
+    x = y.astype(np.float64)
+    f0, positions = pyworld.dio(x, SR, f0_floor=FLOOR, f0_ceil=CEIL, frame_period=FRAME_PERIOD)
+    return pyworld.stonemask(x, f0, positions, SR)
+
+
+def ours(clips, device: torch.device, batch_size: int) -> tuple[list[np.ndarray], float]:
+    """Our dio on the same frames, batched by length; results in clip order."""
+    from extract.features.world import dio_stonemask
+
+    order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
+    results = [None] * len(clips)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for first in range(0, len(order), batch_size):
+        batch = order[first:first + batch_size]
+        audio = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(clips[i]) for i in batch],
+                                                batch_first=True).to(device)
+        lengths = torch.tensor([len(clips[i]) for i in batch])
+        f0 = dio_stonemask(audio, lengths, SR, HOP, 1 + int(lengths.max()) // HOP, FLOOR,
+                           CEIL).cpu().numpy()
+        for row, i in enumerate(batch):
+            results[i] = f0[row, : 1 + len(clips[i]) // HOP]
+    return results, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    from extract.job import resolve_device
+
+    device = resolve_device(args.device)
+    clips = [c[0] for c in make_clips(args.clips)]
+    audio_s = sum(len(c) for c in clips) / SR
+    ours(clips[:2], device, args.batch_size)                  # warm up
+    timings = [ours(clips, device, args.batch_size) for _ in range(3)]
+    our_results, our_s = timings[0][0], float(np.median([t for _, t in timings]))
+    reference, world_s = run_in_processes(pyworld_dio, clips, args.workers)
+    print(f"{len(clips)} clips, {audio_s:.0f} s of audio at {SR} Hz")
+    print(f"pyworld dio + stonemask, {args.workers} single-threaded processes: {world_s:.1f} s = "
+          f"{audio_s / world_s:.0f}x real time")
+    print(f"tts-extract dio on {device} ({torch.get_num_threads()} threads): {our_s:.2f} s = "
+          f"{audio_s / our_s:.0f}x real time")
+    print(f"ratio (ours / pyworld): {world_s / our_s:.1f}x")
+    ours_f0 = np.concatenate(our_results)
+    expected = np.concatenate([np.pad(r, (0, max(0, len(o) - len(r))))[:len(o)]
+                               for r, o in zip(reference, our_results)])
+    voiced = expected > 0
+    print(f"same voicing: {((ours_f0 > 0) == voiced).mean():.4%} of {len(ours_f0)} frames; "
+          f"largest f0 difference {np.abs(ours_f0 - expected)[voiced].max():.2e} Hz")
+
+
+if __name__ == "__main__":
+    main()
