@@ -25,11 +25,13 @@ def clip(kind: str, seed: int) -> np.ndarray:
     if kind == "tone_in_noise":
         t = np.arange(int(1.3 * RATE)) / RATE
         return 0.5 * np.sin(2 * np.pi * 150 * t * (1 + 0.2 * t)) + 0.05 * rng.standard_normal(len(t))
+    if kind == "short":                              # fewer frames than Dio's shortest voicing
+        return synth_utterance(1.0, RATE, rng)[5000:5000 + 600].astype(np.float64)
     return np.zeros(int(0.5 * RATE))
 
 
 @pytest.mark.parametrize("kind,seed", [("speech", s) for s in range(6)]
-                         + [("noise", 0), ("tone_in_noise", 1), ("silence", 0)])
+                         + [("noise", 0), ("tone_in_noise", 1), ("silence", 0), ("short", 2)])
 def test_dio_and_stonemask_match_pyworld(kind, seed):
     x = clip(kind, seed)
     expected, positions = pyworld.dio(x, RATE, f0_floor=80, f0_ceil=400, frame_period=FRAME_PERIOD)

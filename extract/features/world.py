@@ -154,10 +154,9 @@ def _fix_f0_contour(best: np.ndarray, candidates: np.ndarray, frame_period: floa
         step1[minimum:] = np.where(ratio < ALLOWED_RANGE, base[minimum:], 0.0)
     center = (minimum - 1) // 2
     step2 = step1.copy()
-    zero = step1 == 0
-    for i in range(center, n - center):
-        if zero[i - center: i + center + 1].any():
-            step2[i] = 0.0
+    if n >= minimum:       # zero where any frame within `center` of it is
+        near_zero = np.lib.stride_tricks.sliding_window_view(step1 == 0, minimum).any(axis=1)
+        step2[center: n - center][near_zero] = 0.0
     voiced = step2 != 0
     ends = [i - 1 for i in range(1, n) if not voiced[i] and voiced[i - 1]]
     starts = [i for i in range(1, n) if voiced[i] and not voiced[i - 1]]
@@ -196,9 +195,11 @@ def stonemask(x: torch.Tensor, fs: int, positions: np.ndarray, f0: np.ndarray) -
              ).astype(np.int64)
     for fft_size in np.unique(sizes):
         group = frames[sizes == fft_size]
-        as_tensor = lambda a: torch.from_numpy(a).to(x.device)   # noqa: E731
-        refined[group] = _refine(x, fs, as_tensor(positions[group]), as_tensor(f0[group]),
-                                 as_tensor(halves[sizes == fft_size]), int(fft_size)).cpu().numpy()
+        group_positions, group_f0, group_halves = (
+            torch.from_numpy(a).to(x.device)
+            for a in (positions[group], f0[group], halves[sizes == fft_size]))
+        refined[group] = _refine(x, fs, group_positions, group_f0, group_halves,
+                                 int(fft_size)).cpu().numpy()
     return refined
 
 
