@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11 or 3.12) and install tts-extract with its test extras into it.
+# Create .venv (Python 3.11 or 3.12) and install tts-extract into it; `setup.sh test` adds the
+# test extras (pytest, librosa, pyworld built from source, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -8,4 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torchaudio 2.11 is built against torch 2.11 but does not declare it: pin the pair here.
-.venv/bin/python -m pip install -q -e '.[test]' torch==2.11.0 torchaudio==2.11.0
+extras=${1:+[$1]}
+.venv/bin/python -m pip install -q -e ".${extras}" torch==2.11.0 torchaudio==2.11.0
