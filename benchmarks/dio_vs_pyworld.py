@@ -9,8 +9,6 @@ GPU, and its time is the median of three runs. Clips are those of pitch_vs_libro
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from job_vs_librosa import run_in_processes  # noqa: E402
-from pitch_vs_librosa import HOP, SR, make_clips  # noqa: E402
+from pitch_vs_librosa import HOP, SR, clip_benchmark_args, make_clips, timed  # noqa: E402
 
 FLOOR, CEIL = 80.0, 400.0
 FRAME_PERIOD = 1000 * HOP / SR
@@ -56,20 +54,10 @@ def ours(clips, device: torch.device, batch_size: int) -> tuple[list[np.ndarray]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", type=int, default=60)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
-    args = parser.parse_args()
-    from extract.job import resolve_device
-
-    device = resolve_device(args.device)
+    args, device = clip_benchmark_args(__doc__.split("\n")[0])
     clips = [c[0] for c in make_clips(args.clips)]
     audio_s = sum(len(c) for c in clips) / SR
-    ours(clips[:2], device, args.batch_size)                  # warm up
-    timings = [ours(clips, device, args.batch_size) for _ in range(3)]
-    our_results, our_s = timings[0][0], float(np.median([t for _, t in timings]))
+    our_results, our_s = timed(ours, clips, device, args.batch_size)
     reference, world_s = run_in_processes(pyworld_dio, clips, args.workers)
     print(f"{len(clips)} clips, {audio_s:.0f} s of audio at {SR} Hz")
     print(f"pyworld dio + stonemask, {args.workers} single-threaded processes: {world_s:.1f} s = "

@@ -116,8 +116,9 @@ def parity(ours_results, librosa_results) -> dict[str, float]:
             "identical f0 and voicing": identical.mean()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def clip_benchmark_args(description: str) -> tuple[argparse.Namespace, torch.device]:
+    """--clips, --device, --batch-size, --workers, and the device they name."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--clips", type=int, default=60)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -125,13 +126,22 @@ def main() -> None:
     args = parser.parse_args()
     from extract.job import resolve_device
 
-    device = resolve_device(args.device)
+    return args, resolve_device(args.device)
+
+
+def timed(run, clips, device: torch.device, batch_size: int) -> tuple[list, float]:
+    """run(clips, device, batch_size) -> (results, seconds): warmed up, then the median of 3
+    runs, as ours takes seconds and one stall of a shared machine would skew it."""
+    run(clips[:2], device, batch_size)
+    timings = [run(clips, device, batch_size) for _ in range(3)]
+    return timings[0][0], float(np.median([t for _, t in timings]))
+
+
+def main() -> None:
+    args, device = clip_benchmark_args(__doc__.split("\n")[0])
     clips = make_clips(args.clips)
     audio_s = sum(len(c[0]) for c in clips) / SR
-    ours(clips[:2], device, args.batch_size)                  # warm up
-    # ours takes seconds, so one stall of a shared machine would skew it: median of 3 runs
-    timings = [ours(clips, device, args.batch_size) for _ in range(3)]
-    our_results, our_s = timings[0][0], float(np.median([t for _, t in timings]))
+    our_results, our_s = timed(ours, clips, device, args.batch_size)
     lib_results, lib_s = run_in_processes(librosa_pyin, [c[0] for c in clips], args.workers)
     print(f"{len(clips)} clips, {audio_s:.0f} s of audio at {SR} Hz")
     print(f"librosa.pyin, {args.workers} single-threaded processes: {lib_s:.1f} s = "
