@@ -16,16 +16,15 @@ import numpy as np
 import torch
 
 from extract.config import DEFAULT_PRESET, Preset, load_preset
-from extract.decode.dali import decode_batches
 from extract.decode.resample import to_preset_rate
 from extract.decode.trim import cut_spans
 from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
-from extract.plan import complete_rows, plan, processing_order, trim_silence
+from extract.plan import complete_batches, plan, processing_order, trim_silence
 from extract.progress import Progress
-from extract.signals import JobInterrupted, stop_on_signals
+from extract.signals import stop_on_signals
 from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
 from extract.store.lock import StoreLock
 from extract.store.writer import StoreError, StoreWriter, open_output
@@ -256,22 +255,10 @@ def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, p
     """Decode, featurise and store `todo`; return {index: reason} for files that fail to
     decode. Raises `JobInterrupted` between batches once `stop` holds a signal number."""
     failed: dict[int, str] = {}
-    if not todo:
-        return failed
     with torch.inference_mode():
-        for batch in decode_batches([u.path for u in todo], [u.index for u in todo],
-                                    batch_size, device, threads):
-            failed.update(batch.failed)
-            rows, short = complete_rows(batch, utts)
-            failed.update(short)
-            if rows:
-                _featurise(batch, rows, utts, counts, preset, device, writer)
-            progress.update(len(batch.indices) + len(batch.failed),
-                            sum(utts[i].duration_s for i in batch.indices))
-            if stop:
-                progress.close()
-                raise JobInterrupted(stop[0], writer.path)
-    progress.close()
+        for batch, rows in complete_batches(todo, utts, batch_size, device, threads, failed,
+                                            progress, stop, writer.path):
+            _featurise(batch, rows, utts, counts, preset, device, writer)
     return failed
 
 

@@ -9,6 +9,7 @@ samples its features cover.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,19 +71,33 @@ def by_rate_and_length(u: Utterance) -> tuple[int, int]:
     return u.wav.sample_rate, u.wav.num_samples
 
 
-def complete_rows(batch: AudioBatch, utterances: list[Utterance]) -> tuple[list[int],
-                                                                         dict[int, str]]:
-    """Rows of `batch` decoded to the length their header promised, and {index: reason} for
-    the others (`utterances[index]` is the row's utterance)."""
-    rows, failed = [], {}
-    for row, index in enumerate(batch.indices):
-        u, decoded = utterances[index], int(batch.lengths[row])
-        if decoded == u.wav.num_samples:
-            rows.append(row)
-        else:
-            failed[index] = (f"{u.path}: decoded {decoded} samples but its header says "
-                             f"{u.wav.num_samples}; re-encode it")
-    return rows, failed
+def complete_batches(todo: list[Utterance], utterances: list[Utterance], batch_size: int,
+                     device: torch.device, threads: int, failed: dict[int, str],
+                     progress: Progress, stop: list[int], out: Path
+                     ) -> Iterator[tuple[AudioBatch, list[int]]]:
+    """Decode `todo` (`utterances[index]` is each one's utterance) and yield (batch, rows
+    decoded to the length their header promised). A reason for every other file goes into
+    `failed`; progress moves after each batch; `JobInterrupted` is raised between batches once
+    `stop` holds a signal number."""
+    for batch in decode_batches([u.path for u in todo], [u.index for u in todo], batch_size,
+                                device, threads):
+        failed.update(batch.failed)
+        rows = []
+        for row, index in enumerate(batch.indices):
+            u, decoded = utterances[index], int(batch.lengths[row])
+            if decoded == u.wav.num_samples:
+                rows.append(row)
+            else:
+                failed[index] = (f"{u.path}: decoded {decoded} samples but its header says "
+                                 f"{u.wav.num_samples}; re-encode it")
+        if rows:
+            yield batch, rows
+        progress.update(len(batch.indices) + len(batch.failed),
+                        sum(utterances[i].duration_s for i in batch.indices))
+        if stop:
+            progress.close()
+            raise JobInterrupted(stop[0], out)
+    progress.close()
 
 
 def trim_silence(corpus: Corpus, preset: Preset, max_duration_s: float, device: torch.device,
@@ -99,26 +114,16 @@ def trim_silence(corpus: Corpus, preset: Preset, max_duration_s: float, device: 
     progress = Progress(len(share), sum(u.duration_s for u in share),
                         enabled=show_progress and ranks.is_main, label="trimming silence")
     with torch.inference_mode():
-        for batch in decode_batches([u.path for u in share], [u.index for u in share],
-                                    batch_size, device, ranks.cpu_threads()):
-            failed.update(batch.failed)
-            rows, short = complete_rows(batch, corpus.utterances)
-            failed.update(short)
-            if rows:
-                indices = [batch.indices[r] for r in rows]
-                audio, lengths = to_preset_rate(
-                    batch.audio[rows], batch.lengths[rows],
-                    [corpus.utterances[i].wav.sample_rate for i in indices], preset.sample_rate)
-                for k, index in enumerate(indices):
-                    spans[index] = trim_span(audio[k, : int(lengths[k])], preset.trim_top_db,
-                                             preset.trim_margin, preset.win_length,
-                                             preset.hop_length)
-            progress.update(len(batch.indices) + len(batch.failed),
-                            sum(corpus.utterances[i].duration_s for i in batch.indices))
-            if stop:
-                progress.close()
-                raise JobInterrupted(stop[0], out)
-    progress.close()
+        for batch, rows in complete_batches(share, corpus.utterances, batch_size, device,
+                                            ranks.cpu_threads(), failed, progress, stop, out):
+            indices = [batch.indices[r] for r in rows]
+            audio, lengths = to_preset_rate(
+                batch.audio[rows], batch.lengths[rows],
+                [corpus.utterances[i].wav.sample_rate for i in indices], preset.sample_rate)
+            for k, index in enumerate(indices):
+                spans[index] = trim_span(audio[k, : int(lengths[k])], preset.trim_top_db,
+                                         preset.trim_margin, preset.win_length,
+                                         preset.hop_length)
     for part_spans, part_failed in ranks.gather((spans, failed)):
         spans.update(part_spans)
         failed.update(part_failed)
