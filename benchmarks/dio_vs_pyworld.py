@@ -10,7 +10,6 @@ GPU, and its time is the median of three runs. Clips are those of pitch_vs_libro
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from job_vs_librosa import run_in_processes  # noqa: E402
-from pitch_vs_librosa import HOP, SR, clip_benchmark_args, make_clips, timed  # noqa: E402
+from pitch_vs_librosa import (HOP, SR, batched_by_length, clip_benchmark_args,  # noqa: E402
+                              make_clips, timed)
 
 FLOOR, CEIL = 80.0, 400.0
 FRAME_PERIOD = 1000 * HOP / SR
@@ -36,21 +36,15 @@ def ours(clips, device: torch.device, batch_size: int) -> tuple[list[np.ndarray]
     """Our dio on the same frames, batched by length; results in clip order."""
     from extract.features.world import dio_stonemask
 
-    order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
-    results = [None] * len(clips)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for first in range(0, len(order), batch_size):
-        batch = order[first:first + batch_size]
+    def run(batch):
         audio = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(clips[i]) for i in batch],
                                                 batch_first=True).to(device)
         lengths = torch.tensor([len(clips[i]) for i in batch])
         f0 = dio_stonemask(audio, lengths, SR, HOP, 1 + int(lengths.max()) // HOP, FLOOR,
                            CEIL).cpu().numpy()
-        for row, i in enumerate(batch):
-            results[i] = f0[row, : 1 + len(clips[i]) // HOP]
-    return results, time.perf_counter() - start
+        return [f0[row, : 1 + len(clips[i]) // HOP] for row, i in enumerate(batch)]
+
+    return batched_by_length([len(c) for c in clips], batch_size, device, run)
 
 
 def main() -> None:

@@ -54,26 +54,37 @@ def librosa_pyin(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.nan_to_num(f0), voiced
 
 
-def ours(clips, device: torch.device, batch_size: int):
-    """Our pyin on librosa's grid, batched by length; returns results in clip order."""
-    from extract.features.pyin import pyin
-
-    order = sorted(range(len(clips)), key=lambda i: len(clips[i][0]))
-    results = [None] * len(clips)
+def batched_by_length(lengths: list[int], batch_size: int, device: torch.device,
+                      run) -> tuple[list, float]:
+    """run(indices) -> one result per index, over batches of similar length: (results in the
+    original order, seconds)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    results = [None] * len(lengths)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for first in range(0, len(order), batch_size):
         batch = order[first:first + batch_size]
+        for i, result in zip(batch, run(batch)):
+            results[i] = result
+    return results, time.perf_counter() - start
+
+
+def ours(clips, device: torch.device, batch_size: int):
+    """Our pyin on librosa's grid, batched by length; returns results in clip order."""
+    from extract.features.pyin import pyin
+
+    def run(batch):
         frames = torch.nn.utils.rnn.pad_sequence(
             [torch.from_numpy(np.pad(clips[i][0], N // 2)).unfold(0, N, HOP) for i in batch],
             batch_first=True).to(device)
         counts = torch.tensor([1 + len(clips[i][0]) // HOP for i in batch], device=device)
         f0, voiced, _ = pyin(frames, counts, SR, HOP, FMIN, FMAX)
         f0, voiced = f0.cpu().numpy(), voiced.cpu().numpy()
-        for row, i in enumerate(batch):
-            results[i] = (f0[row, :int(counts[row])], voiced[row, :int(counts[row])])
-    return results, time.perf_counter() - start
+        return [(f0[row, :int(counts[row])], voiced[row, :int(counts[row])])
+                for row in range(len(batch))]
+
+    return batched_by_length([len(c[0]) for c in clips], batch_size, device, run)
 
 
 def world(clips, method: str):
