@@ -117,6 +117,7 @@ def main() -> None:
         stores = [FeatureStore(run_job(demo, work / f"{preset}-{device}.zarr", preset=preset,
                                        device=device, show_progress=False).path)
                   for device in ("cpu", "cuda")]
+        report[f"{preset}_same_spans"] = bool(np.array_equal(stores[0].spans, stores[1].spans))
         report[f"{preset}_same_frame_counts"] = same = bool(
             np.array_equal(stores[0].lengths, stores[1].lengths))
         if same:

@@ -27,7 +27,7 @@ from extract.progress import Progress
 from extract.signals import stop_on_signals
 from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
 from extract.store.lock import StoreLock
-from extract.store.writer import StoreError, StoreWriter, open_output
+from extract.store.writer import StoreError, StoreWriter, UtteranceIndex, open_output
 
 WINDOW_SHARDS = 32                  # utterances are length-sorted within windows this long
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 32}
@@ -116,9 +116,9 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                 job = e
         job = ranks.share(job)
         utts, counts, rejected = job.utterances, job.counts, job.rejected
-        writer = StoreWriter(Path(out), job.offsets, {}, {}, {}, shard_frames=shard_frames,
-                             mode="attach", owned=ranks.shards(-(-int(job.offsets[-1])
-                                                                 // shard_frames)))
+        writer = StoreWriter(Path(out), store_index(utts, counts), {}, {},
+                             shard_frames=shard_frames, mode="attach",
+                             owned=ranks.shards(-(-int(counts.sum()) // shard_frames)))
         if writer.complete:
             return JobResult(writer.path, len(utts), rejected,
                              sum(u.duration_s for u in utts), time.perf_counter() - started,
@@ -145,8 +145,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         audio_s = sum(u.duration_s for u in utts)
         if ranks.is_main:
             if failed:
-                writer.remove_utterances(sorted(failed), utterance_fields(utts),
-                                         [r.to_dict() for r in failures])
+                writer.remove_utterances(sorted(failed), [r.to_dict() for r in failures])
             elapsed = time.perf_counter() - started
             writer.finish({"manifest_sha256": manifest_sha256(job.root, utts),
                            "rejected": [r.to_dict() for r in rejected],
@@ -172,12 +171,15 @@ def check_options(batch_size: int, shard_frames: int, max_duration_s: float) -> 
                          f"got {shard_frames}")
 
 
-def utterance_fields(utts: list[Utterance]) -> dict[str, list[str]]:
-    """The store's utterances/ string arrays; speaker only when the corpus names speakers."""
+def store_index(utts: list[Utterance], counts: np.ndarray) -> UtteranceIndex:
+    """The store's per-utterance arrays for planned utterances (`extract.plan.plan`): frame
+    offsets, sample spans, and the string fields, speaker only when the corpus names speakers."""
     fields = {"id": [u.id for u in utts], "text": [u.text for u in utts]}
     if any(u.speaker for u in utts):
         fields["speaker"] = [u.speaker for u in utts]
-    return fields
+    return UtteranceIndex(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                          np.array([u.span for u in utts], dtype=np.int64).reshape(-1, 2),
+                          fields)
 
 
 def store_widths(preset: Preset) -> dict[str, int]:
@@ -194,7 +196,6 @@ class _Job:
     root: Path
     utterances: list[Utterance]
     counts: np.ndarray
-    offsets: np.ndarray
     rejected: list[Rejection]
     resuming: bool
 
@@ -216,8 +217,7 @@ def _create_store(corpus: Corpus, out, preset: Preset, resuming: bool, max_durat
                   shard_frames: int) -> _Job:
     """Plan the job and create (or reopen) its store."""
     utts, counts, rejected = plan(corpus, preset, max_duration_s)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    writer = StoreWriter(Path(out), offsets, store_widths(preset), utterance_fields(utts),
+    writer = StoreWriter(Path(out), store_index(utts, counts), store_widths(preset),
                          {"config": preset.to_dict(),
                           "manifest_sha256": manifest_sha256(corpus.root, utts),
                           "versions": dependency_versions(),
@@ -227,8 +227,7 @@ def _create_store(corpus: Corpus, out, preset: Preset, resuming: bool, max_durat
                          mode="resume" if resuming else "create", owned=range(0))
     if writer.compacting:
         utts, counts, rejected = _finish_compaction(writer, utts, counts, rejected)
-        offsets = writer.offsets
-    return _Job(corpus.root, utts, counts, offsets, rejected, resuming)
+    return _Job(corpus.root, utts, counts, rejected, resuming)
 
 
 def _finish_compaction(writer: StoreWriter, utts: list[Utterance], counts: np.ndarray,
@@ -240,9 +239,9 @@ def _finish_compaction(writer: StoreWriter, utts: list[Utterance], counts: np.nd
         raise StoreError(f"cannot resume {writer.path}: the utterances it was removing are not "
                          "where the plan puts them (did the input change?); rerun with "
                          "--overwrite to start over")
+    writer.remove_utterances(removed, reasons)
     dropped = set(removed)
     kept = [u for u in utts if u.index not in dropped]
-    writer.remove_utterances(removed, utterance_fields(kept), reasons)
     failures = [Rejection.from_dict(r) for r in reasons]
     return ([dataclasses.replace(u, index=i) for i, u in enumerate(kept)],
             np.delete(counts, removed),

@@ -27,13 +27,15 @@ from extract.signals import JobInterrupted
 
 def plan(corpus: Corpus, preset: Preset, max_duration_s: float
          ) -> tuple[list[Utterance], np.ndarray, list[Rejection]]:
-    """The store's utterances (re-indexed in metadata order), their frame counts, and every
-    rejection (the corpus's plus audio too short to frame or longer than max_duration_s)."""
+    """The store's utterances (re-indexed in metadata order, each with the `span` of samples
+    its frames cover), their frame counts, and every rejection (the corpus's plus audio too
+    short to frame or longer than max_duration_s)."""
     min_samples = max((preset.n_fft - preset.hop_length) // 2 + 1, preset.hop_length)
     kept, counts, rejected = [], [], list(corpus.rejected)
     for u in corpus.utterances:
         whole = resampled_length(u.wav.num_samples, u.wav.sample_rate, preset.sample_rate)
-        n = whole if u.span is None else u.span[1] - u.span[0]
+        span = (0, whole) if u.span is None else u.span
+        n = span[1] - span[0]
         if u.duration_s > max_duration_s:
             reason = (f"{u.path}: {u.duration_s:.0f} s is longer than --max-duration "
                       f"({max_duration_s:g} s); split the file or raise --max-duration")
@@ -42,7 +44,7 @@ def plan(corpus: Corpus, preset: Preset, max_duration_s: float
             reason = (f"{u.path}: too short{trimmed}, {n} samples at {preset.sample_rate} Hz; "
                       f"need at least {min_samples}")
         else:
-            kept.append(dataclasses.replace(u, index=len(kept)))
+            kept.append(dataclasses.replace(u, index=len(kept), span=span))
             counts.append(preset.num_frames(n))
             continue
         rejected.append(Rejection(u.line_number, u.id, reason))

@@ -19,7 +19,7 @@ import zarr
 
 from extract.demo import synth_utterance
 from extract.input.wav import write_wav
-from extract.store.layout import ATTRS_KEY, FRAME_ARRAYS, OFFSETS, PROGRESS
+from extract.store.layout import ATTRS_KEY, FRAME_ARRAYS, OFFSETS, PROGRESS, SPANS
 
 
 def write_corpus(folder: Path, specs: list[tuple[str, float, int, int, str]],
@@ -98,7 +98,7 @@ def trimmed_reference(corpus, tmp_path_factory):
 def assert_same_store(out, reference) -> None:
     a = zarr.open_group(str(out), mode="r")
     b = zarr.open_group(str(reference), mode="r")
-    for name in (*FRAME_ARRAYS, OFFSETS, "utterances/id", "utterances/text"):
+    for name in (*FRAME_ARRAYS, OFFSETS, SPANS, "utterances/id", "utterances/text"):
         np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
     attrs_a, attrs_b = dict(a.attrs[ATTRS_KEY]), dict(b.attrs[ATTRS_KEY])
     attrs_a.pop("run"), attrs_b.pop("run")

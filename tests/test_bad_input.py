@@ -13,7 +13,7 @@ import zarr
 from extract.demo import synth_utterance
 from extract.input.wav import write_wav
 from extract.loader import FeatureStore
-from extract.store.layout import FRAME_ARRAYS, OFFSETS
+from extract.store.layout import FRAME_ARRAYS, OFFSETS, SPANS
 
 GOOD = [  # id, seconds, rate, channels, format
     ("g_pcm16", 1.2, 22050, 1, "pcm16"),
@@ -121,7 +121,7 @@ def assert_same_as_clean(out, clean_store):
     assert store.ids == reference.ids == [g[0] for g in GOOD]
     group = zarr.open_group(str(out), mode="r")
     clean_group = zarr.open_group(str(clean_store), mode="r")
-    for name in (*FRAME_ARRAYS, OFFSETS):
+    for name in (*FRAME_ARRAYS, OFFSETS, SPANS):
         np.testing.assert_array_equal(group[name][:], clean_group[name][:], err_msg=name)
     assert store.stats == reference.stats
     assert store.attrs["manifest_sha256"] == reference.attrs["manifest_sha256"]

@@ -5,17 +5,20 @@ store; the CPU path is deterministic and independent of the batch size."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
+import zarr
 
 from extract.job import run_job
 from extract.loader import FeatureStore
 from extract.loader.feature_store import StoreFormatError
 from extract.store.layout import PROGRESS
 from extract.store.lock import LOCK_NAME
+from extract.store.writer import StoreError
 
 from conftest import ARGS, SHARD, assert_same_store, start, wait_for_shards
 
@@ -100,6 +103,17 @@ def test_resume_refuses_a_store_of_other_settings(corpus, reference, tmp_path):
     other = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
                             "--device", "cpu", "--resume"], capture_output=True, text=True)
     assert other.returncode == 2 and "started with different" in other.stderr
+
+
+def test_resume_refuses_a_store_whose_spans_moved(corpus, reference, tmp_path):
+    """As a span found on another device kind may: the frames would cover other audio."""
+    out = tmp_path / "moved.zarr"
+    shutil.copytree(reference, out)
+    spans = zarr.open_array(str(out / "spans"), mode="r+")
+    spans[3, 0] = spans[3, 0] + 1
+    with pytest.raises(StoreError, match="different utterances"):
+        run_job(corpus, out, device="cpu", batch_size=2, shard_frames=SHARD, resume=True,
+                show_progress=False)
 
 
 def test_cpu_runs_are_identical_whatever_the_batch_size(corpus, reference, tmp_path):

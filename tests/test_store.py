@@ -4,18 +4,25 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
+import torch
+import torchaudio
 import zarr
 
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY
-from extract.store.writer import StoreError, StoreWriter, open_output
+from extract.store.writer import StoreError, StoreWriter, UtteranceIndex, open_output
 
 from conftest import MIXED_SPECS
 
 
-def test_frame_counts_and_offsets_follow_the_frame_rule(mixed_store):
+def test_frame_counts_offsets_and_spans_follow_the_audio(mixed_store, mixed_corpus):
     store = FeatureStore(mixed_store)
-    expected = [-(-int(sec * rate) * 22050 // rate) // 256 for _, sec, rate, _, _ in MIXED_SPECS]
+    samples = [torchaudio.functional.resample(
+        torch.from_numpy(sf.read(mixed_corpus / "wavs" / f"{utt_id}.wav")[0].T), rate, 22050
+    ).shape[-1] for utt_id, _, rate, _, _ in MIXED_SPECS]
+    assert store.spans.tolist() == [[0, n] for n in samples]
+    expected = [n // 256 for n in samples]
     assert store.lengths.tolist() == expected
     assert store.offsets[0] == 0 and store.offsets[-1] == sum(expected)
     for i in range(len(store)):
@@ -48,7 +55,7 @@ def test_store_round_trip_ids_texts_config_stats(mixed_store):
 def test_numeric_arrays_open_with_tensorstore(mixed_store):
     ts = pytest.importorskip("tensorstore")
     group = zarr.open_group(str(mixed_store), mode="r")
-    for name in ("mel", "f0", "voiced", "voiced_prob", "energy", "offsets"):
+    for name in ("mel", "f0", "voiced", "voiced_prob", "energy", "offsets", "spans"):
         array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file",
                                                         "path": str(mixed_store / name)}}).result()
         np.testing.assert_array_equal(array.read().result(), group[name][:])
@@ -93,15 +100,17 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
                          "voiced": voiced, "voiced_prob": rng.random(n).astype(np.float32),
                          "energy": rng.random(n).astype(np.float32)})
     features[3]["f0"][:] = 0
-    w = StoreWriter(tmp_path / "s.zarr", offsets, {"n_mels": 5},
-                    {"id": ids, "text": [f"t{i}" for i in ids]},
-                    {"config": {}, "manifest_sha256": "x", "versions": {}},
+    spans = np.stack([np.zeros(40), lengths * 256], axis=1)
+    w = StoreWriter(tmp_path / "s.zarr",
+                    UtteranceIndex(offsets, spans, {"id": ids, "text": [f"t{i}" for i in ids]}),
+                    {"n_mels": 5}, {"config": {}, "manifest_sha256": "x", "versions": {}},
                     chunk_frames=16, shard_frames=64)
     for i in rng.permutation(40):
         w.add(int(i), features[i])
         assert len(w.buffers) <= w.num_shards
     w.finish({})
     store = FeatureStore(tmp_path / "s.zarr", in_memory=in_memory)
+    np.testing.assert_array_equal(store.spans, spans)
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     assert group["mel"].shards == (64, 5) and group["mel"].chunks == (16, 5)
     for i in rng.permutation(40):
@@ -112,9 +121,10 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
 
 
 def test_unfinished_store_is_refused(tmp_path):
-    w = StoreWriter(tmp_path / "s.zarr", np.array([0, 10]), {"n_mels": 3},
-                    {"id": ["a"], "text": ["t"]},
-                    {"config": {}, "manifest_sha256": "x", "versions": {}})
+    w = StoreWriter(tmp_path / "s.zarr",
+                    UtteranceIndex(np.array([0, 10]), np.array([[0, 2560]]),
+                                   {"id": ["a"], "text": ["t"]}),
+                    {"n_mels": 3}, {"config": {}, "manifest_sha256": "x", "versions": {}})
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(tmp_path / "s.zarr")
     with pytest.raises(StoreError, match="never completed"):

@@ -68,6 +68,9 @@ def test_coqui_preset_computes_every_feature_on_the_trimmed_audio(tmp_path):
         audio = soundfile.read(folder / "wavs" / f"{name}.wav", dtype="float64")[0]
         trimmed = reference.coqui_trim_silence(audio)
         expected = reference.coqui_mel(trimmed)
+        inner = librosa.effects.trim(audio[220:-220], top_db=60.0, frame_length=1024,
+                                     hop_length=256)[1]
+        assert store.spans[store.index_of(name)].tolist() == [220 + inner[0], 220 + inner[1]]
         item = store[name]
         assert item["mel"].shape == expected.shape
         assert float(np.abs(item["mel"].numpy() - expected).max()) <= 1e-4, name

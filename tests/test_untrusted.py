@@ -30,13 +30,15 @@ def copy_store(store: Path, tmp_path: Path) -> tuple[Path, zarr.Group]:
     return path, zarr.open_group(str(path), mode="r+")
 
 
-def rewrite_offsets(group: zarr.Group, offsets: np.ndarray) -> None:
-    group.create_array("offsets", shape=offsets.shape, dtype="int64", overwrite=True)[:] = offsets
+def rewrite(group: zarr.Group, name: str, values: np.ndarray) -> None:
+    group.create_array(name, shape=values.shape, dtype="int64", overwrite=True)[:] = values
 
 
 @pytest.mark.parametrize("damage,message", [
-    (lambda g, p: rewrite_offsets(g, g["offsets"][:][::-1].copy()), "not monotonic"),
-    (lambda g, p: rewrite_offsets(g, g["offsets"][:] + 1), "not monotonic from 0"),
+    (lambda g, p: rewrite(g, "offsets", g["offsets"][:][::-1].copy()), "not monotonic"),
+    (lambda g, p: rewrite(g, "offsets", g["offsets"][:] + 1), "not monotonic from 0"),
+    (lambda g, p: rewrite(g, "spans", g["spans"][:-1]), "spans must hold 6"),
+    (lambda g, p: rewrite(g, "spans", g["spans"][:][:, ::-1].copy()), "0 <= start <= end"),
     (lambda g, p: g.create_array("utterances/text", shape=(1,), dtype=str, overwrite=True),
      "utterances disagree"),
     (lambda g, p: g.attrs.put({ATTRS_KEY: {**g.attrs[ATTRS_KEY], "format_version": 99}}),

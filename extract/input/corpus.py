@@ -37,8 +37,9 @@ class Utterance:
     line_number: int
     wav: WavInfo
     speaker: str = ""
-    span: tuple[int, int] | None = None   # [start, end) samples at the preset's rate kept by
-    #                                       silence trimming (extract.plan.trim_silence)
+    span: tuple[int, int] | None = None   # [start, end) samples at the preset's rate that the
+    #                                       features cover: set by silence trimming
+    #                                       (extract.plan.trim_silence), else by extract.plan
 
     @property
     def duration_s(self) -> float:

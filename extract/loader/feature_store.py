@@ -20,7 +20,8 @@ import zarr
 
 from extract.loader.shard_reader import ShardReader, raw_layout
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
-                                  OPTIONAL_FRAME_ARRAYS, UTTERANCE_FIELDS, UTTERANCE_GROUP)
+                                  OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS,
+                                  UTTERANCE_GROUP)
 
 
 SHOWN_REJECTIONS = 20
@@ -36,6 +37,8 @@ class FeatureStore:
     `store[i]` / `store["id"]` -> {"id", "text", "mel" [T, n_mels] float32, "f0" [T] float32,
     "voiced" [T] bool, "voiced_prob" [T] float32, "energy" [T] float32} (torch tensors), plus
     "speaker" when the corpus names speakers and "linear" when the preset stores it.
+    `spans[i]` is the [start, end) of the samples (at config["sample_rate"], after resampling)
+    that utterance i's frames cover: the whole file unless the preset trims silence.
 
     in_memory: read every array once at open (per process) and serve from RAM.
     mel_layout: "frames_first" ([T, n_mels]) or "bins_first" ([n_mels, T], as NeMo, FastPitch
@@ -69,11 +72,12 @@ class FeatureStore:
         self.config: dict = record["config"]
         self.stats: dict = record["stats"]
         self.attrs: dict = record
-        missing = [n for n in (*FRAME_ARRAYS, OFFSETS) if n not in group]
+        missing = [n for n in (*FRAME_ARRAYS, OFFSETS, SPANS) if n not in group]
         if missing:
             raise StoreFormatError(f"{self.path} lacks array(s) {missing}")
         self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in group]
         self.offsets = np.asarray(group[OFFSETS][:], dtype=np.int64)
+        self.spans = np.asarray(group[SPANS][:], dtype=np.int64)
         self.ids = [str(v) for v in group[f"{UTTERANCE_GROUP}/id"][:]]
         self.texts = [str(v) for v in group[f"{UTTERANCE_GROUP}/text"][:]]
         self.speakers = [str(v) for v in group[f"{UTTERANCE_GROUP}/speaker"][:]] \
@@ -102,6 +106,10 @@ class FeatureStore:
         if not len(self.ids) == len(self.texts) == len(lengths):
             raise StoreFormatError(f"{self.path}: {len(self.ids)} ids, {len(self.texts)} texts "
                                    f"and {len(lengths)} utterances disagree")
+        if self.spans.shape != (len(lengths), 2) or (self.spans[:, 0] < 0).any() \
+                or (self.spans[:, 1] < self.spans[:, 0]).any():
+            raise StoreFormatError(f"{self.path}: spans must hold {len(lengths)} [start, end) "
+                                   "pairs with 0 <= start <= end")
         for name in self.array_names:
             if group[name].shape[0] != n_frames:
                 raise StoreFormatError(f"{self.path}: {name} has {group[name].shape[0]} frames, "
@@ -200,7 +208,7 @@ class FeatureStore:
             "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in
                                      {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items()
                                      if n in self.array_names)
-            + f", {OFFSETS} int64, {UTTERANCE_GROUP}/{{{','.join(self._fields)}}} string",
+            + f", {OFFSETS} int64, {SPANS} int64, {UTTERANCE_GROUP}/{{{','.join(self._fields)}}} string",
             f"  skipped: {len(self.attrs.get('rejected', []))} item(s)"
             + "".join(f"\n    line {r['line']} ({r['entry']}): {r['reason']}"
                       for r in self.attrs.get("rejected", [])[:SHOWN_REJECTIONS]),

@@ -5,7 +5,7 @@ Shared by the writer and the loader; imports only numpy. docs/FORMAT.md is the p
 
 from __future__ import annotations
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ATTRS_KEY = "tts_extract"          # group attribute holding everything the job records
 
 CHUNK_FRAMES = 1024                # one utterance touches one or two chunks
@@ -23,6 +23,7 @@ OPTIONAL_FRAME_ARRAYS = {          # written only by presets that ask for them
     "linear": ("float32", "n_freqs", ("frame", "freq")),
 }
 OFFSETS = "offsets"                # int64 [utterances + 1]
+SPANS = "spans"                    # int64 [utterances, 2]: samples the frames cover
 PROGRESS = "progress"              # while a job runs: one JSON file per finished shard
 UTTERANCE_GROUP = "utterances"     # string arrays: id, text, and speaker when the corpus has one
 UTTERANCE_FIELDS = ("id", "text", "speaker")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import zarr
 
 from extract.features.stats import combine, shard_moments
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
-                                  OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES,
+                                  OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES, SPANS,
                                   UTTERANCE_FIELDS, UTTERANCE_GROUP, frame_arrays)
 from extract.store.lock import LOCK_NAME, StoreLock, StoreLockedError
 
@@ -68,44 +69,57 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
     return lock, ours
 
 
-def compacted_index(offsets: np.ndarray, fields: dict[str, list[str]],
-                    removed: list[int]) -> tuple[np.ndarray, dict[str, list[str]]]:
-    """offsets and utterance fields without the utterances `removed`."""
-    keep = np.isin(np.arange(len(offsets) - 1), removed, invert=True)
-    new_offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[keep])]).astype(np.int64)
-    return new_offsets, {name: [v for v, k in zip(values, keep) if k]
-                         for name, values in fields.items()}
+@dataclass(frozen=True)
+class UtteranceIndex:
+    """A store's per-utterance arrays: frame `offsets` [n + 1], sample `spans` [n, 2] and the
+    string `fields` (id, text, speaker) with n values each."""
+    offsets: np.ndarray
+    spans: np.ndarray
+    fields: dict[str, list[str]]
+
+    def kept(self, removed: list[int]) -> np.ndarray:
+        """Mask of the utterances not in `removed`."""
+        return np.isin(np.arange(len(self.spans)), removed, invert=True)
+
+    def without(self, removed: list[int]) -> UtteranceIndex:
+        keep = self.kept(removed)
+        return UtteranceIndex(
+            np.concatenate([[0], np.cumsum(np.diff(self.offsets)[keep])]).astype(np.int64),
+            self.spans[keep],
+            {name: [v for v, k in zip(values, keep) if k] for name, values in self.fields.items()})
+
+    def same_as(self, other: UtteranceIndex) -> bool:
+        return (np.array_equal(self.offsets, other.offsets)
+                and np.array_equal(self.spans, other.spans) and self.fields == other.fields)
 
 
 class StoreWriter:
     """Writes the shards `owned` (default: all) of one store.
 
     mode "create" makes a new store; "resume" reopens an unfinished one made with the same
-    offsets, utterance fields and attributes (config, manifest); "attach" opens the store another
-    process of the same job created. Marked shards count as written."""
+    index and attributes (config, manifest); "attach" opens the store another process of the
+    same job created (`widths` and `attrs` unused). Marked shards count as written."""
 
-    def __init__(self, path: Path, offsets: np.ndarray, widths: dict[str, int],
-                 fields: dict[str, list[str]], attrs: dict, chunk_frames: int = CHUNK_FRAMES,
-                 shard_frames: int = SHARD_FRAMES, mode: str = "create",
-                 owned: range | None = None):
+    def __init__(self, path: Path, index: UtteranceIndex, widths: dict[str, int], attrs: dict,
+                 chunk_frames: int = CHUNK_FRAMES, shard_frames: int = SHARD_FRAMES,
+                 mode: str = "create", owned: range | None = None):
         self.path = path
         self.shard_frames = shard_frames
-        self.offsets = offsets
-        self.n_frames = int(offsets[-1])
+        self.index = index
+        self.n_frames = int(index.offsets[-1])
         try:
             if mode == "create":
-                self._create(widths, fields, attrs, chunk_frames)
+                self._create(widths, attrs, chunk_frames)
             else:
                 self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
                 if mode == "resume":
-                    self._check_resumable(fields, attrs, chunk_frames)
+                    self._check_resumable(attrs, chunk_frames)
                 self.arrays = {name: self.group[name] for name in
                                (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if name in self.group}
             if not self.complete:
                 (path / PROGRESS).mkdir(exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
-        self._speakers: np.ndarray | None = None
         done = self._marked()
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
         owned = range(self.num_shards) if owned is None else owned
@@ -115,8 +129,11 @@ class StoreWriter:
     def _marked(self) -> set[int]:
         return {int(p.stem) for p in (self.path / PROGRESS).glob("*.json")}
 
-    def _create(self, widths: dict[str, int], fields: dict[str, list[str]], attrs: dict,
-                chunk_frames: int) -> None:
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.index.offsets
+
+    def _create(self, widths: dict[str, int], attrs: dict, chunk_frames: int) -> None:
         if (self.path / "zarr.json").exists():
             raise StoreError(f"cannot create {self.path}: a Zarr store is already there")
         # mode "a": the folder already holds our lock file, which "w-" counts as data
@@ -130,36 +147,32 @@ class StoreWriter:
                 chunks=(chunk_frames, *extra), shards=(self.shard_frames, *extra),
                 compressors=None, fill_value=0, dimension_names=dims,
                 config={"write_empty_chunks": True})
-        self._write_index(fields)
+        self._write_index()
 
-    def _write_index(self, fields: dict[str, list[str]]) -> None:
-        """offsets and utterances/<field> (small, one chunk each)."""
-        arrays = [(OFFSETS, self.offsets.astype(np.int64), ("utterance_edge",), None)]
+    def _write_index(self) -> None:
+        """offsets, spans and utterances/<field> (small, one chunk each)."""
+        arrays = [(OFFSETS, self.index.offsets.astype(np.int64), ("utterance_edge",), None),
+                  (SPANS, self.index.spans.astype(np.int64), ("utterance", "edge"), None)]
         arrays += [(f"{UTTERANCE_GROUP}/{name}", np.array(values, dtype=object), ("utterance",),
-                    str) for name, values in fields.items()]
+                    str) for name, values in self.index.fields.items()]
         for name, values, dims, dtype in arrays:
             array = self.group.create_array(name, shape=values.shape,
                                             dtype=dtype or values.dtype,
-                                            chunks=(max(1, len(values)),), dimension_names=dims,
-                                            overwrite=True)
+                                            chunks=(max(1, len(values)), *values.shape[1:]),
+                                            dimension_names=dims, overwrite=True)
             array[:] = values
 
-    def _check_resumable(self, fields: dict[str, list[str]], attrs: dict,
-                         chunk_frames: int) -> None:
+    def _check_resumable(self, attrs: dict, chunk_frames: int) -> None:
         record = self.group.attrs.get(ATTRS_KEY, {})
         problems = [key for key in ("config", "manifest_sha256") if record.get(key) != attrs[key]]
         if record.get("format_version") != FORMAT_VERSION:
             problems.append("format_version")
-        expected = [(self.offsets, fields)]
+        expected = [self.index]
         if record.get("compacting"):           # its index may already be the compacted one
-            expected.append(compacted_index(self.offsets, fields,
-                                            record["compacting"]["removed"]))
-        stored = np.asarray(self.group[OFFSETS][:]) if OFFSETS in self.group else None
-        matching = [f for o, f in expected if stored is not None and np.array_equal(stored, o)]
-        if not matching:
-            problems.append("offsets")
-        elif self._fields() not in matching:
-            problems.append("utterances")
+            expected.append(self.index.without(record["compacting"]["removed"]))
+        stored = self._stored_index()
+        if stored is None or not any(stored.same_as(index) for index in expected):
+            problems.append("utterances (ids, texts, frame counts or sample spans)")
         mel = self.group["mel"] if "mel" in self.group else None
         if mel is None or mel.chunks[0] != chunk_frames or mel.shards[0] != self.shard_frames:
             problems.append("chunk/shard sizes")
@@ -167,19 +180,24 @@ class StoreWriter:
             raise StoreError(f"cannot resume {self.path}: it was started with different "
                              f"{', '.join(problems)}; rerun with --overwrite to start over")
 
-    def _fields(self) -> dict[str, list[str]]:
-        group = self.group[UTTERANCE_GROUP] if UTTERANCE_GROUP in self.group else {}
-        return {name: [str(v) for v in group[name][:]] for name in UTTERANCE_FIELDS
-                if name in group}
+    def _stored_index(self) -> UtteranceIndex | None:
+        if not (OFFSETS in self.group and SPANS in self.group
+                and UTTERANCE_GROUP in self.group):
+            return None
+        group = self.group[UTTERANCE_GROUP]
+        return UtteranceIndex(np.asarray(self.group[OFFSETS][:]),
+                              np.asarray(self.group[SPANS][:]),
+                              {name: [str(v) for v in group[name][:]]
+                               for name in UTTERANCE_FIELDS if name in group})
 
     def _frame_speakers(self, lo: int, hi: int) -> np.ndarray | None:
         """Speaker of each frame in [lo, hi), or None for a corpus without speakers."""
-        if self._speakers is None:   # read once, not per shard
-            self._speakers = np.asarray(self._fields().get("speaker", []), dtype=object)
-        if not len(self._speakers):
+        if "speaker" not in self.index.fields:
             return None
         utterance = np.searchsorted(self.offsets, np.arange(lo, hi), side="right") - 1
-        return self._speakers[utterance]
+        first, last = int(utterance[0]), int(utterance[-1])
+        speakers = np.asarray(self.index.fields["speaker"][first:last + 1], dtype=object)
+        return speakers[utterance - first]
 
     @property
     def num_shards(self) -> int:
@@ -246,8 +264,7 @@ class StoreWriter:
         """The unfinished compaction ({"removed": indices, "rejected": reasons}), if any."""
         return self.group.attrs.get(ATTRS_KEY, {}).get("compacting") or None
 
-    def remove_utterances(self, removed: list[int], fields: dict[str, list[str]],
-                          rejected: list[dict]) -> None:
+    def remove_utterances(self, removed: list[int], rejected: list[dict]) -> None:
         """Drop utterances (decoder failures found after the layout was fixed, with `rejected`
         their reasons): shift every later frame left in place, shard by shard, and shrink the
         arrays. The result is the store a run without them would have written. Needs every
@@ -256,9 +273,10 @@ class StoreWriter:
         Resumable from any point: the attributes record what is being removed, a marker counts
         a shard as compacted, and each shard's new contents are staged in progress/ before it
         is overwritten (it may overlap its own source). Call it again, on a writer opened with
-        the offsets from before, to finish; `finish` clears the record."""
-        old_offsets = self.offsets
-        self.offsets, _ = compacted_index(old_offsets, {}, removed)
+        the index from before, to finish; `finish` clears the record."""
+        old = self.index
+        old_offsets = old.offsets
+        self.index = old.without(removed)
         first = int(old_offsets[min(removed)]) // self.shard_frames
         if not self.compacting:
             # a crash before the record only costs re-extracting these shards on --resume
@@ -269,11 +287,10 @@ class StoreWriter:
                                            "compacting": {"removed": removed,
                                                           "rejected": rejected}}
         self.n_frames = int(self.offsets[-1])
-        self._write_index(fields)
-        self._speakers = None
+        self._write_index()
         done = self._marked()
-        keep = np.isin(np.arange(len(old_offsets) - 1), removed, invert=True)
-        old_position = np.flatnonzero(np.repeat(keep, np.diff(old_offsets)))  # new -> old frame
+        # new frame -> old frame
+        old_position = np.flatnonzero(np.repeat(old.kept(removed), np.diff(old_offsets)))
         for shard in range(first, self.num_shards):
             staged = self.path / PROGRESS / f"{shard:08d}.npz"
             if shard not in done:
