@@ -3,4 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-.venv/bin/python -m pytest -q "$@"
+# The loader's oldest supported torch, with only numpy and zarr beside it
+# (tests/test_loader_compat.py; a CUDA build of torch 2.4.1, about 5 GB, made once).
+old=.venv-torch2.4
+if ! "$old/bin/python" -c "import torch, zarr" 2>/dev/null; then
+  rm -rf "$old"
+  "${PYTHON:-python3}" -m venv "$old"
+  "$old/bin/python" -m pip install -q torch==2.4.1 "zarr>=3.1" numpy
+fi
+TTS_EXTRACT_LOADER_PYTHON="$PWD/$old/bin/python" .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,67 @@
+"""The loader on the oldest torch it supports, in an environment with only numpy, zarr and torch.
+
+scripts/test.sh builds that environment (.venv-torch2.4: torch 2.4.1) and names its Python in
+TTS_EXTRACT_LOADER_PYTHON; the package is imported from this checkout, not installed there.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+LOADER_PYTHON = os.environ.get("TTS_EXTRACT_LOADER_PYTHON")
+ROOT = Path(__file__).resolve().parents[1]
+
+READ_EVERYTHING = """
+import json, sys
+import numpy as np, torch
+from torch.utils.data import DataLoader
+from extract import FeatureStore, LengthBucketSampler, pad_collate
+
+if __name__ == "__main__":
+    store_path, out, context = sys.argv[1:]
+    store = FeatureStore(store_path)
+    loader = DataLoader(store, batch_sampler=LengthBucketSampler(store.lengths, batch_size=2),
+                        collate_fn=pad_collate, num_workers=2, multiprocessing_context=context)
+    arrays = {}
+    for batch in loader:
+        for k, utt_id in enumerate(batch["ids"]):
+            n = int(batch["lengths"][k])
+            for name in ("mel", "f0", "voiced", "voiced_prob", "energy"):
+                arrays[f"{utt_id}/{name}"] = batch[name][k, :n].numpy()
+    np.savez(out, **arrays)
+    print(json.dumps({"torch": torch.__version__, "modules": sorted(
+        {m.split(".")[0] for m in sys.modules if not m.startswith("_")})}))
+"""
+
+
+@pytest.mark.skipif(not LOADER_PYTHON, reason="TTS_EXTRACT_LOADER_PYTHON is not set "
+                                              "(scripts/test.sh sets it)")
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_loader_works_on_torch_2_4_with_only_numpy_zarr_and_torch(mixed_store, tmp_path,
+                                                                   context):
+    script = tmp_path / "read_everything.py"
+    script.write_text(READ_EVERYTHING)
+    out = tmp_path / "read.npz"
+    result = subprocess.run([LOADER_PYTHON, str(script), str(mixed_store), str(out), context],
+                            capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["torch"].startswith("2.4.")
+    heavy = {"torchaudio", "nvidia", "librosa", "soundfile", "triton"}   # the job's
+    assert not heavy & set(report["modules"]), report["modules"]
+
+    group = zarr.open_group(str(mixed_store), mode="r")
+    ids, offsets = [str(v) for v in group["utterances/id"][:]], group["offsets"][:]
+    with np.load(out, allow_pickle=False) as read:
+        assert sorted(read.files) == sorted(f"{i}/{name}" for i in ids for name in
+                                            ("mel", "f0", "voiced", "voiced_prob", "energy"))
+        for k, utt_id in enumerate(ids):
+            for name in ("mel", "f0", "voiced", "voiced_prob", "energy"):
+                np.testing.assert_array_equal(read[f"{utt_id}/{name}"],
+                                              group[name][offsets[k]:offsets[k + 1]])
