@@ -1,7 +1,11 @@
 """pyin against librosa.pyin (>= 0.11) and its pieces against librosa/scipy, and the Viterbi
 decoders (torch, and the Triton kernel under TRITON_INTERPRET=1) against
-librosa.sequence.viterbi."""
+librosa.sequence.viterbi; the kernel also goes through Triton's CUDA compiler."""
 
+import json
+import os
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -160,6 +164,42 @@ def test_triton_kernel_matches_torch_and_librosa(n_bins, width, steps, lengths):
     transition = librosa_transition(n_bins, width)
     for b, n in enumerate(lengths.tolist()):
         np.testing.assert_array_equal(kernel[b, :n], librosa_viterbi(probs[b, :, :n], transition))
+
+
+COMPILE_FOR_CUDA = """
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from extract.kernels.viterbi import _viterbi_kernel
+
+arch, n_bins, width = map(int, sys.argv[1:])
+types = {"log_obs_ptr": "*fp64", "lengths_ptr": "*i64", "same_ptr": "*fp64",
+         "switch_ptr": "*fp64", "constants_ptr": "*fp64", "scratch_ptr": "*fp64",
+         "back_ptr": "*i16", "states_ptr": "*i64", "steps": "i32", "n_bins": "i32",
+         "WIDTH": "constexpr", "BLOCK": "constexpr"}       # as viterbi_triton calls it
+assert list(types) == _viterbi_kernel.arg_names, _viterbi_kernel.arg_names
+source = ASTSource(_viterbi_kernel, types,
+                   constexprs={"WIDTH": width, "BLOCK": triton.next_power_of_2(n_bins)})
+kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 8})
+print(json.dumps({"ptx_target": kernel.asm["ptx"].split(".target")[1].split()[0],
+                  "cubin_bytes": len(kernel.asm["cubin"])}))
+"""
+
+
+@pytest.mark.parametrize("arch", [80, 90])     # A100; H100 and H200
+def test_triton_kernel_compiles_to_cuda_machine_code(arch, tmp_path):
+    """The interpreter runs the kernel as Python; this runs the GPU compiler on it (Triton's
+    LLVM and ptxas, no GPU needed) at pyin's default size, outside the interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    n_bins, width = pitch_bin_count(FMIN, FMAX), transition_width(35.92, HOP, SR)
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_CUDA, str(arch), str(n_bins),
+                             str(width)], capture_output=True, text=True,
+                            env={**env, "TRITON_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    compiled = json.loads(result.stdout)
+    assert compiled["ptx_target"] in (f"sm_{arch}", f"sm_{arch}a")       # 90a: Hopper's features
+    assert compiled["cubin_bytes"] > 10_000
 
 
 def librosa_grid(y: np.ndarray) -> torch.Tensor:

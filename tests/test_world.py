@@ -24,7 +24,8 @@ def clip(kind: str, seed: int) -> np.ndarray:
         return 0.1 * rng.standard_normal(int(0.8 * RATE))
     if kind == "tone_in_noise":
         t = np.arange(int(1.3 * RATE)) / RATE
-        return 0.5 * np.sin(2 * np.pi * 150 * t * (1 + 0.2 * t)) + 0.05 * rng.standard_normal(len(t))
+        noise = 0.05 * rng.standard_normal(len(t))
+        return 0.5 * np.sin(2 * np.pi * 150 * t * (1 + 0.2 * t)) + noise
     if kind == "short":                              # fewer frames than Dio's shortest voicing
         return synth_utterance(1.0, RATE, rng)[5000:5000 + 600].astype(np.float64)
     return np.zeros(int(0.5 * RATE))

@@ -208,7 +208,8 @@ class FeatureStore:
             "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in
                                      {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items()
                                      if n in self.array_names)
-            + f", {OFFSETS} int64, {SPANS} int64, {UTTERANCE_GROUP}/{{{','.join(self._fields)}}} string",
+            + f", {OFFSETS} int64, {SPANS} int64, "
+            f"{UTTERANCE_GROUP}/{{{','.join(self._fields)}}} string",
             f"  skipped: {len(self.attrs.get('rejected', []))} item(s)"
             + "".join(f"\n    line {r['line']} ({r['entry']}): {r['reason']}"
                       for r in self.attrs.get("rejected", [])[:SHOWN_REJECTIONS]),
