@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from extract.input.corpus import CorpusError
     from extract.signals import JobInterrupted
     from extract.loader.feature_store import StoreFormatError
-    from extract.store.writer import StoreError
+    from extract.store.output import StoreError
 
     try:
         return COMMANDS[args.command](args)

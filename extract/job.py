@@ -25,9 +25,11 @@ from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection
 from extract.plan import complete_batches, plan, processing_order, trim_silence
 from extract.progress import Progress
 from extract.signals import stop_on_signals
+from extract.store.index import UtteranceIndex
 from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
 from extract.store.lock import StoreLock
-from extract.store.writer import StoreError, StoreWriter, UtteranceIndex, open_output
+from extract.store.output import StoreError, open_output
+from extract.store.writer import StoreWriter
 
 WINDOW_SHARDS = 32                  # utterances are length-sorted within windows this long
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 32}

@@ -256,7 +256,7 @@ def test_resume_refuses_a_compaction_that_no_longer_matches_the_plan(corpora, tm
 
     from extract.input.corpus import load_corpus
     from extract.job import _finish_compaction
-    from extract.store.writer import StoreError
+    from extract.store.output import StoreError
 
     utts = load_corpus(corpora[1]).utterances
     writer = SimpleNamespace(path=tmp_path, compacting={

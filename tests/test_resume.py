@@ -18,7 +18,7 @@ from extract.loader import FeatureStore
 from extract.loader.feature_store import StoreFormatError
 from extract.store.layout import PROGRESS
 from extract.store.lock import LOCK_NAME
-from extract.store.writer import StoreError
+from extract.store.output import StoreError
 
 from conftest import ARGS, SHARD, assert_same_store, start, wait_for_shards
 

@@ -11,7 +11,9 @@ import zarr
 
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY
-from extract.store.writer import StoreError, StoreWriter, UtteranceIndex, open_output
+from extract.store.index import UtteranceIndex
+from extract.store.output import StoreError, open_output
+from extract.store.writer import StoreWriter
 
 from conftest import MIXED_SPECS
 

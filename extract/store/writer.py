@@ -13,84 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from extract.features.stats import combine, shard_moments
+from extract.store.index import UtteranceIndex
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
                                   OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES, SPANS,
                                   UTTERANCE_FIELDS, UTTERANCE_GROUP, frame_arrays)
-from extract.store.lock import LOCK_NAME, StoreLock, StoreLockedError
-
-
-class StoreError(RuntimeError):
-    """The output store cannot be created or written."""
-
-
-def is_our_store(path: Path) -> bool:
-    meta = path / "zarr.json"
-    try:
-        return meta.is_file() and ATTRS_KEY in json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return False
-
-
-def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, bool]:
-    """Lock the output folder for this job; return the lock and whether there is an unfinished
-    store to resume. Refuses an existing output without --resume or --overwrite, and never
-    deletes anything but a tts-extract store (or an empty folder)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"cannot create output folder {path}: {e.strerror or e}") from e
-    if not path.is_dir():
-        raise StoreError(f"{path} exists and is not a folder")
-    ours = is_our_store(path)
-    empty = not any(p.name != LOCK_NAME for p in path.iterdir())
-    if not (ours or empty):
-        raise StoreError(f"{path} exists and is not a tts-extract store; refusing to touch it")
-    if ours and not (resume or overwrite):
-        raise StoreError(f"{path} already exists; pass --resume to finish an interrupted run "
-                         "or --overwrite to replace it")
-    try:
-        lock = StoreLock(path).acquire()
-    except StoreLockedError as e:
-        raise StoreError(str(e)) from None
-    except OSError as e:
-        raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
-    if ours and overwrite and not resume:
-        for child in path.iterdir():
-            if child.name != LOCK_NAME:
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        return lock, False
-    return lock, ours
-
-
-@dataclass(frozen=True)
-class UtteranceIndex:
-    """A store's per-utterance arrays: frame `offsets` [n + 1], sample `spans` [n, 2] and the
-    string `fields` (id, text, speaker) with n values each."""
-    offsets: np.ndarray
-    spans: np.ndarray
-    fields: dict[str, list[str]]
-
-    def kept(self, removed: list[int]) -> np.ndarray:
-        """Mask of the utterances not in `removed`."""
-        return np.isin(np.arange(len(self.spans)), removed, invert=True)
-
-    def without(self, removed: list[int]) -> UtteranceIndex:
-        keep = self.kept(removed)
-        return UtteranceIndex(
-            np.concatenate([[0], np.cumsum(np.diff(self.offsets)[keep])]).astype(np.int64),
-            self.spans[keep],
-            {name: [v for v, k in zip(values, keep) if k] for name, values in self.fields.items()})
-
-    def same_as(self, other: UtteranceIndex) -> bool:
-        return (np.array_equal(self.offsets, other.offsets)
-                and np.array_equal(self.spans, other.spans) and self.fields == other.fields)
+from extract.store.output import StoreError
 
 
 class StoreWriter:

@@ -1,0 +1,54 @@
+"""Claiming the output folder for a job: refuse anything that is not a tts-extract store (or
+empty), take the job lock, and clear the folder only when asked to overwrite."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from extract.store.layout import ATTRS_KEY
+from extract.store.lock import LOCK_NAME, StoreLock, StoreLockedError
+
+
+class StoreError(RuntimeError):
+    """The output store cannot be created or written."""
+
+
+def is_our_store(path: Path) -> bool:
+    meta = path / "zarr.json"
+    try:
+        return meta.is_file() and ATTRS_KEY in json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+
+
+def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, bool]:
+    """Lock the output folder for this job; return the lock and whether there is an unfinished
+    store to resume. Refuses an existing output without --resume or --overwrite, and never
+    deletes anything but a tts-extract store (or an empty folder)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create output folder {path}: {e.strerror or e}") from e
+    if not path.is_dir():
+        raise StoreError(f"{path} exists and is not a folder")
+    ours = is_our_store(path)
+    empty = not any(p.name != LOCK_NAME for p in path.iterdir())
+    if not (ours or empty):
+        raise StoreError(f"{path} exists and is not a tts-extract store; refusing to touch it")
+    if ours and not (resume or overwrite):
+        raise StoreError(f"{path} already exists; pass --resume to finish an interrupted run "
+                         "or --overwrite to replace it")
+    try:
+        lock = StoreLock(path).acquire()
+    except StoreLockedError as e:
+        raise StoreError(str(e)) from None
+    except OSError as e:
+        raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
+    if ours and overwrite and not resume:
+        for child in path.iterdir():
+            if child.name != LOCK_NAME:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return lock, False
+    return lock, ours
