@@ -1,15 +1,21 @@
 """One prepared run for a lent GPU machine: checks the CUDA path against the CPU path and
-measures throughput. Writes gpu_check.json and prints a summary.
+measures throughput. Writes OUT_DIR/gpu_check.json after every step (a failed step records its
+traceback and the next one runs) and prints it at the end.
 
-    python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--librosa-files 64]
+    python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--pyin-utterances 1000]
+                                           [--librosa-files 64] [--limit N]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
    also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
    (WORLD's dio);
-2. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice;
-3. pyin alone on 1000 utterances in one batch: the Triton decoder against the torch one on the
-   GPU, and times real time;
+2. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice per batch
+   size;
+3. pyin alone on --pyin-utterances utterances in one batch: times real time, and the Triton
+   decoder against the torch one on the GPU;
 4. librosa mel + pyin with one process per core on the first --librosa-files files.
+
+Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
+script itself before spending GPU time (tests/test_gpu_check.py does, at a small size).
 """
 
 from __future__ import annotations
@@ -19,15 +25,21 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from extract.demo import write_demo_corpus
-from extract.job import run_job
-from extract.loader import FeatureStore
+if not torch.cuda.is_available():   # a trial run on the CPU: Triton kernels interpreted
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+
+from extract.demo import write_demo_corpus  # noqa: E402
+from extract.job import run_job  # noqa: E402
+from extract.loader import FeatureStore  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from job_vs_librosa import time_librosa  # noqa: E402
@@ -51,8 +63,13 @@ def compare(cpu: FeatureStore, gpu: FeatureStore) -> dict:
             "stats_f0_mean": [cpu.stats["f0_mean"], gpu.stats["f0_mean"]]}
 
 
-def pyin_batch(utterances: int = 1000, seconds: float = 4.0) -> dict:
-    """pyin on `utterances` speech-like clips at once; Triton vs torch decoding on the GPU."""
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def pyin_batch(device: str, utterances: int, seconds: float = 4.0) -> dict:
+    """pyin on `utterances` speech-like clips at once; Triton vs torch decoding on `device`."""
     from extract.demo import synth_utterance
     from extract.features.pyin import pyin, transition_bands
     from extract.features.viterbi import viterbi_torch
@@ -60,22 +77,22 @@ def pyin_batch(utterances: int = 1000, seconds: float = 4.0) -> dict:
 
     clips = [synth_utterance(seconds, 22050, np.random.default_rng(k)) for k in range(16)]
     audio = torch.from_numpy(np.stack(clips * (utterances // 16 + 1))[:utterances]).float()
-    frames = torch.nn.functional.pad(audio, (512, 512)).cuda().unfold(1, 1024, 256)
-    counts = torch.full((utterances,), frames.shape[1], device="cuda")
+    frames = torch.nn.functional.pad(audio, (512, 512)).to(device).unfold(1, 1024, 256)
+    counts = torch.full((utterances,), frames.shape[1], device=device)
     result = {"utterances": utterances, "audio_s": utterances * seconds}
     for attempt in range(2):
-        torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         _, voiced, _ = pyin(frames, counts, 22050, 256, 65.406, 2093.0)
-        torch.cuda.synchronize()
+        synchronize(device)
         result[f"xrt_run{attempt}"] = result["audio_s"] / (time.perf_counter() - start)
-    log_obs = torch.randn(64, 300, 1202, dtype=torch.float64, device="cuda")
-    lengths = torch.randint(1, 301, (64,), device="cuda")
-    bands = transition_bands(601, 51, 0.01).to(torch.device("cuda"))
+    batch, steps = (64, 300) if device == "cuda" else (4, 8)     # the interpreter is slow
+    log_obs = torch.randn(batch, steps, 1202, dtype=torch.float64, device=device)
+    lengths = torch.randint(1, steps + 1, (batch,), device=device)
+    bands = transition_bands(601, 51, 0.01).to(torch.device(device))
     result["triton_equals_torch"] = bool(torch.equal(viterbi_triton(log_obs, lengths, bands),
                                                      viterbi_torch(log_obs, lengths, bands)))
-    _, cpu_voiced, _ = pyin(frames[:16].cpu(), counts[:16].cpu(), 22050, 256, 65.406,
-                                 2093.0)
+    _, cpu_voiced, _ = pyin(frames[:16].cpu(), counts[:16].cpu(), 22050, 256, 65.406, 2093.0)
     result["voicing_agreement_cpu_gpu"] = float((cpu_voiced == voiced[:16].cpu()).float().mean())
     return result
 
@@ -94,56 +111,86 @@ def repeated_corpus(demo: Path, folder: Path, copies: int) -> Path:
     return folder
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--copies", type=int, default=20)
-    parser.add_argument("--librosa-files", type=int, default=64)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/gpu_check")
-    shutil.rmtree(work, ignore_errors=True)
-    report = {"device": torch.cuda.get_device_name(0), "cpu_count": os.cpu_count()}
+def demo_agreement(demo: Path, work: Path, device: str, limit: int | None) -> dict:
+    cpu = run_job(demo, work / "cpu.zarr", device="cpu", limit=limit, show_progress=False)
+    gpu = run_job(demo, work / "gpu.zarr", device=device, limit=limit, show_progress=False)
+    agreement = compare(FeatureStore(cpu.path), FeatureStore(gpu.path))
+    return {"cpu_xrt": cpu.times_real_time, "gpu_xrt": gpu.times_real_time,
+            "cpu_vs_gpu": agreement,
+            "agreement_ok": (agreement["mel_max_abs_diff"] <= MEL_ATOL
+                             and agreement["voicing_agreement"] >= VOICING_AGREEMENT)}
 
-    demo = write_demo_corpus(work / "demo")
-    cpu = run_job(demo, work / "cpu.zarr", device="cpu", show_progress=False)
-    gpu = run_job(demo, work / "gpu.zarr", device="cuda", show_progress=False)
-    report["demo_cpu_xrt"], report["demo_gpu_xrt"] = cpu.times_real_time, gpu.times_real_time
-    report["cpu_vs_gpu"] = agreement = compare(FeatureStore(cpu.path), FeatureStore(gpu.path))
-    report["agreement_ok"] = (agreement["mel_max_abs_diff"] <= MEL_ATOL
-                              and agreement["voicing_agreement"] >= VOICING_AGREEMENT)
 
-    for preset in ("coqui-fastpitch", "espnet"):      # silence trimming; WORLD's dio
-        stores = [FeatureStore(run_job(demo, work / f"{preset}-{device}.zarr", preset=preset,
-                                       device=device, show_progress=False).path)
-                  for device in ("cpu", "cuda")]
-        report[f"{preset}_same_spans"] = bool(np.array_equal(stores[0].spans, stores[1].spans))
-        report[f"{preset}_same_frame_counts"] = same = bool(
-            np.array_equal(stores[0].lengths, stores[1].lengths))
-        if same:
-            report[f"{preset}_cpu_vs_gpu"] = compare(*stores)
+def preset_agreement(demo: Path, work: Path, device: str, preset: str,
+                     limit: int | None) -> dict:
+    stores = [FeatureStore(run_job(demo, work / f"{preset}-{side}.zarr", preset=preset,
+                                   device=kind, limit=limit, show_progress=False).path)
+              for side, kind in (("cpu", "cpu"), ("gpu", device))]
+    result = {"same_spans": bool(np.array_equal(stores[0].spans, stores[1].spans)),
+              "same_frame_counts": bool(np.array_equal(stores[0].lengths, stores[1].lengths))}
+    if result["same_frame_counts"]:
+        result["cpu_vs_gpu"] = compare(*stores)
+    return result
 
-    big = repeated_corpus(demo, work / "big", args.copies)
+
+def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
+                          limit: int | None) -> dict:
+    big = repeated_corpus(demo, work / "big", copies)
+    result = {}
     for batch_size in (256, 512):
         runs = []
         for _ in range(2):
             start = time.perf_counter()
-            r = run_job(big, work / "big.zarr", device="cuda", batch_size=batch_size,
-                        overwrite=True, show_progress=False)
+            r = run_job(big, work / "big.zarr", device=device, batch_size=batch_size,
+                        limit=limit and limit * copies, overwrite=True, show_progress=False)
             runs.append({"xrt": r.times_real_time, "wall_s": time.perf_counter() - start,
                          "audio_s": r.audio_s})
-        report[f"big_gpu_batch{batch_size}"] = runs
-    report["pyin_batch"] = pyin_batch()
-    report["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        result[f"batch{batch_size}"] = runs
+    return result
 
-    try:
-        paths = sorted(str(p) for p in (demo / "wavs").glob("*.wav"))[: args.librosa_files]
-        audio_s, wall = time_librosa(paths, os.cpu_count())
-        report["librosa_xrt"] = audio_s / wall
-    except Exception as e:  # librosa may be missing on the device image
-        report["librosa_error"] = repr(e)
 
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+def librosa_baseline(demo: Path, files: int) -> dict:
+    paths = sorted(str(p) for p in (demo / "wavs").glob("*.wav"))[:files]
+    audio_s, wall = time_librosa(paths, os.cpu_count())
+    return {"files": len(paths), "workers": os.cpu_count(), "xrt": audio_s / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--copies", type=int, default=20)
+    parser.add_argument("--pyin-utterances", type=int, default=1000)
+    parser.add_argument("--librosa-files", type=int, default=64)
+    parser.add_argument("--limit", type=int, help="demo utterances to use (default: all)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="gpu_check-"))    # not under OUT_DIR: it comes back
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (trial run)",
+              "cpu_count": os.cpu_count()}
+    demo = write_demo_corpus(work / "demo")
+    steps = {
+        "demo": lambda: demo_agreement(demo, work, device, args.limit),
+        "coqui-fastpitch": lambda: preset_agreement(demo, work, device, "coqui-fastpitch",
+                                                    args.limit),
+        "espnet": lambda: preset_agreement(demo, work, device, "espnet", args.limit),
+        "big_corpus": lambda: big_corpus_throughput(demo, work, device, args.copies,
+                                                    args.limit),
+        "pyin_batch": lambda: pyin_batch(device, args.pyin_utterances),
+        "librosa": lambda: librosa_baseline(demo, args.librosa_files),
+    }
+    for name, step in steps.items():
+        start = time.perf_counter()
+        try:
+            report[name] = step()
+        except Exception:           # keep going: the other steps' figures still count
+            report[name] = {"error": traceback.format_exc(limit=8)}
+        report[name + "_step_s"] = round(time.perf_counter() - start, 1)
+        if device == "cuda":
+            report["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+        print(f"{name}: {report[name + '_step_s']} s", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 

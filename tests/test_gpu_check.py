@@ -1,0 +1,24 @@
+"""benchmarks/gpu_check.py, the script a lent GPU machine runs once, tried on the CPU at a small
+size so that it cannot rot unnoticed: every step must finish without an error."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+def test_every_step_of_the_gpu_check_runs(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--limit", "6",
+                             "--copies", "1", "--pyin-utterances", "4", "--librosa-files", "2"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    steps = ("demo", "coqui-fastpitch", "espnet", "big_corpus", "pyin_batch", "librosa")
+    errors = {name: report[name]["error"] for name in steps if "error" in report[name]}
+    assert not errors, errors
+    assert report["demo"]["agreement_ok"]         # on the CPU both sides are the CPU path
+    assert report["coqui-fastpitch"]["same_spans"] and report["espnet"]["same_frame_counts"]
+    assert report["pyin_batch"]["triton_equals_torch"]
+    assert report["big_corpus"]["batch256"][0]["audio_s"] > 0 < report["librosa"]["xrt"]
