@@ -53,10 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a store in a toolkit's own file layout")
     export.add_argument("store")
-    export.add_argument("--to", required=True, choices=("fastpitch", "nemo"),
+    export.add_argument("--to", required=True, choices=("fastpitch", "nemo", "coqui"),
                         help="fastpitch: DeepLearningExamples mels/ and pitch/ .pt files; "
-                             "nemo: NeMo's per-feature .npy files and feature_stats.json")
+                             "nemo: NeMo's per-feature .npy files and feature_stats.json; "
+                             "coqui: Coqui TTS's F0 cache (its f0_cache_path)")
     export.add_argument("dir", help="output folder")
+    export.add_argument("--dataset-name", default="",
+                        help="coqui: the dataset config's dataset_name (default: empty, as "
+                             "Coqui's LJSpeech recipes leave it)")
     export.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
 
     demo = commands.add_parser("demo", help="write the bundled demo corpus")
@@ -140,7 +144,7 @@ def cmd_export(args) -> int:
     if preset != RECIPE_PRESETS[args.to]:
         print(f"note: {args.store} uses preset {preset!r}; {args.to}'s recipe computes its "
               f"features as preset {RECIPE_PRESETS[args.to]!r} does", file=sys.stderr)
-    count = export_store(args.store, args.to, args.dir, args.overwrite)
+    count = export_store(args.store, args.to, args.dir, args.overwrite, args.dataset_name)
     print(f"exported {count} utterances to {args.dir} ({args.to} layout)")
     return EXIT_OK
 

@@ -57,6 +57,8 @@ class PitchConfig:
     no_trough_prob: float = 0.01
     max_transition_rate: float = 35.92
     padding: str = "zero"         # how frames at the edges are filled (librosa's pad_mode)
+    whole_hop_extension: bool = False   # Coqui's compute_f0: a signal of a whole number of
+    #                                     hops first gets hop/2 more samples, reflected
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ def _validate(p: Preset) -> None:
     need(p.log_floor > 0 and p.magnitude_eps >= 0 and p.power_floor >= 0,
          "log_floor must be > 0, magnitude_eps and power_floor >= 0")
     q = p.pitch
+    need(not q.whole_hop_extension or (q.padding == "reflect" and q.method != "dio"),
+         "pitch.whole_hop_extension needs pitch.padding reflect and a framed method (pyin, yin)")
     need(q.method != "dio" or p.centered,
          f"pitch.method dio estimates on frames at t * hop_length, so it needs a centred "
          f"padding (reflect_center or zero_center), got {p.padding}")

@@ -11,12 +11,20 @@ compute_feature_stats.py), with the dataset's wavs/ folder as NeMo's audio_dir:
                              ddof=1, as torch.std), under "default" and per speaker
     DIR/manifest.json        one JSON line per utterance: audio_filepath, text, duration,
                              speaker when the corpus has speakers
+coqui: Coqui TTS's F0 cache (TTS/tts/datasets/dataset.py F0Dataset), for `f0_cache_path`:
+    DIR/<name>_pitch.npy     f0 [T] (Hz, 0 when unvoiced); <name> is Coqui's
+                             string2filename(f"{dataset_name}#wavs/<id>"), what its ljspeech
+                             formatter names the file
+    DIR/pitch_stats.npy      {"mean", "std"} as F0Dataset.precompute computes them: over the
+                             nonzero f0 after its collate truncates them to whole Hz
+                             (torch.LongTensor); a pickled dict, as Coqui saves and loads it
 
 Ids become file names; an id that would land outside DIR is refused.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -26,7 +34,8 @@ import torch
 
 from extract.loader import FeatureStore
 
-RECIPE_PRESETS = {"fastpitch": "dle-fastpitch", "nemo": "nemo-fastpitch"}
+RECIPE_PRESETS = {"fastpitch": "dle-fastpitch", "nemo": "nemo-fastpitch",
+                  "coqui": "coqui-fastpitch"}
 
 
 class ExportError(ValueError):
@@ -34,8 +43,9 @@ class ExportError(ValueError):
 
 
 def export_store(store_path: str | Path, target: str, out_dir: str | Path,
-                 overwrite: bool = False) -> int:
-    """Export every utterance of the store to `out_dir` in `target`'s layout; return the count."""
+                 overwrite: bool = False, dataset_name: str = "") -> int:
+    """Export every utterance of the store to `out_dir` in `target`'s layout; return the count.
+    `dataset_name`: Coqui's BaseDatasetConfig.dataset_name, part of its cache file names."""
     if target not in RECIPE_PRESETS:
         raise ExportError(f"--to must be one of {sorted(RECIPE_PRESETS)}, got {target!r}")
     store = FeatureStore(store_path, mel_layout="bins_first")
@@ -46,7 +56,10 @@ def export_store(store_path: str | Path, target: str, out_dir: str | Path,
     for utt_id in store.ids:
         if not (root / utt_id).resolve().is_relative_to(root):
             raise ExportError(f"utterance id {utt_id!r} would be written outside {out_dir}")
-    (export_fastpitch if target == "fastpitch" else export_nemo)(store, out_dir)
+    if target == "coqui":
+        export_coqui(store, out_dir, dataset_name)
+    else:
+        (export_fastpitch if target == "fastpitch" else export_nemo)(store, out_dir)
     return len(store)
 
 
@@ -89,6 +102,30 @@ def _nemo_stats(s: dict) -> dict:
 
     return {"pitch_mean": s["f0_mean"], "pitch_std": std(s["f0_std"]),
             "energy_mean": s["energy_voiced_mean"], "energy_std": std(s["energy_voiced_std"])}
+
+
+def export_coqui(store: FeatureStore, out_dir: Path, dataset_name: str) -> None:
+    if not store.stats["f0_voiced_frames"]:
+        raise ExportError("the store has no voiced frame, so no pitch statistics for Coqui")
+    count, total, squares = 0, 0, 0       # of the whole-Hz f0, exactly, in Python ints
+    for i, utt_id in enumerate(store.ids):
+        f0 = store.frames("f0", i)
+        np.save(_in_place(out_dir / f"{coqui_file_name(dataset_name, utt_id)}_pitch.npy"), f0)
+        whole_hz = f0.astype(np.int64)
+        whole_hz = whole_hz[whole_hz != 0]
+        count += len(whole_hz)
+        total += int(whole_hz.sum())
+        squares += int((whole_hz * whole_hz).sum())
+    mean = total / count
+    std = math.sqrt(max(squares * count - total * total, 0)) / count
+    np.save(out_dir / "pitch_stats.npy",
+            np.array({"mean": np.float64(mean), "std": np.float64(std)}, dtype=object),
+            allow_pickle=True)
+
+
+def coqui_file_name(dataset_name: str, utt_id: str) -> str:
+    """Coqui's string2filename of its audio_unique_name for wavs/<id>.wav."""
+    return base64.urlsafe_b64encode(f"{dataset_name}#wavs/{utt_id}".encode()).decode()
 
 
 def _in_place(path: Path) -> Path:

@@ -198,6 +198,23 @@ def coqui_trim_silence(wav: np.ndarray) -> np.ndarray:
     return librosa.effects.trim(wav, top_db=60.0, frame_length=1024, hop_length=256)[0]
 
 
+def coqui_f0(wav: np.ndarray) -> np.ndarray:
+    """coqui-ai/TTS AudioProcessor.compute_f0 with the FastPitch recipe's pitch_fmax 640 Hz (and
+    fmin 65 Hz, see configs/coqui-fastpitch.yaml): a signal of a whole number of hops is first
+    extended by hop/2 reflected samples, then numpy_transforms.compute_f0 runs librosa.pyin
+    (center, reflect) on it as float64 and zeroes unvoiced frames."""
+    import librosa
+
+    hop = 256
+    if len(wav) % hop == 0:
+        wav = np.pad(wav, (0, hop // 2), mode="reflect")
+    f0, voiced, _ = librosa.pyin(wav.astype(np.double), fmin=65.0, fmax=640.0, sr=22050,
+                                 frame_length=1024, hop_length=hop, pad_mode="reflect",
+                                 center=True)
+    f0[~voiced] = 0.0
+    return f0
+
+
 def espnet_pitch(y: np.ndarray, n_frames: int) -> np.ndarray:
     """espnet2/tts/feats_extract/dio.py Dio._calculate_f0 before its continuous and log steps:
     pyworld.dio + stonemask at 80-400 Hz, frame_period 1000 * 256 / 22050, zero-padded or cut

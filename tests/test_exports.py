@@ -1,8 +1,12 @@
-"""Exports into FastPitch's and NeMo's layouts, read back the way those toolkits read them, and
-the loader's layout and normalisation options, per speaker."""
+"""Exports into FastPitch's, NeMo's and Coqui's layouts, read back the way those toolkits read
+them, and the loader's layout and normalisation options, per speaker."""
 
+import base64
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -47,6 +51,35 @@ def test_fastpitch_export_loads_like_prepare_dataset_output(store, tmp_path):
         torch.testing.assert_close(mel, item["mel"].T, rtol=0, atol=0)
         torch.testing.assert_close(pitch[0], item["f0"], rtol=0, atol=0)
         assert text == item["text"]
+
+
+def coqui_string2filename(string):
+    """TTS/tts/datasets/dataset.py string2filename."""
+    return base64.urlsafe_b64encode(string.encode("utf-8")).decode("utf-8", "ignore")
+
+
+def test_coqui_export_loads_like_coquis_f0_cache(trimmed_reference, tmp_path):
+    """F0Dataset.compute_or_load finds every file, and load_stats reads what its precompute
+    would have saved: statistics of the f0 after its LongTensor collate."""
+    cache = tmp_path / "f0_cache"
+    result = subprocess.run([sys.executable, "-m", "extract", "export", str(trimmed_reference),
+                             "--to", "coqui", str(cache), "--dataset-name", "lj"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr, result.stderr   # its own preset
+    features = FeatureStore(trimmed_reference)
+    root, collated = "/data/LJSpeech-1.1/", []
+    for utt_id in features.ids:
+        audio_file = os.path.join(root, "wavs", utt_id + ".wav")         # formatters.ljspeech
+        relfilepath = os.path.splitext(os.path.relpath(audio_file, root))[0]  # add_extra_keys
+        pitch_file = os.path.join(cache, coqui_string2filename(f"lj#{relfilepath}") + "_pitch.npy")
+        pitch = np.load(pitch_file).astype(np.float32)
+        np.testing.assert_array_equal(pitch, features[utt_id]["f0"].numpy())
+        collated.append(torch.LongTensor(pitch))
+    nonzeros = np.concatenate([v[np.where(v != 0.0)[0]] for v in collated])
+    stats = np.load(cache / "pitch_stats.npy", allow_pickle=True).item()
+    assert stats["mean"].astype(np.float32) == np.float32(np.mean(nonzeros))
+    assert stats["std"].astype(np.float32) == pytest.approx(np.float32(np.std(nonzeros)), rel=1e-6)
+    assert len(os.listdir(cache)) == len(features) + 1
 
 
 def test_nemo_export_loads_like_compute_features_output(store, tmp_path):

@@ -84,6 +84,8 @@ def test_not_a_wav_and_truncated(tmp_path):
     ({"pitch": {"method": "crepe"}}, "pitch.method must be one of"),
     ({"pitch": {"switch_prob": 1.0}}, "pitch.switch_prob must be in"),
     ({"pitch": {"method": "dio"}}, "needs a centred padding"),
+    ({"pitch": {"whole_hop_extension": True}}, "whole_hop_extension needs pitch.padding reflect"),
+    ({"pitch": {"whole_hop_extension": 1}}, "must be true or false"),
     ({"trim_top_db": -60.0}, "trim_top_db must be positive"),
     ({"trim_margin": 220}, "trim_margin needs trim_top_db"),
     ({"trim_top_db": 60.0, "trim_margin": -1}, "trim_margin must be >= 0"),

@@ -1,6 +1,8 @@
 """Every preset against a transcription of its toolkit's feature code (tests/reference.py), on
 speech-like audio at the preset's rate: the log-mel within 1e-4, same frame count."""
 
+import dataclasses
+
 import librosa
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 import reference
 from extract.config import available_presets, load_preset
 from extract.demo import synth_utterance
-from extract.features import extract_features
+from extract.features import estimate_pitch, extract_features
 from extract.job import run_job
 from extract.loader import FeatureStore
 
@@ -102,3 +104,29 @@ def test_center_preset_pitch_is_librosa_pyin_on_the_same_frames(tmp_path):
     both = item["voiced"].numpy() & voiced
     cents = 1200 * np.abs(np.log2(item["f0"].numpy()[both] / f0[both]))
     assert both.any() and (cents <= 10.001).mean() >= 0.99
+
+
+def test_coqui_pitch_extends_a_whole_number_of_hops_as_compute_f0_does():
+    """Coqui pads a signal whose length is a multiple of hop by hop/2 reflected samples before
+    pyin; that moves the last frames of audio that ends voiced. Same f0 on every frame."""
+    preset = load_preset("coqui-fastpitch")
+    without = dataclasses.replace(preset, pitch=dataclasses.replace(preset.pitch,
+                                                                    whole_hop_extension=False))
+    clips = []
+    for k in range(4):                        # gliding tones cut mid-voicing, 256 * n samples
+        t = np.arange(256 * (60 + 7 * k) + (0 if k % 2 else 100)) / 22050
+        clips.append((0.5 * np.sin(2 * np.pi * (120 + 30 * k) * t * (1 + 0.3 * t))
+                      + 0.02 * np.random.default_rng(k).standard_normal(len(t))))
+    audio = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(c).float() for c in clips],
+                                            batch_first=True)
+    lengths = torch.tensor([len(c) for c in clips])
+    n_frames = int(preset.num_frames(lengths).max())
+    f0 = estimate_pitch(audio, lengths, preset, n_frames)[0].numpy()
+    f0_without = estimate_pitch(audio, lengths, without, n_frames)[0].numpy()
+    moved = 0
+    for k, clip in enumerate(clips):
+        expected = reference.coqui_f0(clip.astype(np.float32))
+        n = len(expected)
+        np.testing.assert_allclose(f0[k, :n], expected, rtol=1e-6, err_msg=f"clip {k}")
+        moved += not np.allclose(f0_without[k, :n], expected, rtol=1e-6)
+    assert moved >= 1                         # the extension matters for these endings

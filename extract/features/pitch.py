@@ -26,6 +26,8 @@ def pitch_frames(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset,
     (t * hop + preset.frame_center_offset), padded with zeros or by reflecting each row at its
     own ends (pitch.padding)."""
     n, hop = preset.pitch.frame_length, preset.hop_length
+    if preset.pitch.whole_hop_extension:
+        audio, lengths = extend_whole_hops(audio, lengths, hop)
     if preset.pitch.padding == "reflect":
         padded = reflect_pad(audio, lengths, n // 2)
         start = preset.frame_center_offset
@@ -34,6 +36,21 @@ def pitch_frames(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset,
         padded = torch.nn.functional.pad(audio, (left, n))
         start = 0
     return padded[:, start:].unfold(1, n, hop)[:, :num_frames]
+
+
+def extend_whole_hops(audio: torch.Tensor, lengths: torch.Tensor,
+                      hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coqui's compute_f0 alignment: each row whose length is a whole number of hops gets
+    hop // 2 more samples reflected about its last one (np.pad mode "reflect"): [B, L] ->
+    ([B, L + hop // 2], new lengths). The frame count does not change."""
+    extra = hop // 2
+    lengths = lengths.to(audio.device)
+    out = torch.nn.functional.pad(audio, (0, extra))
+    rows = (lengths % hop == 0).nonzero()[:, 0]
+    steps = torch.arange(1, extra + 1, device=audio.device)
+    last = lengths[rows, None] - 1
+    out[rows[:, None], last + steps] = audio[rows[:, None], (last - steps).clamp(min=0)]
+    return out, lengths + extra * (lengths % hop == 0)
 
 
 def yin(frames: torch.Tensor, sample_rate: int, fmin: float, fmax: float, threshold: float,
