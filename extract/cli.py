@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="coqui: the dataset config's dataset_name (default: empty, as "
                              "Coqui's LJSpeech recipes leave it)")
     export.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
 
     demo = commands.add_parser("demo", help="write the bundled demo corpus")
     demo.add_argument("folder", help="where to write metadata.csv and wavs/")
@@ -144,7 +145,8 @@ def cmd_export(args) -> int:
     if preset != RECIPE_PRESETS[args.to]:
         print(f"note: {args.store} uses preset {preset!r}; {args.to}'s recipe computes its "
               f"features as preset {RECIPE_PRESETS[args.to]!r} does", file=sys.stderr)
-    count = export_store(args.store, args.to, args.dir, args.overwrite, args.dataset_name)
+    count = export_store(args.store, args.to, args.dir, args.overwrite, args.dataset_name,
+                         show_progress=not args.quiet)
     print(f"exported {count} utterances to {args.dir} ({args.to} layout)")
     return EXIT_OK
 

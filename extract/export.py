@@ -27,12 +27,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from extract.loader import FeatureStore
+from extract.progress import Progress
 
 RECIPE_PRESETS = {"fastpitch": "dle-fastpitch", "nemo": "nemo-fastpitch",
                   "coqui": "coqui-fastpitch"}
@@ -43,7 +45,8 @@ class ExportError(ValueError):
 
 
 def export_store(store_path: str | Path, target: str, out_dir: str | Path,
-                 overwrite: bool = False, dataset_name: str = "") -> int:
+                 overwrite: bool = False, dataset_name: str = "",
+                 show_progress: bool = False) -> int:
     """Export every utterance of the store to `out_dir` in `target`'s layout; return the count.
     `dataset_name`: Coqui's BaseDatasetConfig.dataset_name, part of its cache file names."""
     if target not in RECIPE_PRESETS:
@@ -56,16 +59,29 @@ def export_store(store_path: str | Path, target: str, out_dir: str | Path,
     for utt_id in store.ids:
         if not (root / utt_id).resolve().is_relative_to(root):
             raise ExportError(f"utterance id {utt_id!r} would be written outside {out_dir}")
+    utterances = _each_utterance(store, show_progress)
     if target == "coqui":
-        export_coqui(store, out_dir, dataset_name)
+        export_coqui(store, utterances, out_dir, dataset_name)
     else:
-        (export_fastpitch if target == "fastpitch" else export_nemo)(store, out_dir)
+        (export_fastpitch if target == "fastpitch" else export_nemo)(store, utterances, out_dir)
     return len(store)
 
 
-def export_fastpitch(store: FeatureStore, out_dir: Path) -> None:
-    lines = []
+def _each_utterance(store: FeatureStore, show_progress: bool) -> Iterator[tuple[int, str]]:
+    """(index, id) of every utterance, with a progress line."""
+    seconds = store.lengths * store.config["hop_length"] / store.config["sample_rate"]
+    progress = Progress(len(store), float(seconds.sum()), enabled=show_progress,
+                        label="exporting")
     for i, utt_id in enumerate(store.ids):
+        yield i, utt_id
+        progress.update(1, float(seconds[i]))
+    progress.close()
+
+
+def export_fastpitch(store: FeatureStore, utterances: Iterator[tuple[int, str]],
+                     out_dir: Path) -> None:
+    lines = []
+    for i, utt_id in utterances:
         item = store[i]
         torch.save(item["mel"].clone(), _in_place(out_dir / "mels" / f"{utt_id}.pt"))
         torch.save(item["f0"][None].clone(), _in_place(out_dir / "pitch" / f"{utt_id}.pt"))
@@ -73,10 +89,11 @@ def export_fastpitch(store: FeatureStore, out_dir: Path) -> None:
     (out_dir / "filelist.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def export_nemo(store: FeatureStore, out_dir: Path) -> None:
+def export_nemo(store: FeatureStore, utterances: Iterator[tuple[int, str]],
+                out_dir: Path) -> None:
     seconds_per_frame = store.config["hop_length"] / store.config["sample_rate"]
     manifest = []
-    for i, utt_id in enumerate(store.ids):
+    for i, utt_id in utterances:
         item = store[i]
         for name, value in (("mel_spec", item["mel"]), ("pitch", item["f0"]),
                             ("voiced_mask", item["voiced"]), ("energy", item["energy"])):
@@ -104,11 +121,12 @@ def _nemo_stats(s: dict) -> dict:
             "energy_mean": s["energy_voiced_mean"], "energy_std": std(s["energy_voiced_std"])}
 
 
-def export_coqui(store: FeatureStore, out_dir: Path, dataset_name: str) -> None:
+def export_coqui(store: FeatureStore, utterances: Iterator[tuple[int, str]], out_dir: Path,
+                 dataset_name: str) -> None:
     if not store.stats["f0_voiced_frames"]:
         raise ExportError("the store has no voiced frame, so no pitch statistics for Coqui")
     count, total, squares = 0, 0, 0       # of the whole-Hz f0, exactly, in Python ints
-    for i, utt_id in enumerate(store.ids):
+    for i, utt_id in utterances:
         f0 = store.frames("f0", i)
         np.save(_in_place(out_dir / f"{coqui_file_name(dataset_name, utt_id)}_pitch.npy"), f0)
         whole_hz = f0.astype(np.int64)
