@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11 or 3.12) and install tts-extract into it; `setup.sh test` adds the
-# test extras (pytest, librosa, pyworld built from source, ...).
+# Create a virtual environment ($VENV, default .venv; Python $PYTHON, default python3: 3.11 or
+# 3.12) and install tts-extract into it; `setup.sh test` adds the test extras (pytest, librosa,
+# pyworld built from source, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$python" -m venv .venv
+venv=${VENV:-.venv}
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
 fi
-.venv/bin/python -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q --upgrade pip
 # torchaudio 2.11 is built against torch 2.11 but does not declare it: pin the pair here.
 extras=${1:+[$1]}
-.venv/bin/python -m pip install -q -e ".${extras}" torch==2.11.0 torchaudio==2.11.0
+"$venv/bin/python" -m pip install -q -e ".${extras}" torch==2.11.0 torchaudio==2.11.0

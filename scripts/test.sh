@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up and run the test suite (CPU only; Triton kernels, if any, run interpreted).
+# Set up and run the test suite (CPU only; Triton kernels, if any, run interpreted), in $VENV
+# (default .venv) with $PYTHON (default python3), as scripts/setup.sh makes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+venv=${VENV:-.venv}
 bash scripts/setup.sh test
 # The loader's oldest supported torch, with only numpy and zarr beside it
 # (tests/test_loader_compat.py; a CUDA build of torch 2.4.1, about 5 GB, made once).
@@ -11,4 +13,4 @@ if ! "$old/bin/python" -c "import torch, zarr" 2>/dev/null; then
   "${PYTHON:-python3}" -m venv "$old"
   "$old/bin/python" -m pip install -q torch==2.4.1 "zarr>=3.1" numpy
 fi
-TTS_EXTRACT_LOADER_PYTHON="$PWD/$old/bin/python" .venv/bin/python -m pytest -q "$@"
+TTS_EXTRACT_LOADER_PYTHON="$PWD/$old/bin/python" "$venv/bin/python" -m pytest -q "$@"
