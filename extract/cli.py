@@ -121,7 +121,7 @@ def cmd_inspect(args) -> int:
     from extract.loader.feature_store import FeatureStore
 
     store = FeatureStore(args.store)
-    print(store.describe())
+    print(store.describe(shown_rejections=None))
     return 0
 
 

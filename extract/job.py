@@ -268,7 +268,7 @@ def _featurise(batch, rows: list[int], utts: list[Utterance], counts: np.ndarray
     indices = [batch.indices[r] for r in rows]
     lengths = batch.lengths[rows]
     audio, lengths = to_preset_rate(batch.audio[rows, : int(lengths.max())], lengths,
-                                    [utts[i].wav.sample_rate for i in indices],
+                                    [utts[i].audio.sample_rate for i in indices],
                                     preset.sample_rate)
     if preset.trims:
         audio, lengths = cut_spans(audio, [utts[i].span for i in indices])

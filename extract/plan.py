@@ -1,7 +1,7 @@
 """What a job writes, decided before any feature is computed: the store's utterances, their
 frame counts, and the order they are processed in.
 
-Frame counts come from the WAV headers, except under presets that trim silence: there every
+Frame counts come from the audio headers, except under presets that trim silence: there every
 file is decoded once beforehand (`trim_silence`, spread over the ranks) to find the span of
 samples its features cover.
 """
@@ -33,7 +33,7 @@ def plan(corpus: Corpus, preset: Preset, max_duration_s: float
     min_samples = max((preset.n_fft - preset.hop_length) // 2 + 1, preset.hop_length)
     kept, counts, rejected = [], [], list(corpus.rejected)
     for u in corpus.utterances:
-        whole = resampled_length(u.wav.num_samples, u.wav.sample_rate, preset.sample_rate)
+        whole = resampled_length(u.audio.num_samples, u.audio.sample_rate, preset.sample_rate)
         span = (0, whole) if u.span is None else u.span
         n = span[1] - span[0]
         if u.duration_s > max_duration_s:
@@ -70,7 +70,7 @@ def processing_order(utterances: list[Utterance], counts: np.ndarray,
 
 
 def by_rate_and_length(u: Utterance) -> tuple[int, int]:
-    return u.wav.sample_rate, u.wav.num_samples
+    return u.audio.sample_rate, u.audio.num_samples
 
 
 def complete_batches(todo: list[Utterance], utterances: list[Utterance], batch_size: int,
@@ -87,11 +87,11 @@ def complete_batches(todo: list[Utterance], utterances: list[Utterance], batch_s
         rows = []
         for row, index in enumerate(batch.indices):
             u, decoded = utterances[index], int(batch.lengths[row])
-            if decoded == u.wav.num_samples:
+            if decoded == u.audio.num_samples:
                 rows.append(row)
             else:
                 failed[index] = (f"{u.path}: decoded {decoded} samples but its header says "
-                                 f"{u.wav.num_samples}; re-encode it")
+                                 f"{u.audio.num_samples}; re-encode it")
         if rows:
             yield batch, rows
         progress.update(len(batch.indices) + len(batch.failed),
@@ -121,7 +121,7 @@ def trim_silence(corpus: Corpus, preset: Preset, max_duration_s: float, device: 
             indices = [batch.indices[r] for r in rows]
             audio, lengths = to_preset_rate(
                 batch.audio[rows], batch.lengths[rows],
-                [corpus.utterances[i].wav.sample_rate for i in indices], preset.sample_rate)
+                [corpus.utterances[i].audio.sample_rate for i in indices], preset.sample_rate)
             for k, index in enumerate(indices):
                 spans[index] = trim_span(audio[k, : int(lengths[k])], preset.trim_top_db,
                                          preset.trim_margin, preset.win_length,

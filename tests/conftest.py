@@ -18,7 +18,7 @@ import pytest
 import zarr
 
 from extract.demo import synth_utterance
-from extract.input.wav import write_wav
+from extract.input.audio import write_wav
 from extract.store.layout import ATTRS_KEY, FRAME_ARRAYS, OFFSETS, PROGRESS, SPANS
 
 

@@ -8,10 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile
 import zarr
 
 from extract.demo import synth_utterance
-from extract.input.wav import write_wav
+from extract.input.audio import write_wav
 from extract.loader import FeatureStore
 from extract.store.layout import FRAME_ARRAYS, OFFSETS, SPANS
 
@@ -56,9 +57,22 @@ def write_bad(wavs):
     # a valid header the decoder rejects (2000 channels): found at decode time, not before
     (wavs / "b_decoder.wav").write_bytes(raw_wav(1, 2000, 22050, 16, bytes(2000 * 2 * 700)))
     write_wav(wavs / "b_long.wav", np.zeros(3 * 8000), 8000)
+    y = synth_utterance(1.0, 22050, np.random.default_rng(5))
+    for name, subtype in (("b_flac_truncated", "PCM_16"), ("b_flac_8bit", "PCM_S8"),
+                          ("b_flac_no_length", "PCM_16")):
+        soundfile.write(wavs / f"{name}.flac", y, 22050, subtype=subtype)
+    data = (wavs / "b_flac_truncated.flac").read_bytes()
+    (wavs / "b_flac_truncated.flac").write_bytes(data[: len(data) // 2])
+    data = bytearray((wavs / "b_flac_no_length.flac").read_bytes())
+    data[21] &= 0xF0                  # STREAMINFO's 36-bit total sample count set to 0
+    data[22:26] = bytes(4)
+    (wavs / "b_flac_no_length.flac").write_bytes(bytes(data))
     return {"b_decoder": "audio decoder failed", "b_missing": "file not found",
-            "b_zero_bytes": "not a RIFF/WAVE",
-            "b_text": "not a RIFF/WAVE", "b_truncated": "truncated",
+            "b_flac_truncated": "audio decoder failed",
+            "b_flac_8bit": "unsupported FLAC sample width 8 bits",
+            "b_flac_no_length": "does not give the number of samples",
+            "b_zero_bytes": "neither a RIFF/WAVE nor a FLAC",
+            "b_text": "neither a RIFF/WAVE nor a FLAC", "b_truncated": "truncated",
             "b_nan": "sample 4321 is NaN or infinite", "b_inf": "sample 4321 is NaN",
             "b_empty": "too short", "b_one_sample": "too short",
             "b_u8": "8-bit unsigned PCM", "b_mulaw": "mu-law 8-bit", "b_alaw": "A-law 8-bit",
@@ -136,9 +150,12 @@ def test_every_bad_item_is_named_and_the_rest_is_exactly_a_clean_run(corpora, cl
     store = FeatureStore(tmp_path / "messy.zarr")
     reasons = {r["line"]: r["reason"] for r in store.attrs["rejected"]}
     assert set(reasons) == set(expected)
-    for line, words in expected.items():
+    listed = cli("inspect", tmp_path / "messy.zarr").stdout
+    for k, (line, words) in enumerate(sorted(expected.items())):
         assert words in reasons[line], (line, reasons[line])
-        assert f"line {line} " in result.stdout
+        assert f"line {line} " in listed
+        assert (f"line {line} " in result.stdout) == (k < 20)     # the summary shows 20
+    assert f"... and {len(expected) - 20} more" in result.stdout
     assert "b_decoder.wav" in reasons[[k for k, v in expected.items() if "decoder" in v][0]]
     assert_same_as_clean(tmp_path / "messy.zarr", clean_store)
     silent = store["g_silent"]

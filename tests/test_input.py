@@ -2,10 +2,13 @@ import re
 
 import numpy as np
 import pytest
+import soundfile
 
 from extract.config import PresetError, load_preset, preset_from_dict
+from extract.input.audio import AudioError, read_audio_info, write_wav
 from extract.input.corpus import CorpusError, load_corpus
-from extract.input.wav import WavError, read_wav_info, write_wav
+from extract.job import run_job
+from extract.loader import FeatureStore
 
 from conftest import write_corpus
 
@@ -17,6 +20,32 @@ def test_ljspeech_and_seed_metadata_styles(tmp_path):
                                     lj_style=False) / "metadata.csv")
     assert (seed.utterances[0].id, seed.utterances[0].text) == ("x_0", "Raw text 0")
     assert seed.utterances[0].path.name == "x_0.wav"
+
+
+def test_flac_gives_the_features_of_the_same_samples_in_a_wav(tmp_path):
+    """FLAC files, found for a bare id or named, 16- and 24-bit, stereo, resampled: the store
+    equals the one made from WAVs that hold the same integer samples."""
+    wav = write_corpus(tmp_path / "wav", [("a", 1.3, 44100, 2, "pcm16"),
+                                          ("b", 0.9, 22050, 1, "pcm24")])
+    flac = tmp_path / "flac"
+    (flac / "wavs").mkdir(parents=True)
+    for name, subtype, dtype in (("a", "PCM_16", "int16"), ("b", "PCM_24", "int32")):
+        samples, rate = soundfile.read(wav / "wavs" / f"{name}.wav", dtype=dtype)
+        soundfile.write(flac / "wavs" / f"{name}.flac", samples, rate, subtype=subtype)
+        info, reference = (read_audio_info(folder / "wavs" / f"{name}.{ext}")
+                           for folder, ext in ((flac, "flac"), (wav, "wav")))
+        assert (info.format, info.num_samples, info.channels, info.sample_rate) == \
+            (f"flac{subtype[-2:]}", reference.num_samples, reference.channels, rate)
+    (flac / "metadata.csv").write_text("a|Text of a.|\nb.flac|Text of b.|\n")
+    stores = []
+    for folder in (wav, flac):
+        run_job(folder, folder / "out.zarr", device="cpu", show_progress=False)
+        stores.append(FeatureStore(folder / "out.zarr"))
+    assert stores[0].ids == stores[1].ids == ["a", "b"]
+    np.testing.assert_array_equal(stores[0].spans, stores[1].spans)
+    for name in ("a", "b"):
+        for feature in ("mel", "f0", "voiced", "voiced_prob", "energy"):
+            np.testing.assert_array_equal(stores[0][name][feature], stores[1][name][feature])
 
 
 def test_bom_crlf_and_blank_lines(tmp_path):
@@ -58,20 +87,20 @@ def test_a_corpus_with_nothing_usable_is_an_error(tmp_path):
                                       ("float32", 32)])
 def test_wav_headers(tmp_path, fmt, bits):
     write_wav(tmp_path / "x.wav", np.zeros((1234, 2)), 44100, fmt)
-    info = read_wav_info(tmp_path / "x.wav")
+    info = read_audio_info(tmp_path / "x.wav")
     assert (info.sample_rate, info.num_samples, info.channels, info.format) == \
         (44100, 1234, 2, fmt)
 
 
 def test_not_a_wav_and_truncated(tmp_path):
     (tmp_path / "t.wav").write_text("hello")
-    with pytest.raises(WavError, match="not a RIFF/WAVE"):
-        read_wav_info(tmp_path / "t.wav")
+    with pytest.raises(AudioError, match="neither a RIFF/WAVE nor a FLAC"):
+        read_audio_info(tmp_path / "t.wav")
     write_wav(tmp_path / "x.wav", np.zeros(1000), 22050)
     data = (tmp_path / "x.wav").read_bytes()
     (tmp_path / "x.wav").write_bytes(data[:-100])
-    with pytest.raises(WavError, match="truncated"):
-        read_wav_info(tmp_path / "x.wav")
+    with pytest.raises(AudioError, match="truncated"):
+        read_audio_info(tmp_path / "x.wav")
 
 
 @pytest.mark.parametrize("change,message", [

@@ -147,7 +147,7 @@ def test_existing_output_is_refused_and_foreign_folders_never_deleted(tmp_path, 
 
 
 def test_all_silent_corpus_gives_unvoiced_pitch_and_null_f0_stats(tmp_path):
-    from extract.input.wav import write_wav
+    from extract.input.audio import write_wav
     from extract.job import run_job
 
     (tmp_path / "c" / "wavs").mkdir(parents=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.input.wav import write_wav
+from extract.input.audio import write_wav
 
 SEED_METADATA = "llm_intro_metadata.csv"
 SAMPLE_RATE = 22050

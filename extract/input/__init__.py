@@ -1,1 +1,1 @@
-"""Input: the corpus metadata and WAV headers."""
+"""Input: the corpus metadata and audio (WAV, FLAC) headers."""

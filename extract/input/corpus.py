@@ -1,12 +1,14 @@
-"""Corpus input: an LJSpeech-style metadata file plus a folder of WAVs, read into `Utterance`s.
+"""Corpus input: an LJSpeech-style metadata file plus a folder of WAV (or FLAC) files, read
+into `Utterance`s.
 
 Accepted metadata lines (one utterance each, fields separated by '|'):
 
     LJ001-0001|raw text|normalized text     id without extension -> wavs/LJ001-0001.wav
+                                            (or wavs/LJ001-0001.flac when there is no .wav)
     llm_intro_0.wav|raw text|               file name; empty normalized field -> raw text
     p225_001|raw text|normalized|p225       an optional fourth field names the speaker
 
-Every WAV header is read up front (`extract.input.wav`), so frame counts are known before any
+Every audio header is read up front (`extract.input.audio`), so frame counts are known before any
 audio is decoded. A bad line or file does not stop the job: it becomes a `Rejection` naming the
 metadata line, the file and what is wrong, and the other utterances go ahead.
 """
@@ -18,9 +20,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from extract.input.wav import WavError, WavInfo, check_finite, read_wav_info
+from extract.input.audio import AudioError, AudioInfo, check_finite, read_audio_info
 
-AUDIO_SUFFIXES = (".wav",)
+AUDIO_SUFFIXES = (".wav", ".flac")
 MAX_DURATION_S = 600.0     # default limit; longer files are skipped (--max-duration)
 
 
@@ -35,7 +37,7 @@ class Utterance:
     text: str
     path: Path
     line_number: int
-    wav: WavInfo
+    audio: AudioInfo
     speaker: str = ""
     span: tuple[int, int] | None = None   # [start, end) samples at the preset's rate that the
     #                                       features cover: set by silence trimming
@@ -43,7 +45,7 @@ class Utterance:
 
     @property
     def duration_s(self) -> float:
-        return self.wav.num_samples / self.wav.sample_rate
+        return self.audio.num_samples / self.audio.sample_rate
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,14 @@ def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], lis
 
 
 def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
-    """(utterance id, audio path) for an id field; refuses anything outside `wavs`."""
+    """(utterance id, audio path) for an id field: a file name, or an id whose file is
+    <id>.wav, else <id>.flac; refuses anything outside `wavs`."""
     if id_field.lower().endswith(AUDIO_SUFFIXES):
         utt_id, name = id_field.rsplit(".", 1)[0], id_field
     else:
         utt_id, name = id_field, id_field + ".wav"
+        if not (wavs / name).exists() and (wavs / f"{id_field}.flac").exists():
+            name = f"{id_field}.flac"
     path = (wavs / name).resolve()
     if not path.is_relative_to(wavs.resolve()):
         raise CorpusError(f"id {id_field!r} points outside {wavs}")
@@ -137,7 +142,7 @@ def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
 
 
 def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
-    """Read the metadata (the first `limit` lines that name an utterance) and every WAV header.
+    """Read the metadata (the first `limit` lines that name an utterance) and every audio header.
 
     Unusable lines and files become rejections; raise `CorpusError` only when the dataset
     itself is unusable or no utterance is left."""
@@ -153,9 +158,9 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
             if utt_id in seen:
                 raise CorpusError(f"duplicate id {utt_id!r} (first on line {seen[utt_id]})")
             seen[utt_id] = number
-            info = read_wav_info(path)
+            info = read_audio_info(path)
             check_finite(path, info)
-        except (CorpusError, WavError) as e:
+        except (CorpusError, AudioError) as e:
             rejected.append(Rejection(number, id_field, str(e)))
             continue
         utterances.append(Utterance(len(utterances), utt_id, text, path, number, info, speaker))
@@ -170,6 +175,6 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
 def manifest_sha256(root: Path, utterances: list[Utterance]) -> str:
     """Hash of what a store holds: ids, texts, audio paths relative to the dataset, file sizes
     and speakers, in order."""
-    rows = [[u.id, u.text, u.path.relative_to(root).as_posix(), u.wav.file_size, u.speaker]
+    rows = [[u.id, u.text, u.path.relative_to(root).as_posix(), u.audio.file_size, u.speaker]
             for u in utterances]
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()

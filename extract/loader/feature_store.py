@@ -186,8 +186,11 @@ class FeatureStore:
         state["_readers"], state["_pid"] = {}, None
         return state
 
-    def describe(self) -> str:
+    def describe(self, shown_rejections: int | None = SHOWN_REJECTIONS) -> str:
+        """What the store holds, with the first `shown_rejections` skipped items (None: all)."""
         c, s = self.config, self.stats
+        rejected = self.attrs.get("rejected", [])
+        hidden = len(rejected[shown_rejections:]) if shown_rejections is not None else 0
         frames = self.lengths
         seconds = frames.sum() * c["hop_length"] / c["sample_rate"]
         return "\n".join([
@@ -210,9 +213,11 @@ class FeatureStore:
                                      if n in self.array_names)
             + f", {OFFSETS} int64, {SPANS} int64, "
             f"{UTTERANCE_GROUP}/{{{','.join(self._fields)}}} string",
-            f"  skipped: {len(self.attrs.get('rejected', []))} item(s)"
+            f"  skipped: {len(rejected)} item(s)"
             + "".join(f"\n    line {r['line']} ({r['entry']}): {r['reason']}"
-                      for r in self.attrs.get("rejected", [])[:SHOWN_REJECTIONS]),
+                      for r in rejected[:shown_rejections])
+            + (f"\n    ... and {hidden} more (tts-extract inspect {self.path} lists them all)"
+               if hidden else ""),
             f"  manifest sha256: {self.attrs['manifest_sha256']}",
             "  versions: " + ", ".join(f"{k} {v}" for k, v in self.attrs["versions"].items()),
         ])

@@ -1,6 +1,6 @@
 """Stream per-utterance features into one Zarr v3 store, writing whole shards only.
 
-Frame offsets are fixed before extraction (from WAV headers), so arrays are created once at
+Frame offsets are fixed before extraction (from audio headers), so arrays are created once at
 their final size. Results may arrive in any order; each is copied into the buffer of the shards
 it overlaps, and a shard is written, whole and once, when all its frames have arrived. Then a
 marker progress/NNNNNNNN.json (with the shard's statistics moments) is written atomically: a

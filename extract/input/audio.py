@@ -1,4 +1,4 @@
-"""WAV header reading (RIFF/WAVE), without decoding: rate, length, channels and sample format.
+"""Audio headers (WAV and FLAC), read without decoding: rate, length, channels, sample format.
 
 Reading headers first gives every utterance's frame count before extraction, and catches files
 the decoder would fail on (its errors do not name the file).
@@ -15,35 +15,39 @@ import numpy as np
 PCM, IEEE_FLOAT, A_LAW, MU_LAW, EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
 SUPPORTED = {(PCM, 16), (PCM, 24), (PCM, 32), (IEEE_FLOAT, 32), (IEEE_FLOAT, 64)}
 FORMAT_NAMES = {PCM: "PCM", IEEE_FLOAT: "float", A_LAW: "A-law", MU_LAW: "mu-law"}
+FLAC_BITS = (16, 24)               # FLAC sample widths the job takes
 FINITE_CHECK_SAMPLES = 1 << 20     # float data is checked for NaN/Inf in blocks this long
 
 
-class WavError(ValueError):
-    """The file is not a WAV this job can decode."""
+class AudioError(ValueError):
+    """The file is not audio this job can decode."""
 
 
 @dataclass(frozen=True)
-class WavInfo:
+class AudioInfo:
     sample_rate: int
     num_samples: int      # per channel
     channels: int
-    format: str           # e.g. "pcm16", "float32"
+    format: str           # e.g. "pcm16", "float32", "flac24"
     file_size: int
-    data_offset: int      # byte offset of the samples
+    data_offset: int      # byte offset of the samples (WAV; 0 for FLAC)
 
 
-def read_wav_info(path: Path) -> WavInfo:
-    """Parse the RIFF header of `path`; raise `WavError` saying what is wrong."""
+def read_audio_info(path: Path) -> AudioInfo:
+    """Parse the header of the WAV or FLAC file `path` (told apart by its first bytes, not its
+    name); raise `AudioError` saying what is wrong."""
     try:
         with open(path, "rb") as f:
             data = f.read(1 << 16)
             file_size = f.seek(0, 2)
     except FileNotFoundError:
-        raise WavError(f"{path}: file not found") from None
+        raise AudioError(f"{path}: file not found") from None
     except OSError as e:
-        raise WavError(f"{path}: cannot read ({e.strerror})") from None
+        raise AudioError(f"{path}: cannot read ({e.strerror})") from None
+    if data[:4] == b"fLaC":
+        return _read_flac(path, data, file_size)
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise WavError(f"{path}: not a RIFF/WAVE file")
+        raise AudioError(f"{path}: neither a RIFF/WAVE nor a FLAC file")
     fmt, pos = None, 12
     while pos + 8 <= len(data):
         chunk_id, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
@@ -52,41 +56,59 @@ def read_wav_info(path: Path) -> WavInfo:
             fmt = _parse_fmt(path, data[body:body + size])
         elif chunk_id == b"data":
             if fmt is None:
-                raise WavError(f"{path}: data chunk before fmt chunk")
+                raise AudioError(f"{path}: data chunk before fmt chunk")
             tag, channels, rate, bits = fmt
             available = file_size - body
             if size > available:
-                raise WavError(f"{path}: truncated, header promises {size} data bytes "
+                raise AudioError(f"{path}: truncated, header promises {size} data bytes "
                                f"but the file holds {available}")
             frame_bytes = channels * bits // 8
-            return WavInfo(rate, size // frame_bytes, channels,
+            return AudioInfo(rate, size // frame_bytes, channels,
                            ("float" if tag == IEEE_FLOAT else "pcm") + str(bits), file_size,
                            body)
         pos = body + size + (size & 1)
-    raise WavError(f"{path}: no {'data' if fmt else 'fmt'} chunk")
+    raise AudioError(f"{path}: no {'data' if fmt else 'fmt'} chunk")
+
+
+def _read_flac(path: Path, data: bytes, file_size: int) -> AudioInfo:
+    """The STREAMINFO block, which FLAC requires first: rate, channels, bits, total samples."""
+    if len(data) < 8 + 34 or data[4] & 0x7F != 0:
+        raise AudioError(f"{path}: FLAC file without a STREAMINFO block")
+    fields = int.from_bytes(data[8 + 10: 8 + 18], "big")
+    rate, total = fields >> 44, fields & ((1 << 36) - 1)
+    channels, bits = ((fields >> 41) & 0x7) + 1, ((fields >> 36) & 0x1F) + 1
+    if rate < 1:
+        raise AudioError(f"{path}: invalid FLAC header (sample rate 0)")
+    if bits not in FLAC_BITS:
+        raise AudioError(f"{path}: unsupported FLAC sample width {bits} bits; re-encode it as "
+                         "16-bit (e.g. sox IN.flac -b 16 OUT.flac)")
+    if total == 0:
+        raise AudioError(f"{path}: the FLAC header does not give the number of samples (a "
+                         "streamed encode); re-encode the file (e.g. flac -d then flac)")
+    return AudioInfo(rate, total, channels, f"flac{bits}", file_size, 0)
 
 
 def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, int]:
     if len(body) < 16:
-        raise WavError(f"{path}: fmt chunk too short")
+        raise AudioError(f"{path}: fmt chunk too short")
     tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
     if tag == EXTENSIBLE and len(body) >= 26:
         tag = struct.unpack_from("<H", body, 24)[0]
     if channels < 1 or rate < 1:
-        raise WavError(f"{path}: invalid header ({channels} channels, {rate} Hz)")
+        raise AudioError(f"{path}: invalid header ({channels} channels, {rate} Hz)")
     if (tag, bits) not in SUPPORTED:
         name = FORMAT_NAMES.get(tag, f"format tag {tag:#x}")
         if tag == PCM and bits == 8:
             name = "8-bit unsigned PCM"
         elif tag in FORMAT_NAMES:
             name += f" {bits}-bit"
-        raise WavError(f"{path}: unsupported sample format {name}; convert it to 16-bit PCM "
+        raise AudioError(f"{path}: unsupported sample format {name}; convert it to 16-bit PCM "
                        "(e.g. sox IN.wav -b 16 -e signed-integer OUT.wav)")
     return tag, channels, rate, bits
 
 
-def check_finite(path: Path, info: WavInfo) -> None:
-    """Raise `WavError` if float samples hold NaN or Inf (integer PCM cannot)."""
+def check_finite(path: Path, info: AudioInfo) -> None:
+    """Raise `AudioError` if float samples hold NaN or Inf (integer PCM cannot)."""
     if not info.format.startswith("float"):
         return
     dtype = np.dtype("<f4" if info.format == "float32" else "<f8")
@@ -98,7 +120,7 @@ def check_finite(path: Path, info: WavInfo) -> None:
         block = samples[start:start + FINITE_CHECK_SAMPLES]
         if not np.isfinite(block).all():
             bad = start + int(np.argmin(np.isfinite(block)))
-            raise WavError(f"{path}: sample {bad // info.channels} is NaN or infinite")
+            raise AudioError(f"{path}: sample {bad // info.channels} is NaN or infinite")
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int, fmt: str = "pcm16") -> None:
