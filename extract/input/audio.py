@@ -61,11 +61,11 @@ def read_audio_info(path: Path) -> AudioInfo:
             available = file_size - body
             if size > available:
                 raise AudioError(f"{path}: truncated, header promises {size} data bytes "
-                               f"but the file holds {available}")
+                                 f"but the file holds {available}")
             frame_bytes = channels * bits // 8
             return AudioInfo(rate, size // frame_bytes, channels,
-                           ("float" if tag == IEEE_FLOAT else "pcm") + str(bits), file_size,
-                           body)
+                             ("float" if tag == IEEE_FLOAT else "pcm") + str(bits), file_size,
+                             body)
         pos = body + size + (size & 1)
     raise AudioError(f"{path}: no {'data' if fmt else 'fmt'} chunk")
 
@@ -103,7 +103,7 @@ def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, int]:
         elif tag in FORMAT_NAMES:
             name += f" {bits}-bit"
         raise AudioError(f"{path}: unsupported sample format {name}; convert it to 16-bit PCM "
-                       "(e.g. sox IN.wav -b 16 -e signed-integer OUT.wav)")
+                         "(e.g. sox IN.wav -b 16 -e signed-integer OUT.wav)")
     return tag, channels, rate, bits
 
 
