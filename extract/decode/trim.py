@@ -31,7 +31,7 @@ def nonsilent_span(y: torch.Tensor, top_db: float, frame_length: int,
     if y.numel() == 0:
         return 0, 0
     rms = frame_power(y, frame_length, hop_length).sqrt()
-    power = rms.square()
+    power = rms.square()          # as librosa: rms, then amplitude_to_db squares it again
     db = (10 * torch.log10(power.clamp(min=AMIN_POWER))
           - 10 * torch.log10(rms.max().square().clamp(min=AMIN_POWER)))
     kept = torch.nonzero(db > -top_db).flatten()      # never empty: the loudest frame is 0 dB

@@ -46,11 +46,12 @@ def extend_whole_hops(audio: torch.Tensor, lengths: torch.Tensor,
     extra = hop // 2
     lengths = lengths.to(audio.device)
     out = torch.nn.functional.pad(audio, (0, extra))
-    rows = (lengths % hop == 0).nonzero()[:, 0]
+    whole = lengths % hop == 0
+    rows = whole.nonzero()[:, 0]
     steps = torch.arange(1, extra + 1, device=audio.device)
     last = lengths[rows, None] - 1
     out[rows[:, None], last + steps] = audio[rows[:, None], (last - steps).clamp(min=0)]
-    return out, lengths + extra * (lengths % hop == 0)
+    return out, lengths + extra * whole
 
 
 def yin(frames: torch.Tensor, sample_rate: int, fmin: float, fmax: float, threshold: float,

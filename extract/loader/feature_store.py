@@ -190,7 +190,7 @@ class FeatureStore:
         """What the store holds, with the first `shown_rejections` skipped items (None: all)."""
         c, s = self.config, self.stats
         rejected = self.attrs.get("rejected", [])
-        hidden = len(rejected[shown_rejections:]) if shown_rejections is not None else 0
+        hidden = 0 if shown_rejections is None else max(0, len(rejected) - shown_rejections)
         frames = self.lengths
         seconds = frames.sum() * c["hop_length"] / c["sample_rate"]
         return "\n".join([

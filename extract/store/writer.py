@@ -39,7 +39,6 @@ class StoreWriter:
         self.path = path
         self.shard_frames = shard_frames
         self.index = index
-        self.n_frames = int(index.offsets[-1])
         try:
             if mode == "create":
                 self._create(widths, attrs, chunk_frames)
@@ -65,6 +64,10 @@ class StoreWriter:
     @property
     def offsets(self) -> np.ndarray:
         return self.index.offsets
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.index.offsets[-1])
 
     def _create(self, widths: dict[str, int], attrs: dict, chunk_frames: int) -> None:
         if (self.path / "zarr.json").exists():
@@ -219,7 +222,6 @@ class StoreWriter:
             self.group.attrs[ATTRS_KEY] = {**self.group.attrs[ATTRS_KEY],
                                            "compacting": {"removed": removed,
                                                           "rejected": rejected}}
-        self.n_frames = int(self.offsets[-1])
         self._write_index()
         done = self._marked()
         # new frame -> old frame
