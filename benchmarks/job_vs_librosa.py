@@ -60,35 +60,37 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
-    corpus = args.corpus
-    if corpus is None:
-        from extract.demo import write_demo_corpus
-        corpus = write_demo_corpus(work / "demo")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        corpus = args.corpus
+        if corpus is None:
+            from extract.demo import write_demo_corpus
+            corpus = write_demo_corpus(work / "demo")
 
-    command = [sys.executable, "-m", "extract", "run", str(corpus), str(work / "out.zarr"),
-               "--device", args.device, "--overwrite", "--quiet"]
-    if args.batch_size:
-        command += ["--batch-size", str(args.batch_size)]
-    start = time.perf_counter()
-    summary = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    job_wall = time.perf_counter() - start
-    from extract.loader import FeatureStore
-    run = FeatureStore(work / "out.zarr").attrs["run"]
-    audio_s = run["audio_s"]
-    print(summary.strip())
+        command = [sys.executable, "-m", "extract", "run", str(corpus), str(work / "out.zarr"),
+                   "--device", args.device, "--overwrite", "--quiet"]
+        if args.batch_size:
+            command += ["--batch-size", str(args.batch_size)]
+        start = time.perf_counter()
+        summary = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        job_wall = time.perf_counter() - start
+        from extract.loader import FeatureStore
+        run = FeatureStore(work / "out.zarr").attrs["run"]
+        audio_s = run["audio_s"]
+        print(summary.strip())
 
-    from extract.input.corpus import load_corpus
-    paths = [str(u.path) for u in load_corpus(corpus).utterances][: args.librosa_files]
-    lib_audio, lib_wall = time_librosa(paths, args.workers)
-    lib_rate = lib_audio / lib_wall
-    print(f"librosa mel + pyin, {args.workers} processes: {lib_audio:.0f} s audio in "
-          f"{lib_wall:.1f} s = {lib_rate:.1f}x real time")
-    print(f"tts-extract on {run['device']}: {audio_s:.0f} s audio, job {run['elapsed_s']:.1f} s "
-          f"= {audio_s / run['elapsed_s']:.0f}x real time; whole command incl. start-up "
-          f"{job_wall:.1f} s = {audio_s / job_wall:.0f}x")
-    print(f"ratio (job / librosa): {audio_s / run['elapsed_s'] / lib_rate:.1f}x; "
-          f"whole command: {audio_s / job_wall / lib_rate:.1f}x")
+        from extract.input.corpus import load_corpus
+        paths = [str(u.path) for u in load_corpus(corpus).utterances][: args.librosa_files]
+        lib_audio, lib_wall = time_librosa(paths, args.workers)
+        lib_rate = lib_audio / lib_wall
+        print(f"librosa mel + pyin, {args.workers} processes: {lib_audio:.0f} s audio in "
+              f"{lib_wall:.1f} s = {lib_rate:.1f}x real time")
+        print(f"tts-extract on {run['device']}: {audio_s:.0f} s audio, "
+              f"job {run['elapsed_s']:.1f} s = {audio_s / run['elapsed_s']:.0f}x real time; "
+              f"whole command incl. start-up "
+              f"{job_wall:.1f} s = {audio_s / job_wall:.0f}x")
+        print(f"ratio (job / librosa): {audio_s / run['elapsed_s'] / lib_rate:.1f}x; "
+              f"whole command: {audio_s / job_wall / lib_rate:.1f}x")
 
 
 if __name__ == "__main__":

@@ -40,19 +40,21 @@ def main() -> None:
     from extract.demo import write_demo_corpus
     from extract.loader import FeatureStore
 
-    work = Path(tempfile.mkdtemp(prefix="scaling-"))
-    corpus = repeated_corpus(write_demo_corpus(work / "demo"), work / "corpus", args.copies)
-    single = timed_run([sys.executable], corpus, work / "one.zarr", args.device)
-    multi = timed_run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                       f"--nproc-per-node={args.ranks}"], corpus, work / "many.zarr", args.device)
-    audio_s = FeatureStore(work / "one.zarr").attrs["run"]["audio_s"]
-    a, b = zarr.open_group(str(work / "one.zarr")), zarr.open_group(str(work / "many.zarr"))
-    same = all(np.array_equal(a[n][:], b[n][:]) for n in ("mel", "f0", "voiced", "energy"))
-    print(f"{audio_s:.0f} s of audio, whole commands including start-up")
-    print(f"1 process:  {single:.1f} s = {audio_s / single:.0f}x real time")
-    print(f"{args.ranks} ranks:    {multi:.1f} s = {audio_s / multi:.0f}x real time "
-          f"({audio_s / multi / args.ranks:.0f}x per rank)")
-    print(f"speed-up: {single / multi:.2f}x; stores identical: {same}")
+    with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
+        work = Path(tmp)
+        corpus = repeated_corpus(write_demo_corpus(work / "demo"), work / "corpus", args.copies)
+        single = timed_run([sys.executable], corpus, work / "one.zarr", args.device)
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc-per-node={args.ranks}"]
+        multi = timed_run(launcher, corpus, work / "many.zarr", args.device)
+        audio_s = FeatureStore(work / "one.zarr").attrs["run"]["audio_s"]
+        a, b = zarr.open_group(str(work / "one.zarr")), zarr.open_group(str(work / "many.zarr"))
+        same = all(np.array_equal(a[n][:], b[n][:]) for n in ("mel", "f0", "voiced", "energy"))
+        print(f"{audio_s:.0f} s of audio, whole commands including start-up")
+        print(f"1 process:  {single:.1f} s = {audio_s / single:.0f}x real time")
+        print(f"{args.ranks} ranks:    {multi:.1f} s = {audio_s / multi:.0f}x real time "
+              f"({audio_s / multi / args.ranks:.0f}x per rank)")
+        print(f"speed-up: {single / multi:.2f}x; stores identical: {same}")
 
 
 if __name__ == "__main__":
