@@ -45,7 +45,7 @@ def main() -> None:
         corpus = repeated_corpus(write_demo_corpus(work / "demo"), work / "corpus", args.copies)
         single = timed_run([sys.executable], corpus, work / "one.zarr", args.device)
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc-per-node={args.ranks}"]
+                    f"--nproc-per-node={args.ranks}", f"--log-dir={work / 'torchrun'}"]
         multi = timed_run(launcher, corpus, work / "many.zarr", args.device)
         audio_s = FeatureStore(work / "one.zarr").attrs["run"]["audio_s"]
         a, b = zarr.open_group(str(work / "one.zarr")), zarr.open_group(str(work / "many.zarr"))

@@ -15,15 +15,16 @@ from extract.loader.feature_store import StoreFormatError
 from conftest import ARGS, assert_same_store, start, wait_for_shards
 
 
-def torchrun(nproc: int) -> list[str]:
+def torchrun(nproc: int, tmp_path: Path) -> list[str]:
+    """torchrun's command, its logs under `tmp_path` (not a new folder in /tmp per launch)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={nproc}"]
+            f"--nproc-per-node={nproc}", f"--log-dir={tmp_path / 'torchrun'}"]
 
 
 @pytest.mark.parametrize("nproc", [2, 3])
 def test_ranks_write_exactly_the_single_process_store(corpus, reference, tmp_path, nproc):
     out = tmp_path / "out.zarr"
-    job = start(corpus, out, launcher=torchrun(nproc))
+    job = start(corpus, out, launcher=torchrun(nproc, tmp_path))
     stdout, stderr = job.communicate(timeout=600)
     assert job.returncode == 0, stderr
     assert stdout.count("done: 36 utterances") == 1           # rank 0 reports, once
@@ -35,7 +36,7 @@ def test_ranks_share_the_silence_trimming_pass(corpus, trimmed_reference, tmp_pa
     """Under a trimming preset each rank decodes its share of the files to find their spans;
     the store is still the single process's."""
     out = tmp_path / "out.zarr"
-    job = start(corpus, out, "--preset", "coqui-fastpitch", launcher=torchrun(2))
+    job = start(corpus, out, "--preset", "coqui-fastpitch", launcher=torchrun(2, tmp_path))
     _, stderr = job.communicate(timeout=600)
     assert job.returncode == 0, stderr
     assert "trimming silence:" in stderr
@@ -56,14 +57,14 @@ def workers_of(parent: int) -> list[int]:
 
 def test_a_killed_rank_fails_the_job_and_resume_completes_it(corpus, reference, tmp_path):
     out = tmp_path / "out.zarr"
-    job = start(corpus, out, launcher=torchrun(2))
+    job = start(corpus, out, launcher=torchrun(2, tmp_path))
     wait_for_shards(job, out, 1)
     os.kill(workers_of(job.pid)[-1], signal.SIGKILL)
     _, stderr = job.communicate(timeout=300)
     assert job.returncode != 0
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(out)
-    resumed = subprocess.run([*torchrun(2), "-m", "extract", "run", str(corpus), str(out), *ARGS,
-                              "--resume"], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([*torchrun(2, tmp_path), "-m", "extract", "run", str(corpus), str(out),
+                              *ARGS, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_store(out, reference)
