@@ -9,7 +9,8 @@ venv=${VENV:-.venv}
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install -q --upgrade pip
+# -qq: errors only (a machine's pip config may name index folders it lacks: a warning per package)
+"$venv/bin/python" -m pip install -qq --upgrade pip
 # torchaudio 2.11 is built against torch 2.11 but does not declare it: pin the pair here.
 extras=${1:+[$1]}
-"$venv/bin/python" -m pip install -q -e ".${extras}" torch==2.11.0 torchaudio==2.11.0
+"$venv/bin/python" -m pip install -qq -e ".${extras}" torch==2.11.0 torchaudio==2.11.0

@@ -11,6 +11,6 @@ old=.venv-torch2.4
 if ! "$old/bin/python" -c "import torch, zarr" 2>/dev/null; then
   rm -rf "$old"
   "${PYTHON:-python3}" -m venv "$old"
-  "$old/bin/python" -m pip install -q torch==2.4.1 "zarr>=3.1" numpy
+  "$old/bin/python" -m pip install -qq torch==2.4.1 "zarr>=3.1" numpy
 fi
 TTS_EXTRACT_LOADER_PYTHON="$PWD/$old/bin/python" "$venv/bin/python" -m pytest -q "$@"
