@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from extract.config import DEFAULT_PRESET, Preset, load_preset
-from extract.decode.resample import to_preset_rate
 from extract.decode.trim import cut_spans
 from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
@@ -257,19 +256,17 @@ def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, p
     decode. Raises `JobInterrupted` between batches once `stop` holds a signal number."""
     failed: dict[int, str] = {}
     with torch.inference_mode():
-        for batch, rows in complete_batches(todo, utts, batch_size, device, threads, failed,
-                                            progress, stop, writer.path):
-            _featurise(batch, rows, utts, counts, preset, device, writer)
+        for indices, audio, lengths in complete_batches(todo, utts, preset.sample_rate,
+                                                        batch_size, device, threads, failed,
+                                                        progress, stop, writer.path):
+            _featurise(indices, audio, lengths, utts, counts, preset, device, writer)
     return failed
 
 
-def _featurise(batch, rows: list[int], utts: list[Utterance], counts: np.ndarray,
-               preset: Preset, device: torch.device, writer: StoreWriter) -> None:
-    indices = [batch.indices[r] for r in rows]
-    lengths = batch.lengths[rows]
-    audio, lengths = to_preset_rate(batch.audio[rows, : int(lengths.max())], lengths,
-                                    [utts[i].audio.sample_rate for i in indices],
-                                    preset.sample_rate)
+def _featurise(indices: list[int], audio: torch.Tensor, lengths: torch.Tensor,
+               utts: list[Utterance], counts: np.ndarray, preset: Preset, device: torch.device,
+               writer: StoreWriter) -> None:
+    """Features of decoded utterances at the preset's rate, into the writer."""
     if preset.trims:
         audio, lengths = cut_spans(audio, [utts[i].span for i in indices])
     features = extract_features(audio, lengths, preset)

@@ -73,14 +73,14 @@ def by_rate_and_length(u: Utterance) -> tuple[int, int]:
     return u.audio.sample_rate, u.audio.num_samples
 
 
-def complete_batches(todo: list[Utterance], utterances: list[Utterance], batch_size: int,
-                     device: torch.device, threads: int, failed: dict[int, str],
-                     progress: Progress, stop: list[int], out: Path
-                     ) -> Iterator[tuple[AudioBatch, list[int]]]:
-    """Decode `todo` (`utterances[index]` is each one's utterance) and yield (batch, rows
-    decoded to the length their header promised). A reason for every other file goes into
-    `failed`; progress moves after each batch; `JobInterrupted` is raised between batches once
-    `stop` holds a signal number."""
+def complete_batches(todo: list[Utterance], utterances: list[Utterance], sample_rate: int,
+                     batch_size: int, device: torch.device, threads: int,
+                     failed: dict[int, str], progress: Progress, stop: list[int], out: Path
+                     ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Decode `todo` (`utterances[index]` is each one's utterance) and yield the files decoded
+    to the length their header promised, at `sample_rate`: (indices, audio [B, L], lengths
+    [B]). A reason for every other file goes into `failed`; progress moves after each batch;
+    `JobInterrupted` is raised between batches once `stop` holds a signal number."""
     for batch in decode_batches([u.path for u in todo], [u.index for u in todo], batch_size,
                                 device, threads):
         failed.update(batch.failed)
@@ -93,13 +93,25 @@ def complete_batches(todo: list[Utterance], utterances: list[Utterance], batch_s
                 failed[index] = (f"{u.path}: decoded {decoded} samples but its header says "
                                  f"{u.audio.num_samples}; re-encode it")
         if rows:
-            yield batch, rows
+            yield _rows_at_rate(batch, rows, utterances, sample_rate)
         progress.update(len(batch.indices) + len(batch.failed),
                         sum(utterances[i].duration_s for i in batch.indices))
         if stop:
             progress.close()
             raise JobInterrupted(stop[0], out)
     progress.close()
+
+
+def _rows_at_rate(batch: AudioBatch, rows: list[int], utterances: list[Utterance],
+                  sample_rate: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """`rows` of `batch`, cropped to their longest and resampled to `sample_rate`:
+    (indices, audio, lengths)."""
+    indices = [batch.indices[r] for r in rows]
+    lengths = batch.lengths[rows]
+    audio, lengths = to_preset_rate(batch.audio[rows, : int(lengths.max())], lengths,
+                                    [utterances[i].audio.sample_rate for i in indices],
+                                    sample_rate)
+    return indices, audio, lengths
 
 
 def trim_silence(corpus: Corpus, preset: Preset, max_duration_s: float, device: torch.device,
@@ -116,12 +128,9 @@ def trim_silence(corpus: Corpus, preset: Preset, max_duration_s: float, device: 
     progress = Progress(len(share), sum(u.duration_s for u in share),
                         enabled=show_progress and ranks.is_main, label="trimming silence")
     with torch.inference_mode():
-        for batch, rows in complete_batches(share, corpus.utterances, batch_size, device,
-                                            ranks.cpu_threads(), failed, progress, stop, out):
-            indices = [batch.indices[r] for r in rows]
-            audio, lengths = to_preset_rate(
-                batch.audio[rows], batch.lengths[rows],
-                [corpus.utterances[i].audio.sample_rate for i in indices], preset.sample_rate)
+        for indices, audio, lengths in complete_batches(
+                share, corpus.utterances, preset.sample_rate, batch_size, device,
+                ranks.cpu_threads(), failed, progress, stop, out):
             for k, index in enumerate(indices):
                 spans[index] = trim_span(audio[k, : int(lengths[k])], preset.trim_top_db,
                                          preset.trim_margin, preset.win_length,
