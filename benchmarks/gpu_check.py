@@ -8,11 +8,13 @@ traceback and the next one runs) and prints it at the end.
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
    also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
    (WORLD's dio);
-2. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice per batch
+2. torchrun with two ranks sharing the GPU against step 1's single-process store (gloo, other
+   batches: which arrays come out identical, and how close the rest are);
+3. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice per batch
    size;
-3. pyin alone on --pyin-utterances utterances in one batch: times real time, and the Triton
+4. pyin alone on --pyin-utterances utterances in one batch: times real time, and the Triton
    decoder against the torch one on the GPU;
-4. librosa mel + pyin with one process per core on the first --librosa-files files.
+5. librosa mel + pyin with one process per core on the first --librosa-files files.
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
 script itself before spending GPU time (tests/test_gpu_check.py does, at a small size).
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,10 +39,12 @@ if not torch.cuda.is_available():   # a trial run on the CPU: Triton kernels int
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import numpy as np  # noqa: E402
+import zarr  # noqa: E402
 
 from extract.demo import write_demo_corpus  # noqa: E402
 from extract.job import run_job  # noqa: E402
 from extract.loader import FeatureStore  # noqa: E402
+from extract.store.layout import FRAME_ARRAYS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from job_vs_librosa import time_librosa  # noqa: E402
@@ -133,6 +138,25 @@ def preset_agreement(demo: Path, work: Path, device: str, preset: str,
     return result
 
 
+def torchrun_agreement(demo: Path, work: Path, device: str, limit: int | None) -> dict:
+    """Two ranks on one device against the single process's store of step "demo"."""
+    out = work / "torchrun.zarr"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               f"--log-dir={work / 'torchrun-logs'}", "-m", "extract", "run", str(demo), str(out),
+               "--device", device, "--quiet", *(["--limit", str(limit)] if limit else [])]
+    start = time.perf_counter()
+    job = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if job.returncode != 0:
+        raise RuntimeError(job.stderr[-3000:])
+    wall = time.perf_counter() - start
+    arrays = [zarr.open_group(str(path), mode="r") for path in (work / "gpu.zarr", out)]
+    single, ranks = FeatureStore(work / "gpu.zarr"), FeatureStore(out)
+    return {"wall_s": wall, "ranks": ranks.attrs["run"]["ranks"],
+            "identical": {name: bool(np.array_equal(arrays[0][name][:], arrays[1][name][:]))
+                          for name in FRAME_ARRAYS},
+            "vs_single_process": compare(single, ranks)}
+
+
 def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
                           limit: int | None) -> dict:
     big = repeated_corpus(demo, work / "big", copies)
@@ -174,6 +198,7 @@ def main() -> None:
         "coqui-fastpitch": lambda: preset_agreement(demo, work, device, "coqui-fastpitch",
                                                     args.limit),
         "espnet": lambda: preset_agreement(demo, work, device, "espnet", args.limit),
+        "torchrun": lambda: torchrun_agreement(demo, work, device, args.limit),
         "big_corpus": lambda: big_corpus_throughput(demo, work, device, args.copies,
                                                     args.limit),
         "pyin_batch": lambda: pyin_batch(device, args.pyin_utterances),

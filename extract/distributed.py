@@ -1,9 +1,10 @@
 """One job over several processes, launched by torchrun (or srun running torchrun per node).
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE; without them the job is a
-single process and every call here is a no-op. Ranks talk through torch.distributed: gloo on
-the CPU, nccl when each rank has a GPU. Only small Python objects travel (the plan, errors,
-decoder failures); features go straight from each rank to the shared store.
+single process and every call here is a no-op. Ranks talk through torch.distributed's gloo
+backend, on GPUs too: only small Python objects travel (the plan, errors, decoder failures),
+and gloo, unlike nccl, lets several ranks share a GPU. Features go straight from each rank to
+the shared store.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def start(self, device_type: str) -> None:
+    def start(self) -> None:
         if self.distributed and not dist.is_initialized():
-            dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=TIMEOUT)
+            dist.init_process_group("gloo", timeout=TIMEOUT)
 
     def stop(self) -> None:
         if self.distributed and dist.is_initialized():
@@ -83,8 +84,9 @@ def ranks_from_env() -> Ranks:
 
 
 def device_for(ranks: Ranks, device: torch.device) -> torch.device:
-    """Each rank on its own GPU (LOCAL_RANK)."""
+    """Each rank on GPU LOCAL_RANK; with more local ranks than GPUs, they take turns."""
     if device.type == "cuda" and ranks.distributed:
-        torch.cuda.set_device(ranks.local_rank)
-        return torch.device("cuda", ranks.local_rank)
+        index = ranks.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return device

@@ -93,7 +93,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     check_options(batch_size, shard_frames, max_duration_s)
     if ranks.distributed:
         torch.set_num_threads(ranks.cpu_threads())
-    ranks.start(torch_device.type)
+    ranks.start()
     lock = None
     try:
         corpus = resuming = None

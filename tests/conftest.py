@@ -62,6 +62,27 @@ def mixed_store(mixed_corpus, tmp_path_factory) -> Path:
     return out
 
 
+# The features' reference tests run on each device here: CUDA's too where a GPU is present.
+DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session", params=DEVICES)
+def mixed_store_on_each_device(request, mixed_corpus, mixed_store, tmp_path_factory) -> Path:
+    """mixed_store, and the same corpus extracted with --device cuda where CUDA is present."""
+    if request.param == "cpu":
+        return mixed_store
+    from extract.job import run_job
+
+    out = tmp_path_factory.mktemp("stores") / f"mixed-{request.param}.zarr"
+    run_job(mixed_corpus, out, device=request.param, batch_size=4, show_progress=False)
+    return out
+
+
 SHARD = 512
 ARGS = ["--device", "cpu", "--batch-size", "2", "--shard-frames", str(SHARD)]
 

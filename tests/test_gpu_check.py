@@ -15,10 +15,12 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    steps = ("demo", "coqui-fastpitch", "espnet", "big_corpus", "pyin_batch", "librosa")
+    steps = ("demo", "coqui-fastpitch", "espnet", "torchrun", "big_corpus", "pyin_batch",
+             "librosa")
     errors = {name: report[name]["error"] for name in steps if "error" in report[name]}
     assert not errors, errors
     assert report["demo"]["agreement_ok"]         # on the CPU both sides are the CPU path
     assert report["coqui-fastpitch"]["same_spans"] and report["espnet"]["same_frame_counts"]
     assert report["pyin_batch"]["triton_equals_torch"]
+    assert report["torchrun"]["ranks"] == 2 and all(report["torchrun"]["identical"].values())
     assert report["big_corpus"]["batch256"][0]["audio_s"] > 0 < report["librosa"]["xrt"]

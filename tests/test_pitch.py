@@ -18,20 +18,20 @@ def harmonic(f0: np.ndarray, rng=None) -> np.ndarray:
     return (y + 0.003 * rng.standard_normal(len(y))).astype(np.float32)
 
 
-def run_yin(y: np.ndarray):
-    audio = torch.from_numpy(y)[None]
+def run_yin(y: np.ndarray, device: str = "cpu"):
+    audio = torch.from_numpy(y)[None].to(device)
     q = PRESET.pitch
-    frames = pitch_frames(audio, torch.tensor([len(y)]), PRESET, len(y) // HOP)
+    frames = pitch_frames(audio, torch.tensor([len(y)], device=device), PRESET, len(y) // HOP)
     f0, voiced = yin(frames, SR, q.fmin, q.fmax, q.threshold, q.silence_db)
-    return f0[0].numpy(), voiced[0].numpy()
+    return f0[0].cpu().numpy(), voiced[0].cpu().numpy()
 
 
-def test_yin_matches_librosa_yin_on_the_same_frames():
+def test_yin_matches_librosa_yin_on_the_same_frames(device):
     """librosa.yin frames are centred at t*hop; ours at t*hop + hop/2, so feed librosa the signal
     shifted by hop/2 and compare interior frames."""
     t = np.arange(3 * SR) / SR
     y = harmonic(110 + 80 * (1 + np.sin(2 * np.pi * 0.6 * t)))
-    ours, voiced = run_yin(y)
+    ours, voiced = run_yin(y, device)
     ref = librosa.yin(y[HOP // 2:], fmin=PRESET.pitch.fmin, fmax=PRESET.pitch.fmax, sr=SR,
                       frame_length=PRESET.pitch.frame_length, hop_length=HOP, center=True)
     inner = slice(4, len(ours) - 4)

@@ -214,11 +214,12 @@ def parity_clips() -> list[np.ndarray]:
             for k in range(20)]
 
 
-def test_pyin_matches_librosa_pyin_on_its_own_frames():
+def test_pyin_matches_librosa_pyin_on_its_own_frames(device):
     clips = parity_clips()
     frames = torch.nn.utils.rnn.pad_sequence([librosa_grid(y) for y in clips], batch_first=True)
     counts = torch.tensor([1 + len(y) // HOP for y in clips])
-    f0, voiced, prob = pyin(frames, counts, SR, HOP, FMIN, FMAX)
+    f0, voiced, prob = (x.cpu() for x in pyin(frames.to(device), counts.to(device), SR, HOP,
+                                              FMIN, FMAX))
     same_voicing, close, exact, total, both_voiced, prob_close = 0, 0, 0, 0, 0, 0
     for b, y in enumerate(clips):
         ref_f0, ref_voiced, ref_prob = librosa.pyin(y, fmin=FMIN, fmax=FMAX, sr=SR,
@@ -245,7 +246,7 @@ def test_pyin_matches_librosa_pyin_on_its_own_frames():
     assert prob_close / total >= 0.99
 
 
-def test_job_pitch_is_pyin_on_the_mel_frame_centres(tmp_path):
+def test_job_pitch_is_pyin_on_the_mel_frame_centres(tmp_path, device):
     """The default preset's f0 at mel frame t equals librosa.pyin's on the audio advanced by
     half a hop (its frame t is centred at sample t * hop + hop / 2 of the original)."""
     preset = load_preset("hifigan")
@@ -254,8 +255,8 @@ def test_job_pitch_is_pyin_on_the_mel_frame_centres(tmp_path):
     path = tmp_path / "a.wav"
     soundfile.write(path, y, SR, subtype="PCM_16")
     audio = load_for_hifigan(path)[0].float()
-    features = extract_features(audio[None], torch.tensor([len(audio)]),
-                                preset)
+    features = {name: x.cpu() for name, x in extract_features(
+        audio[None].to(device), torch.tensor([len(audio)], device=device), preset).items()}
     ref_f0, ref_voiced, _ = librosa.pyin(audio[HOP // 2:].numpy(), fmin=FMIN, fmax=FMAX, sr=SR,
                                          frame_length=N, hop_length=HOP)
     frames = len(audio) // HOP

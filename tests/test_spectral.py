@@ -31,20 +31,23 @@ def test_reflect_pad_is_per_row():
         torch.testing.assert_close(padded[row, : n + 768], ref[0, 0], rtol=0, atol=0)
 
 
-def test_hifigan_preset_matches_hifigan_definition(mixed_corpus, mixed_store):
+def test_hifigan_preset_matches_hifigan_definition(mixed_corpus, mixed_store_on_each_device):
     """Every utterance against meldataset.mel_spectrogram: 22.05 kHz files (mono, stereo, pcm16,
     float) within 1e-4; resampled files within 2e-3 of a float64 resample (float32 rounding in
     the resampler shows in the quietest bins near the band edge)."""
-    store = FeatureStore(mixed_store)
+    store = FeatureStore(mixed_store_on_each_device)
+    worst, allowed = {}, {}
     for utt_id, _, rate, _, _ in MIXED_SPECS:
         y = load_for_hifigan(mixed_corpus / "wavs" / f"{utt_id}.wav")
         ref = hifigan_mel(y)[0].T.numpy()
         item = store[utt_id]
         assert item["mel"].shape == ref.shape == (y.shape[1] // 256, 80)
-        worst = float(np.abs(item["mel"].numpy() - ref).max())
-        assert worst <= (1e-4 if rate == 22050 else 2e-3), (utt_id, rate, worst)
+        worst[utt_id] = float(np.abs(item["mel"].numpy() - ref).max())
+        allowed[utt_id] = 1e-4 if rate == 22050 else 2e-3
         np.testing.assert_allclose(item["energy"].numpy(), frame_energy_reference(y),
                                    rtol=1e-3, atol=1e-4)
+    print("largest log-mel difference per utterance:", worst)
+    assert all(worst[u] <= allowed[u] for u in worst), (worst, allowed)
 
 
 def test_preset_frame_geometry():

@@ -26,7 +26,7 @@ def padded_speech(rate: int, seed: int, lead_s: float, tail_s: float,
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_spans_match_librosa_trim(seed):
+def test_spans_match_librosa_trim(seed, device):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(200, 30000))
     y = np.zeros(n)
@@ -38,9 +38,10 @@ def test_spans_match_librosa_trim(seed):
         y[:] = 0.0                                   # all silent: librosa keeps it whole
     top_db = float(rng.choice([20.0, 45.0, 60.0]))
     expected = librosa.effects.trim(y, top_db=top_db, frame_length=1024, hop_length=256)[1]
-    assert nonsilent_span(torch.from_numpy(y), top_db, 1024, 256) == tuple(expected)
+    signal = torch.from_numpy(y).to(device)
+    assert nonsilent_span(signal, top_db, 1024, 256) == tuple(expected)
     if n > 440:
-        start, end = trim_span(torch.from_numpy(y), top_db, 220, 1024, 256)
+        start, end = trim_span(signal, top_db, 220, 1024, 256)
         inner = librosa.effects.trim(y[220:-220], top_db=top_db, frame_length=1024,
                                      hop_length=256)[1]
         assert (start, end) == (220 + inner[0], 220 + inner[1])

@@ -33,20 +33,21 @@ def clip(kind: str, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("kind,seed", [("speech", s) for s in range(6)]
                          + [("noise", 0), ("tone_in_noise", 1), ("silence", 0), ("short", 2)])
-def test_dio_and_stonemask_match_pyworld(kind, seed):
+def test_dio_and_stonemask_match_pyworld(kind, seed, device):
     x = clip(kind, seed)
+    signal = torch.from_numpy(x).to(device)
     expected, positions = pyworld.dio(x, RATE, f0_floor=80, f0_ceil=400, frame_period=FRAME_PERIOD)
-    ours = dio(torch.from_numpy(x), RATE, positions, FRAME_PERIOD, 80.0, 400.0)
+    ours = dio(signal, RATE, positions, FRAME_PERIOD, 80.0, 400.0)
     assert ((ours > 0) == (expected > 0)).all()
     np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=0)
-    refined = stonemask(torch.from_numpy(x), RATE, positions, expected)
+    refined = stonemask(signal, RATE, positions, expected)
     np.testing.assert_allclose(refined, pyworld.stonemask(x, expected, positions, RATE),
                                rtol=1e-9, atol=0)
     if kind in ("speech", "tone_in_noise"):
         assert (expected > 0).mean() > 0.3
 
 
-def test_espnet_preset_pitch_is_espnets_dio_on_the_mel_frames():
+def test_espnet_preset_pitch_is_espnets_dio_on_the_mel_frames(device):
     preset = load_preset("espnet")
     ys = [synth_utterance(s, RATE, np.random.default_rng(k)).astype(np.float32)[:-k * 37 or None]
           for k, s in enumerate((2.1, 1.4, 2.6))]
@@ -54,7 +55,8 @@ def test_espnet_preset_pitch_is_espnets_dio_on_the_mel_frames():
     audio = torch.zeros(len(ys), int(lengths.max()))
     for row, y in enumerate(ys):
         audio[row, : len(y)] = torch.from_numpy(y)
-    features = extract_features(audio, lengths, preset)
+    features = {name: x.cpu() for name, x in extract_features(
+        audio.to(device), lengths.to(device), preset).items()}
     for row, y in enumerate(ys):
         n = preset.num_frames(len(y))
         expected = reference.espnet_pitch(y, n)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine checks, in one call (after .devwheels/small/install.sh, see
+# ../shared/gpu/README.md): the CUDA variants of the reference tests (features against librosa,
+# HiFi-GAN's definition and pyworld on the GPU), then benchmarks/gpu_check.py. Results go to
+# OUT_DIR: pytest_cuda.log, gpu_check.log and gpu_check.json.
+#
+#     bash benchmarks/gpu_session.sh OUT_DIR [gpu_check.py options]
+set -uo pipefail
+out=${1:?usage: gpu_session.sh OUT_DIR [gpu_check.py options]}
+shift
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+# DALI's GPU spectrogram loads libcufft from torch's CUDA libraries
+cuda_libs=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__),
+    "..", "nvidia", "cu13", "lib"))')
+export LD_LIBRARY_PATH="$cuda_libs:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+timeout "${TEST_TIMEOUT:-180}" python3 -m pytest -q -rfEP -p no:cacheprovider -n 8 -k "cuda or triton" \
+  tests/test_spectral.py tests/test_resample.py tests/test_pitch.py tests/test_pyin.py \
+  tests/test_trim.py tests/test_world.py 2>&1 | tee "$out/pytest_cuda.log"
+tests=${PIPESTATUS[0]}
+timeout "${CHECK_TIMEOUT:-360}" python3 benchmarks/gpu_check.py "$out" "$@" 2>&1 \
+  | tee "$out/gpu_check.log"
+check=${PIPESTATUS[0]}
+echo "pytest exit $tests, gpu_check exit $check"
+exit $(( tests || check ))
