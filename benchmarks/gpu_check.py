@@ -12,7 +12,8 @@ traceback and the next one runs) and prints it at the end.
    batches: which arrays come out identical, and how close the rest are);
 3. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice per batch
    size;
-4. pyin alone on --pyin-utterances utterances in one batch: times real time, and the Triton
+4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
+   and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), and the Triton
    decoder against the torch one on the GPU;
 5. librosa mel + pyin with one process per core on the first --librosa-files files.
 
@@ -73,11 +74,21 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def pyin_batch(device: str, utterances: int, seconds: float = 4.0) -> dict:
-    """pyin on `utterances` speech-like clips at once; Triton vs torch decoding on `device`."""
+def timed(device: str, function, *args):
+    """(function(*args), seconds), the device synchronised before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = function(*args)
+    synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def pyin_batch(device: str, utterances: int, out: Path, seconds: float = 4.0) -> dict:
+    """pyin on `utterances` speech-like clips at once, its two stages timed apart and profiled
+    (OUT_DIR/pyin_profile.txt); Triton vs torch decoding on `device`."""
     from extract.demo import synth_utterance
-    from extract.features.pyin import pyin, transition_bands
-    from extract.features.viterbi import viterbi_torch
+    from extract.features.pyin import observations, pyin, pitch_bin_count, transition_bands
+    from extract.features.viterbi import viterbi, viterbi_torch
     from extract.kernels.viterbi import viterbi_triton
 
     clips = [synth_utterance(seconds, 22050, np.random.default_rng(k)) for k in range(16)]
@@ -86,19 +97,45 @@ def pyin_batch(device: str, utterances: int, seconds: float = 4.0) -> dict:
     counts = torch.full((utterances,), frames.shape[1], device=device)
     result = {"utterances": utterances, "audio_s": utterances * seconds}
     for attempt in range(2):
+        (_, voiced, _), wall = timed(device, pyin, frames, counts, 22050, 256, 65.406, 2093.0)
+        result[f"xrt_run{attempt}"] = result["audio_s"] / wall
+    bands = transition_bands(pitch_bin_count(65.406, 2093.0), 51, 0.01).to(torch.device(device))
+    (log_obs, _), result["observations_s"] = timed(device, observations, frames, 22050, 65.406,
+                                                   2093.0, 0.01)
+    _, result["viterbi_s"] = timed(device, viterbi, log_obs, counts, bands)
+    result["chunk_sweep_xrt"] = chunk_sweep(device, frames, counts, result["audio_s"])
+    activities = [torch.profiler.ProfilerActivity.CPU] + (
+        [torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as profile:
+        pyin(frames, counts, 22050, 256, 65.406, 2093.0)
         synchronize(device)
-        start = time.perf_counter()
-        _, voiced, _ = pyin(frames, counts, 22050, 256, 65.406, 2093.0)
-        synchronize(device)
-        result[f"xrt_run{attempt}"] = result["audio_s"] / (time.perf_counter() - start)
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    (out / "pyin_profile.txt").write_text(profile.key_averages().table(sort_by=sort,
+                                                                       row_limit=40))
     batch, steps = (64, 300) if device == "cuda" else (4, 8)     # the interpreter is slow
     log_obs = torch.randn(batch, steps, 1202, dtype=torch.float64, device=device)
     lengths = torch.randint(1, steps + 1, (batch,), device=device)
-    bands = transition_bands(601, 51, 0.01).to(torch.device(device))
     result["triton_equals_torch"] = bool(torch.equal(viterbi_triton(log_obs, lengths, bands),
                                                      viterbi_torch(log_obs, lengths, bands)))
     _, cpu_voiced, _ = pyin(frames[:16].cpu(), counts[:16].cpu(), 22050, 256, 65.406, 2093.0)
     result["voicing_agreement_cpu_gpu"] = float((cpu_voiced == voiced[:16].cpu()).float().mean())
+    return result
+
+
+def chunk_sweep(device: str, frames: torch.Tensor, counts: torch.Tensor,
+                audio_s: float) -> dict:
+    """pyin's times real time at other (frames per chunk, rows per trough group) sizes."""
+    from extract.features import pyin as module
+
+    saved = module.MAX_ROWS_PER_CHUNK, module.ROWS_PER_GROUP[device]
+    result = {}
+    try:
+        for chunk, group in ((8192, 4096), (32768, 8192), (131072, 16384)):
+            module.MAX_ROWS_PER_CHUNK, module.ROWS_PER_GROUP[device] = chunk, group
+            _, wall = timed(device, module.pyin, frames, counts, 22050, 256, 65.406, 2093.0)
+            result[f"{chunk}x{group}"] = audio_s / wall
+    finally:
+        module.MAX_ROWS_PER_CHUNK, module.ROWS_PER_GROUP[device] = saved
     return result
 
 
@@ -201,7 +238,7 @@ def main() -> None:
         "torchrun": lambda: torchrun_agreement(demo, work, device, args.limit),
         "big_corpus": lambda: big_corpus_throughput(demo, work, device, args.copies,
                                                     args.limit),
-        "pyin_batch": lambda: pyin_batch(device, args.pyin_utterances),
+        "pyin_batch": lambda: pyin_batch(device, args.pyin_utterances, args.out),
         "librosa": lambda: librosa_baseline(demo, args.librosa_files),
     }
     for name, step in steps.items():

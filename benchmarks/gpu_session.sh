@@ -14,6 +14,9 @@ mkdir -p "$out"
 cuda_libs=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__),
     "..", "nvidia", "cu13", "lib"))')
 export LD_LIBRARY_PATH="$cuda_libs:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
+# librosa's numba cache filled by one process: test workers filling it at once crashed
+python3 -c 'import librosa, numpy as np; librosa.pyin(np.random.rand(8192), fmin=65, fmax=2093,
+    sr=22050)' || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 timeout "${TEST_TIMEOUT:-180}" python3 -m pytest -q -rfEP -p no:cacheprovider -n 8 -k "cuda or triton" \
   tests/test_spectral.py tests/test_resample.py tests/test_pitch.py tests/test_pyin.py \

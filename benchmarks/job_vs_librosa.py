@@ -36,7 +36,9 @@ def librosa_features(path: str) -> float:
 
 def run_in_processes(function, items: list, workers: int) -> tuple[list, float]:
     """`function` over `items` in single-threaded worker processes: (results, seconds), after
-    a warm-up that loads imports and compiles numba."""
+    a warm-up that loads imports and compiles numba: once here first, since processes that
+    fill librosa's numba cache at the same time crashed on a fresh install."""
+    function(items[0])
     with ProcessPoolExecutor(workers, initializer=os.environ.__setitem__,
                              initargs=("OMP_NUM_THREADS", "1")) as pool:
         list(pool.map(function, items[:workers]))

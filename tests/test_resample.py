@@ -40,3 +40,20 @@ def test_mixed_rates_in_one_batch_match_resampling_each_row_alone(device):
         assert int(out_lengths[row]) == int(alone_len[0]) == -(-n * 22050 // rate)
         torch.testing.assert_close(out[row, : int(alone_len[0])], alone[0], rtol=0, atol=1e-6)
         assert not out[row, int(alone_len[0]):].any()
+
+
+def test_resampling_runs_in_ieee_float32_and_restores_the_setting(monkeypatch):
+    """cuDNN's default TF32 convolutions put log-mel errors of 0.15 into resampled audio on an
+    H200; the resampler must see IEEE float32, and the caller's setting must come back."""
+    import extract.decode.resample as resample
+
+    seen = []
+
+    def spy(orig_rate, new_rate, device):
+        return lambda audio: seen.append(torch.backends.cudnn.conv.fp32_precision) or audio
+
+    monkeypatch.setattr(resample, "_resampler", spy)
+    before = torch.backends.cudnn.conv.fp32_precision
+    resample.resample_batch(torch.zeros(1, 100), torch.tensor([100]), 44100, 22050)
+    assert seen == ["ieee"]
+    assert torch.backends.cudnn.conv.fp32_precision == before == "tf32"

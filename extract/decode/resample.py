@@ -10,6 +10,8 @@ from functools import lru_cache
 
 import torch
 
+from extract.precision import ieee_float32
+
 # librosa's / resampy's "kaiser_best" settings: about -110 dB of aliasing.
 KAISER_BEST = dict(lowpass_filter_width=64, rolloff=0.9475937167399596,
                    resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
@@ -27,6 +29,7 @@ def resampled_length(num_samples: int, orig_rate: int, new_rate: int) -> int:
     return -(-num_samples * new_rate // orig_rate)
 
 
+@ieee_float32()
 def resample_batch(audio: torch.Tensor, lengths: torch.Tensor, orig_rate: int,
                    new_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Resample padded rows [B, L] -> [B, L'], zero past each row's new length.

@@ -7,6 +7,7 @@ import torch
 from extract.config import Preset
 from extract.features import pitch, pyin, world
 from extract.features.spectral import frame_energy, log_mel, magnitude_spectrogram
+from extract.precision import ieee_float32
 
 
 def normalize_peak(audio: torch.Tensor, peak: float) -> torch.Tensor:
@@ -16,6 +17,7 @@ def normalize_peak(audio: torch.Tensor, peak: float) -> torch.Tensor:
     return torch.where(current > tiny, audio * (peak / current.clamp(min=tiny)), audio)
 
 
+@ieee_float32()
 def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
                      preset: Preset) -> dict[str, torch.Tensor]:
     """Padded audio [B, L] at preset.sample_rate, zero past `lengths` -> mel [B, T, n_mels],

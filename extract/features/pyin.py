@@ -39,6 +39,26 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
 
     Frames past an utterance's end come back unvoiced with f0 0 and voiced_prob 0.
     """
+    batch, steps, _ = frames.shape
+    n_bins = pitch_bin_count(fmin, fmax)
+    log_obs, voiced_prob = observations(frames, sample_rate, fmin, fmax, no_trough_prob)
+    bands = transition_bands(n_bins, transition_width(max_transition_rate, hop_length,
+                                                      sample_rate), switch_prob)
+    states = viterbi(log_obs, num_frames, bands)
+
+    inside = torch.arange(steps, device=frames.device)[None] < num_frames[:, None]
+    voiced = (states < n_bins) & inside
+    freqs = fmin * 2.0 ** (torch.arange(n_bins, device=frames.device, dtype=torch.float64)
+                           / (12 * BINS_PER_SEMITONE))
+    f0 = torch.where(voiced, freqs[(states % n_bins).long()], 0.0).float()
+    voiced_prob = torch.where(inside, voiced_prob, 0.0).float()
+    return f0, voiced, voiced_prob
+
+
+def observations(frames: torch.Tensor, sample_rate: int, fmin: float, fmax: float,
+                 no_trough_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """pYIN's per-frame work: frames [B, T, N] -> (log state probabilities [B, T, 2 * bins]
+    float64, voiced_prob [B, T] float64), in chunks of MAX_ROWS_PER_CHUNK frames."""
     batch, steps, n = frames.shape
     min_period, max_period = period_range(sample_rate, fmin, fmax, n)
     n_bins = pitch_bin_count(fmin, fmax)
@@ -50,17 +70,7 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
         cmnd = cumulative_mean_normalized_difference(flat[part], min_period, max_period)
         voiced_prob[part] = log_observation_probabilities(
             cmnd, sample_rate, fmin, min_period, n_bins, no_trough_prob, out=log_obs[part])
-    bands = transition_bands(n_bins, transition_width(max_transition_rate, hop_length,
-                                                      sample_rate), switch_prob)
-    states = viterbi(log_obs.reshape(batch, steps, -1), num_frames, bands)
-
-    inside = torch.arange(steps, device=frames.device)[None] < num_frames[:, None]
-    voiced = (states < n_bins) & inside
-    freqs = fmin * 2.0 ** (torch.arange(n_bins, device=frames.device, dtype=torch.float64)
-                           / (12 * BINS_PER_SEMITONE))
-    f0 = torch.where(voiced, freqs[(states % n_bins).long()], 0.0).float()
-    voiced_prob = torch.where(inside, voiced_prob.reshape(batch, steps), 0.0).float()
-    return f0, voiced, voiced_prob
+    return log_obs.reshape(batch, steps, -1), voiced_prob.reshape(batch, steps)
 
 
 def pitch_bin_count(fmin: float, fmax: float) -> int:
