@@ -127,15 +127,15 @@ def chunk_sweep(device: str, frames: torch.Tensor, counts: torch.Tensor,
     """pyin's times real time at other (frames per chunk, rows per trough group) sizes."""
     from extract.features import pyin as module
 
-    saved = module.MAX_ROWS_PER_CHUNK, module.ROWS_PER_GROUP[device]
+    saved = module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device]
     result = {}
     try:
-        for chunk, group in ((8192, 4096), (32768, 8192), (131072, 16384)):
-            module.MAX_ROWS_PER_CHUNK, module.ROWS_PER_GROUP[device] = chunk, group
+        for chunk, group in ((8192, 4096), (131072, 16384), (262144, 32768)):
+            module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device] = chunk, group
             _, wall = timed(device, module.pyin, frames, counts, 22050, 256, 65.406, 2093.0)
             result[f"{chunk}x{group}"] = audio_s / wall
     finally:
-        module.MAX_ROWS_PER_CHUNK, module.ROWS_PER_GROUP[device] = saved
+        module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device] = saved
     return result
 
 

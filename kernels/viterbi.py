@@ -3,7 +3,8 @@
 The same recursion as extract.features.viterbi.viterbi_torch (read that docstring for the
 model). Each program keeps its utterance's voiced and unvoiced state values in registers and
 loops over frames; the band's shifted predecessors are read back from a small per-utterance
-scratch row, back-pointers are stored as int16, and the program backtracks at the end.
+scratch row, the band weights are read state-contiguous ([WIDTH, n_bins]), back-pointers are
+stored as int16, and the program backtracks at the end.
 Runs on CUDA, and on the CPU under TRITON_INTERPRET=1 (tests, small sizes).
 """
 
@@ -63,8 +64,8 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_pt
             ok = in_range & (k >= 0) & (k < n_bins)
             from_v = tl.load(scratch + k, mask=ok, other=float("-inf"))
             from_u = tl.load(scratch + n_bins + k, mask=ok, other=float("-inf"))
-            w_same = tl.load(same_ptr + j * WIDTH + m, mask=ok, other=float("-inf"))
-            w_switch = tl.load(switch_ptr + j * WIDTH + m, mask=ok, other=float("-inf"))
+            w_same = tl.load(same_ptr + m * n_bins + j, mask=ok, other=float("-inf"))
+            w_switch = tl.load(switch_ptr + m * n_bins + j, mask=ok, other=float("-inf"))
             best_vv, src_vv = _keep_better(from_v + w_same, k, best_vv, src_vv)
             best_uv, src_uv = _keep_better(from_u + w_switch, k + n_bins, best_uv, src_uv)
             best_vu, src_vu = _keep_better(from_v + w_switch, k, best_vu, src_vu)
@@ -120,8 +121,9 @@ def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands) -> torch
     back = torch.empty(batch, steps, n_states, dtype=torch.int16, device=device)
     states = torch.zeros(batch, steps, dtype=torch.int64, device=device)
     block = triton.next_power_of_2(n_bins)
-    _viterbi_kernel[(batch,)](log_obs, lengths, bands.same.contiguous(),
-                              bands.switch.contiguous(), constants, scratch, back, states,
+    # band weights as [WIDTH, n_bins]: neighbouring states' weights sit side by side
+    _viterbi_kernel[(batch,)](log_obs, lengths, bands.same.t().contiguous(),
+                              bands.switch.t().contiguous(), constants, scratch, back, states,
                               steps, n_bins, WIDTH=width, BLOCK=block,
                               num_warps=8 if block >= 512 else 4)
     return states

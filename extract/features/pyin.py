@@ -26,10 +26,11 @@ N_THRESHOLDS = 100
 BETA_B = 18                 # threshold prior Beta(2, BETA_B)
 BOLTZMANN = 2.0
 BINS_PER_SEMITONE = 10      # resolution 0.1 semitone
-MAX_ROWS_PER_CHUNK = 8192
-ROWS_PER_GROUP = {"cpu": 256, "cuda": 4096}   # rows whose [rows, troughs, thresholds] work
-                                              # runs at once: small on the CPU (cache), large
-                                              # on a GPU (fewer launches and host syncs)
+# Frames per chunk of per-frame work, and rows whose [rows, troughs, thresholds] work runs at
+# once: small on the CPU (cache), large on a GPU (fewer launches and host syncs; 131072 x 16384
+# ran 2x faster than 8192 x 4096 on an H200, using under 13 GB).
+ROWS_PER_CHUNK = {"cpu": 8192, "cuda": 131072}
+ROWS_PER_GROUP = {"cpu": 256, "cuda": 16384}
 
 
 def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_length: int,
@@ -58,15 +59,16 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
 def observations(frames: torch.Tensor, sample_rate: int, fmin: float, fmax: float,
                  no_trough_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
     """pYIN's per-frame work: frames [B, T, N] -> (log state probabilities [B, T, 2 * bins]
-    float64, voiced_prob [B, T] float64), in chunks of MAX_ROWS_PER_CHUNK frames."""
+    float64, voiced_prob [B, T] float64), in chunks of ROWS_PER_CHUNK frames."""
     batch, steps, n = frames.shape
     min_period, max_period = period_range(sample_rate, fmin, fmax, n)
     n_bins = pitch_bin_count(fmin, fmax)
     flat = frames.reshape(-1, n)
     log_obs = torch.empty(flat.shape[0], 2 * n_bins, dtype=torch.float64, device=frames.device)
     voiced_prob = torch.empty(flat.shape[0], dtype=torch.float64, device=frames.device)
-    for start in range(0, flat.shape[0], MAX_ROWS_PER_CHUNK):
-        part = slice(start, start + MAX_ROWS_PER_CHUNK)
+    chunk = ROWS_PER_CHUNK.get(frames.device.type, ROWS_PER_CHUNK["cpu"])
+    for start in range(0, flat.shape[0], chunk):
+        part = slice(start, start + chunk)
         cmnd = cumulative_mean_normalized_difference(flat[part], min_period, max_period)
         voiced_prob[part] = log_observation_probabilities(
             cmnd, sample_rate, fmin, min_period, n_bins, no_trough_prob, out=log_obs[part])
