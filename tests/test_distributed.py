@@ -68,3 +68,17 @@ def test_a_killed_rank_fails_the_job_and_resume_completes_it(corpus, reference, 
                               *ARGS, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_store(out, reference)
+
+
+def test_ranks_beyond_the_gpu_count_share_the_gpus(monkeypatch):
+    """Three local ranks on two GPUs: LOCAL_RANK modulo the GPU count (gloo allows sharing)."""
+    import torch
+
+    from extract.distributed import Ranks, device_for
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    devices = [device_for(Ranks(rank, 3, rank, 3), torch.device("cuda")) for rank in range(3)]
+    assert devices == [torch.device("cuda", i) for i in (0, 1, 0)] and chosen == [0, 1, 0]
+    assert device_for(Ranks(), torch.device("cuda")) == torch.device("cuda")
