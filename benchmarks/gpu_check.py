@@ -11,7 +11,7 @@ traceback and the next one runs) and prints it at the end.
 2. torchrun with two ranks sharing the GPU against step 1's single-process store (gloo, other
    batches: which arrays come out identical, and how close the rest are);
 3. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice per batch
-   size, then profiled on the host (OUT_DIR/job_profile.txt);
+   size;
 4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
    and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), and the Triton
    decoder against the torch one on the GPU;
@@ -24,10 +24,8 @@ script itself before spending GPU time (tests/test_gpu_check.py does, at a small
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
-import pstats
 import shutil
 import subprocess
 import sys
@@ -197,28 +195,18 @@ def torchrun_agreement(demo: Path, work: Path, device: str, limit: int | None) -
 
 
 def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
-                          limit: int | None, out: Path) -> dict:
-    """Timed twice per batch size, then once under cProfile (OUT_DIR/job_profile.txt: where
-    the host's time goes, waits for the device included)."""
+                          limit: int | None) -> dict:
     big = repeated_corpus(demo, work / "big", copies)
-
-    def job(batch_size: int):
-        return run_job(big, work / "big.zarr", device=device, batch_size=batch_size,
-                       limit=limit and limit * copies, overwrite=True, show_progress=False)
-
     result = {}
     for batch_size in (256, 512):
         runs = []
         for _ in range(2):
             start = time.perf_counter()
-            r = job(batch_size)
+            r = run_job(big, work / "big.zarr", device=device, batch_size=batch_size,
+                        limit=limit and limit * copies, overwrite=True, show_progress=False)
             runs.append({"xrt": r.times_real_time, "wall_s": time.perf_counter() - start,
                          "audio_s": r.audio_s})
         result[f"batch{batch_size}"] = runs
-    profiler = cProfile.Profile()
-    profiler.runcall(job, 256)
-    with open(out / "job_profile.txt", "w") as report:
-        pstats.Stats(profiler, stream=report).sort_stats("cumulative").print_stats(60)
     return result
 
 
@@ -249,7 +237,7 @@ def main() -> None:
         "espnet": lambda: preset_agreement(demo, work, device, "espnet", args.limit),
         "torchrun": lambda: torchrun_agreement(demo, work, device, args.limit),
         "big_corpus": lambda: big_corpus_throughput(demo, work, device, args.copies,
-                                                    args.limit, args.out),
+                                                    args.limit),
         "pyin_batch": lambda: pyin_batch(device, args.pyin_utterances, args.out),
         "librosa": lambda: librosa_baseline(demo, args.librosa_files),
     }
