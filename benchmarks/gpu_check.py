@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from job_vs_librosa import time_librosa  # noqa: E402
 
 MEL_ATOL = 1e-3        # log domain; cuFFT and the CPU FFT round differently
+RATE, HOP, FMIN, FMAX = 22050, 256, 65.406, 2093.0    # pyin at FastPitch's settings
 VOICING_AGREEMENT = 0.99
 
 
@@ -87,27 +88,29 @@ def pyin_batch(device: str, utterances: int, out: Path, seconds: float = 4.0) ->
     """pyin on `utterances` speech-like clips at once, its two stages timed apart and profiled
     (OUT_DIR/pyin_profile.txt); Triton vs torch decoding on `device`."""
     from extract.demo import synth_utterance
-    from extract.features.pyin import observations, pyin, pitch_bin_count, transition_bands
+    from extract.features.pyin import (observations, pitch_bin_count, pyin, transition_bands,
+                                       transition_width)
     from extract.features.viterbi import viterbi, viterbi_torch
     from extract.kernels.viterbi import viterbi_triton
 
-    clips = [synth_utterance(seconds, 22050, np.random.default_rng(k)) for k in range(16)]
+    clips = [synth_utterance(seconds, RATE, np.random.default_rng(k)) for k in range(16)]
     audio = torch.from_numpy(np.stack(clips * (utterances // 16 + 1))[:utterances]).float()
-    frames = torch.nn.functional.pad(audio, (512, 512)).to(device).unfold(1, 1024, 256)
+    frames = torch.nn.functional.pad(audio, (512, 512)).to(device).unfold(1, 1024, HOP)
     counts = torch.full((utterances,), frames.shape[1], device=device)
     result = {"utterances": utterances, "audio_s": utterances * seconds}
     for attempt in range(2):
-        (_, voiced, _), wall = timed(device, pyin, frames, counts, 22050, 256, 65.406, 2093.0)
+        (_, voiced, _), wall = timed(device, pyin, frames, counts, RATE, HOP, FMIN, FMAX)
         result[f"xrt_run{attempt}"] = result["audio_s"] / wall
-    bands = transition_bands(pitch_bin_count(65.406, 2093.0), 51, 0.01).to(torch.device(device))
-    (log_obs, _), result["observations_s"] = timed(device, observations, frames, 22050, 65.406,
-                                                   2093.0, 0.01)
+    bands = transition_bands(pitch_bin_count(FMIN, FMAX), transition_width(35.92, HOP, RATE),
+                             0.01).to(torch.device(device))
+    (log_obs, _), result["observations_s"] = timed(device, observations, frames, RATE, FMIN,
+                                                   FMAX, 0.01)
     _, result["viterbi_s"] = timed(device, viterbi, log_obs, counts, bands)
     result["chunk_sweep_xrt"] = chunk_sweep(device, frames, counts, result["audio_s"])
     activities = [torch.profiler.ProfilerActivity.CPU] + (
         [torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
     with torch.profiler.profile(activities=activities) as profile:
-        pyin(frames, counts, 22050, 256, 65.406, 2093.0)
+        pyin(frames, counts, RATE, HOP, FMIN, FMAX)
         synchronize(device)
     sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
     (out / "pyin_profile.txt").write_text(profile.key_averages().table(sort_by=sort,
@@ -117,7 +120,7 @@ def pyin_batch(device: str, utterances: int, out: Path, seconds: float = 4.0) ->
     lengths = torch.randint(1, steps + 1, (batch,), device=device)
     result["triton_equals_torch"] = bool(torch.equal(viterbi_triton(log_obs, lengths, bands),
                                                      viterbi_torch(log_obs, lengths, bands)))
-    _, cpu_voiced, _ = pyin(frames[:16].cpu(), counts[:16].cpu(), 22050, 256, 65.406, 2093.0)
+    _, cpu_voiced, _ = pyin(frames[:16].cpu(), counts[:16].cpu(), RATE, HOP, FMIN, FMAX)
     result["voicing_agreement_cpu_gpu"] = float((cpu_voiced == voiced[:16].cpu()).float().mean())
     return result
 
@@ -132,7 +135,7 @@ def chunk_sweep(device: str, frames: torch.Tensor, counts: torch.Tensor,
     try:
         for chunk, group in ((8192, 4096), (131072, 16384), (262144, 32768)):
             module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device] = chunk, group
-            _, wall = timed(device, module.pyin, frames, counts, 22050, 256, 65.406, 2093.0)
+            _, wall = timed(device, module.pyin, frames, counts, RATE, HOP, FMIN, FMAX)
             result[f"{chunk}x{group}"] = audio_s / wall
     finally:
         module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device] = saved

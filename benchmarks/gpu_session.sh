@@ -18,9 +18,9 @@ export LD_LIBRARY_PATH="$cuda_libs:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
 python3 -c 'import librosa, numpy as np; librosa.pyin(np.random.rand(8192), fmin=65, fmax=2093,
     sr=22050)' || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-timeout "${TEST_TIMEOUT:-180}" python3 -m pytest -q -rfEP -p no:cacheprovider -n 8 -k "cuda or triton" \
-  tests/test_spectral.py tests/test_resample.py tests/test_pitch.py tests/test_pyin.py \
-  tests/test_trim.py tests/test_world.py 2>&1 | tee "$out/pytest_cuda.log"
+timeout "${TEST_TIMEOUT:-180}" python3 -m pytest -q -rfEP -p no:cacheprovider -n 8 \
+  -k "cuda or triton" tests/test_spectral.py tests/test_resample.py tests/test_pitch.py \
+  tests/test_pyin.py tests/test_trim.py tests/test_world.py 2>&1 | tee "$out/pytest_cuda.log"
 tests=${PIPESTATUS[0]}
 timeout "${CHECK_TIMEOUT:-360}" python3 benchmarks/gpu_check.py "$out" "$@" 2>&1 \
   | tee "$out/gpu_check.log"

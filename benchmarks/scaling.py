@@ -39,6 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     from extract.demo import write_demo_corpus
     from extract.loader import FeatureStore
+    from extract.store.layout import FRAME_ARRAYS
 
     with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
         work = Path(tmp)
@@ -49,7 +50,7 @@ def main() -> None:
         multi = timed_run(launcher, corpus, work / "many.zarr", args.device)
         audio_s = FeatureStore(work / "one.zarr").attrs["run"]["audio_s"]
         a, b = zarr.open_group(str(work / "one.zarr")), zarr.open_group(str(work / "many.zarr"))
-        same = all(np.array_equal(a[n][:], b[n][:]) for n in ("mel", "f0", "voiced", "energy"))
+        same = all(np.array_equal(a[n][:], b[n][:]) for n in FRAME_ARRAYS)
         print(f"{audio_s:.0f} s of audio, whole commands including start-up")
         print(f"1 process:  {single:.1f} s = {audio_s / single:.0f}x real time")
         print(f"{args.ranks} ranks:    {multi:.1f} s = {audio_s / multi:.0f}x real time "
