@@ -208,7 +208,7 @@ def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
             r = run_job(big, work / "big.zarr", device=device, batch_size=batch_size,
                         limit=limit and limit * copies, overwrite=True, show_progress=False)
             runs.append({"xrt": r.times_real_time, "wall_s": time.perf_counter() - start,
-                         "audio_s": r.audio_s})
+                         "audio_s": r.audio_s, "stage_s": r.stage_s})
         result[f"batch{batch_size}"] = runs
     return result
 

@@ -24,6 +24,7 @@ from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection
 from extract.plan import complete_batches, plan, processing_order, trim_silence
 from extract.progress import Progress
 from extract.signals import stop_on_signals
+from extract.stages import StageClock, stage
 from extract.store.index import UtteranceIndex
 from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
 from extract.store.lock import StoreLock
@@ -45,6 +46,7 @@ class JobResult:
     extracted: int                  # utterances decoded by this run (fewer after --resume)
     already_complete: bool = False  # --resume found nothing to do
     main: bool = True               # rank 0 (or the only process): the one that reports
+    stage_s: dict[str, float] = dataclasses.field(default_factory=dict)   # extract.stages
 
     @property
     def times_real_time(self) -> float:
@@ -95,6 +97,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         torch.set_num_threads(ranks.cpu_threads())
     ranks.start()
     lock = None
+    clock = StageClock(torch_device)
     try:
         corpus = resuming = None
         if ranks.is_main:
@@ -105,7 +108,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                 corpus = e
         corpus = ranks.share(corpus)
         if preset_obj.trims:
-            with stop_on_signals() as stop:
+            with stop_on_signals() as stop, clock.running():
                 corpus = trim_silence(corpus, preset_obj, max_duration_s, torch_device,
                                       batch_size, ranks, stop, Path(out), show_progress)
         job = None
@@ -126,13 +129,16 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                              str(torch_device), 0, True, ranks.is_main)
         todo = [u for u in processing_order(utts, counts, WINDOW_SHARDS * shard_frames)
                 if writer.needed(u.index)]
-        with stop_on_signals() as stop:
+        with stop_on_signals() as stop, clock.running():
             failed = _extract(todo, utts, counts, preset_obj, torch_device, batch_size, writer,
                               stop, ranks.cpu_threads(),
                               Progress(len(todo), sum(u.duration_s for u in todo),
                                        enabled=show_progress and ranks.is_main))
-        failed = {i: reason for part in ranks.gather(failed) for i, reason in part.items()}
-        extracted = sum(ranks.gather(len(todo)))
+        parts = ranks.gather((failed, len(todo), clock.seconds))
+        failed = {i: reason for part, _, _ in parts for i, reason in part.items()}
+        extracted = sum(n for _, n, _ in parts)
+        stage_s = {name: round(sum(s.get(name, 0.0) for _, _, s in parts) / len(parts), 3)
+                   for name in sorted({name for _, _, s in parts for name in s})}
         if failed:
             writer.write_open_shards()
             failures = [Rejection(utts[i].line_number, utts[i].id, reason)
@@ -152,14 +158,15 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                            "rejected": [r.to_dict() for r in rejected],
                            "run": {"device": str(torch_device), "ranks": ranks.world_size,
                                    "elapsed_s": round(elapsed, 3),
-                                   "audio_s": round(audio_s, 3), "resumed": job.resuming}})
+                                   "audio_s": round(audio_s, 3), "resumed": job.resuming,
+                                   "stage_s": stage_s}})
         ranks.barrier()                                   # the store is complete
     finally:
         if lock is not None:
             lock.release()
         ranks.stop()
     return JobResult(writer.path, len(utts), rejected, audio_s, time.perf_counter() - started,
-                     str(torch_device), extracted, main=ranks.is_main)
+                     str(torch_device), extracted, main=ranks.is_main, stage_s=stage_s)
 
 
 def check_options(batch_size: int, shard_frames: int, max_duration_s: float) -> None:
@@ -268,11 +275,14 @@ def _featurise(indices: list[int], audio: torch.Tensor, lengths: torch.Tensor,
                writer: StoreWriter) -> None:
     """Features of decoded utterances at the preset's rate, into the writer."""
     if preset.trims:
-        audio, lengths = cut_spans(audio, [utts[i].span for i in indices])
+        with stage("trim"):
+            audio, lengths = cut_spans(audio, [utts[i].span for i in indices])
     features = extract_features(audio, lengths, preset)
-    n_frames = torch.as_tensor(counts[indices], device=device)
-    valid = torch.arange(features["mel"].shape[1], device=device)[None] < n_frames[:, None]
-    host = {name: value[valid].cpu().numpy() for name, value in features.items()}
-    edges = np.concatenate([[0], np.cumsum(counts[indices])])
-    for k, index in enumerate(indices):
-        writer.add(index, {name: v[edges[k]:edges[k + 1]] for name, v in host.items()})
+    with stage("to host"):
+        n_frames = torch.as_tensor(counts[indices], device=device)
+        valid = torch.arange(features["mel"].shape[1], device=device)[None] < n_frames[:, None]
+        host = {name: value[valid].cpu().numpy() for name, value in features.items()}
+    with stage("write"):
+        edges = np.concatenate([[0], np.cumsum(counts[indices])])
+        for k, index in enumerate(indices):
+            writer.add(index, {name: v[edges[k]:edges[k + 1]] for name, v in host.items()})

@@ -23,6 +23,7 @@ from extract.distributed import Ranks
 from extract.input.corpus import Corpus, CorpusError, Rejection, Utterance
 from extract.progress import Progress
 from extract.signals import JobInterrupted
+from extract.stages import stage, timed
 
 
 def plan(corpus: Corpus, preset: Preset, max_duration_s: float
@@ -81,8 +82,8 @@ def complete_batches(todo: list[Utterance], utterances: list[Utterance], sample_
     to the length their header promised, at `sample_rate`: (indices, audio [B, L], lengths
     [B]). A reason for every other file goes into `failed`; progress moves after each batch;
     `JobInterrupted` is raised between batches once `stop` holds a signal number."""
-    for batch in decode_batches([u.path for u in todo], [u.index for u in todo], batch_size,
-                                device, threads):
+    for batch in timed("decode", decode_batches([u.path for u in todo], [u.index for u in todo],
+                                                batch_size, device, threads)):
         failed.update(batch.failed)
         rows = []
         for row, index in enumerate(batch.indices):
@@ -93,7 +94,9 @@ def complete_batches(todo: list[Utterance], utterances: list[Utterance], sample_
                 failed[index] = (f"{u.path}: decoded {decoded} samples but its header says "
                                  f"{u.audio.num_samples}; re-encode it")
         if rows:
-            yield _rows_at_rate(batch, rows, utterances, sample_rate)
+            with stage("resample"):
+                at_rate = _rows_at_rate(batch, rows, utterances, sample_rate)
+            yield at_rate
         progress.update(len(batch.indices) + len(batch.failed),
                         sum(utterances[i].duration_s for i in batch.indices))
         if stop:
@@ -131,10 +134,11 @@ def trim_silence(corpus: Corpus, preset: Preset, max_duration_s: float, device: 
         for indices, audio, lengths in complete_batches(
                 share, corpus.utterances, preset.sample_rate, batch_size, device,
                 ranks.cpu_threads(), failed, progress, stop, out):
-            for k, index in enumerate(indices):
-                spans[index] = trim_span(audio[k, : int(lengths[k])], preset.trim_top_db,
-                                         preset.trim_margin, preset.win_length,
-                                         preset.hop_length)
+            with stage("trim"):
+                for k, index in enumerate(indices):
+                    spans[index] = trim_span(audio[k, : int(lengths[k])], preset.trim_top_db,
+                                             preset.trim_margin, preset.win_length,
+                                             preset.hop_length)
     for part_spans, part_failed in ranks.gather((spans, failed)):
         spans.update(part_spans)
         failed.update(part_failed)

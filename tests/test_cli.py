@@ -25,7 +25,15 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "done: 100 utterances" in result.stdout and "x real time" in result.stdout
     assert "utt/s" in result.stderr and "ETA" in result.stderr          # the progress line
+    assert "\ntime by stage: " in result.stdout and "write " in result.stdout
     store = FeatureStore(out)
+    run = store.attrs["run"]
+    assert set(run["stage_s"]) == {"decode", "resample", "spectrogram", "pitch frames",
+                                   "pitch (pyin observations)", "pitch (pyin Viterbi)",
+                                   "to host", "write"}
+    assert all(s >= 0 for s in run["stage_s"].values())
+    assert run["stage_s"]["pitch (pyin Viterbi)"] > 0
+    assert sum(run["stage_s"].values()) <= run["elapsed_s"]
     assert len(store) == 100 and store.ids[0] == "llm_intro_0"
     assert store["llm_intro_0"]["text"].startswith("So here we go")
     assert 0.2 < store.stats["f0_voiced_frames"] / store.stats["frames"] < 0.9

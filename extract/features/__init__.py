@@ -8,6 +8,7 @@ from extract.config import Preset
 from extract.features import pitch, pyin, world
 from extract.features.spectral import frame_energy, log_mel, magnitude_spectrogram
 from extract.precision import ieee_float32
+from extract.stages import stage
 
 
 def normalize_peak(audio: torch.Tensor, peak: float) -> torch.Tensor:
@@ -23,13 +24,15 @@ def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
     """Padded audio [B, L] at preset.sample_rate, zero past `lengths` -> mel [B, T, n_mels],
     f0 [B, T], voiced [B, T], voiced_prob [B, T], energy [B, T] (and linear [B, T, F] if the
     preset stores it), all on the same frames."""
-    if preset.peak_normalize is not None:
-        audio = normalize_peak(audio, preset.peak_normalize)
-    magnitude = magnitude_spectrogram(audio, lengths, preset)
-    mel = log_mel(magnitude, preset)
+    with stage("spectrogram"):
+        if preset.peak_normalize is not None:
+            audio = normalize_peak(audio, preset.peak_normalize)
+        magnitude = magnitude_spectrogram(audio, lengths, preset)
+        mel = log_mel(magnitude, preset)
+        energy = frame_energy(magnitude, mel, preset)
     f0, voiced, voiced_prob = estimate_pitch(audio, lengths, preset, magnitude.shape[-1])
     features = {"mel": mel, "f0": f0, "voiced": voiced, "voiced_prob": voiced_prob,
-                "energy": frame_energy(magnitude, mel, preset)}
+                "energy": energy}
     if preset.store_linear:
         features["linear"] = magnitude.transpose(1, 2)
     return features
@@ -40,14 +43,17 @@ def estimate_pitch(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset,
     """f0 [B, n_frames] (Hz, 0 when unvoiced), voiced and voiced_prob by the preset's method."""
     q = preset.pitch
     if q.method == "dio":
-        f0 = world.dio_stonemask(audio, lengths, preset.sample_rate, preset.hop_length,
-                                 n_frames, q.fmin, q.fmax).float()
+        with stage("pitch (dio)"):
+            f0 = world.dio_stonemask(audio, lengths, preset.sample_rate, preset.hop_length,
+                                     n_frames, q.fmin, q.fmax).float()
         return f0, f0 > 0, (f0 > 0).float()
-    frames = pitch.pitch_frames(audio, lengths, preset, n_frames)
+    with stage("pitch frames"):
+        frames = pitch.pitch_frames(audio, lengths, preset, n_frames)
     if q.method == "pyin":
         return pyin.pyin(frames, preset.num_frames(lengths), preset.sample_rate,
                          preset.hop_length, q.fmin, q.fmax, q.switch_prob, q.no_trough_prob,
                          q.max_transition_rate)
-    f0, voiced = pitch.yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold,
-                           q.silence_db)
+    with stage("pitch (yin)"):
+        f0, voiced = pitch.yin(frames, preset.sample_rate, q.fmin, q.fmax, q.threshold,
+                               q.silence_db)
     return f0, voiced, voiced.float()

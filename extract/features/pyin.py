@@ -21,6 +21,7 @@ import torch
 from extract.features.pitch import (cumulative_mean_normalized_difference, parabolic_shift,
                                     period_range, trough_mask)
 from extract.features.viterbi import TransitionBands, viterbi
+from extract.stages import stage
 
 N_THRESHOLDS = 100
 BETA_B = 18                 # threshold prior Beta(2, BETA_B)
@@ -42,10 +43,12 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
     """
     batch, steps, _ = frames.shape
     n_bins = pitch_bin_count(fmin, fmax)
-    log_obs, voiced_prob = observations(frames, sample_rate, fmin, fmax, no_trough_prob)
-    bands = transition_bands(n_bins, transition_width(max_transition_rate, hop_length,
-                                                      sample_rate), switch_prob)
-    states = viterbi(log_obs, num_frames, bands)
+    with stage("pitch (pyin observations)"):
+        log_obs, voiced_prob = observations(frames, sample_rate, fmin, fmax, no_trough_prob)
+    with stage("pitch (pyin Viterbi)"):
+        bands = transition_bands(n_bins, transition_width(max_transition_rate, hop_length,
+                                                          sample_rate), switch_prob)
+        states = viterbi(log_obs, num_frames, bands)
 
     inside = torch.arange(steps, device=frames.device)[None] < num_frames[:, None]
     voiced = (states < n_bins) & inside
