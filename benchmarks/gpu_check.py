@@ -13,8 +13,8 @@ traceback and the next one runs) and prints it at the end.
 3. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice per batch
    size;
 4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
-   and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), and the Triton
-   decoder against the torch one on the GPU;
+   and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), the Triton decoder
+   at several unroll and num_warps settings, and against the torch one on the GPU;
 5. librosa mel + pyin with one process per core on the first --librosa-files files.
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
@@ -106,6 +106,9 @@ def pyin_batch(device: str, utterances: int, out: Path, seconds: float = 4.0) ->
     (log_obs, _), result["observations_s"] = timed(device, observations, frames, RATE, FMIN,
                                                    FMAX, 0.01)
     _, result["viterbi_s"] = timed(device, viterbi, log_obs, counts, bands)
+    # the interpreter is slow: on the CPU the sweep decodes 8 frames of two utterances
+    sweep = (log_obs, counts) if device == "cuda" else (log_obs[:2, :8], counts[:2].clamp(max=8))
+    result["viterbi_kernel_sweep"] = viterbi_sweep(device, *sweep, bands)
     result["chunk_sweep_xrt"] = chunk_sweep(device, frames, counts, result["audio_s"])
     activities = [torch.profiler.ProfilerActivity.CPU] + (
         [torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -139,6 +142,25 @@ def chunk_sweep(device: str, frames: torch.Tensor, counts: torch.Tensor,
             result[f"{chunk}x{group}"] = audio_s / wall
     finally:
         module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device] = saved
+    return result
+
+
+def viterbi_sweep(device: str, log_obs: torch.Tensor, counts: torch.Tensor, bands) -> dict:
+    """The Triton decoder's seconds at several (unroll, num_warps), each after a compiling
+    run, and whether each decodes the states of the default."""
+    from extract.kernels.viterbi import viterbi_triton
+
+    states = viterbi_triton(log_obs, counts, bands)
+    result = {}
+    for unroll, warps in ((1, 8), (1, 16), (2, 8), (2, 16), (4, 16), (4, 32), (8, 16)):
+        try:
+            viterbi_triton(log_obs, counts, bands, unroll, warps)
+            decoded, seconds = timed(device, viterbi_triton, log_obs, counts, bands, unroll,
+                                     warps)
+            result[f"unroll{unroll}_warps{warps}"] = {
+                "seconds": seconds, "same_states": bool(torch.equal(decoded, states))}
+        except Exception as e:        # e.g. out of resources: the other sizes still count
+            result[f"unroll{unroll}_warps{warps}"] = {"error": str(e)[:300]}
     return result
 
 

@@ -4,7 +4,9 @@ The same recursion as extract.features.viterbi.viterbi_torch (read that docstrin
 model). Each program keeps its utterance's voiced and unvoiced state values in registers and
 loops over frames; the band's shifted predecessors are read back from a small per-utterance
 scratch row, the band weights are read state-contiguous ([WIDTH, n_bins]), back-pointers are
-stored as int16, and the program backtracks at the end.
+stored as int16, and the program backtracks at the end. The band's offsets are taken UNROLL at a
+time, so that their loads can be in flight together; UNROLL and num_warps change the speed only
+(benchmarks/gpu_check.py times several).
 Runs on CUDA, and on the CPU under TRITON_INTERPRET=1 (tests, small sizes).
 """
 
@@ -17,6 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
+UNROLL = 1
+NUM_WARPS = 8               # for 512 states or more; 4 below
+
 
 @triton.jit
 def _keep_better(candidate, source, best, best_source):
@@ -28,7 +33,7 @@ def _keep_better(candidate, source, best, best_source):
 @triton.jit
 def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_ptr, scratch_ptr,
                     back_ptr, states_ptr, steps, n_bins,
-                    WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+                    WIDTH: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     length = tl.load(lengths_ptr + b).to(tl.int32)
     n_states = 2 * n_bins
@@ -59,17 +64,19 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_pt
         best_vv, best_uv, best_vu, best_uu = neg_inf, neg_inf, neg_inf, neg_inf
         src_vv = tl.zeros((BLOCK,), tl.int32)
         src_uv, src_vu, src_uu = src_vv, src_vv, src_vv
-        for m in range(WIDTH):
-            k = j - WIDTH // 2 + m
-            ok = in_range & (k >= 0) & (k < n_bins)
-            from_v = tl.load(scratch + k, mask=ok, other=float("-inf"))
-            from_u = tl.load(scratch + n_bins + k, mask=ok, other=float("-inf"))
-            w_same = tl.load(same_ptr + m * n_bins + j, mask=ok, other=float("-inf"))
-            w_switch = tl.load(switch_ptr + m * n_bins + j, mask=ok, other=float("-inf"))
-            best_vv, src_vv = _keep_better(from_v + w_same, k, best_vv, src_vv)
-            best_uv, src_uv = _keep_better(from_u + w_switch, k + n_bins, best_uv, src_uv)
-            best_vu, src_vu = _keep_better(from_v + w_switch, k, best_vu, src_vu)
-            best_uu, src_uu = _keep_better(from_u + w_same, k + n_bins, best_uu, src_uu)
+        for first in range(0, WIDTH, UNROLL):
+            for step in tl.static_range(UNROLL):
+                m = first + step
+                k = j - WIDTH // 2 + m
+                ok = in_range & (k >= 0) & (k < n_bins) & (m < WIDTH)
+                from_v = tl.load(scratch + k, mask=ok, other=float("-inf"))
+                from_u = tl.load(scratch + n_bins + k, mask=ok, other=float("-inf"))
+                w_same = tl.load(same_ptr + m * n_bins + j, mask=ok, other=float("-inf"))
+                w_switch = tl.load(switch_ptr + m * n_bins + j, mask=ok, other=float("-inf"))
+                best_vv, src_vv = _keep_better(from_v + w_same, k, best_vv, src_vv)
+                best_uv, src_uv = _keep_better(from_u + w_switch, k + n_bins, best_uv, src_uv)
+                best_vu, src_vu = _keep_better(from_v + w_switch, k, best_vu, src_vu)
+                best_uu, src_uu = _keep_better(from_u + w_same, k + n_bins, best_uu, src_uu)
         other = best_uv > best_vv
         into_v, src_v = tl.where(other, best_uv, best_vv), tl.where(other, src_uv, src_vv)
         other = best_uu > best_vu
@@ -104,7 +111,8 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_pt
         tl.store(states_ptr + b * steps + t - 1, state.to(tl.int64), mask=if_active)
 
 
-def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands) -> torch.Tensor:
+def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands, unroll: int = UNROLL,
+                   num_warps: int | None = None) -> torch.Tensor:
     """log_obs [B, T, 2n] float64, lengths [B], bands (TransitionBands) -> states [B, T] int64;
     states past an utterance's length are 0."""
     batch, steps, n_states = log_obs.shape
@@ -124,6 +132,6 @@ def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands) -> torch
     # band weights as [WIDTH, n_bins]: neighbouring states' weights sit side by side
     _viterbi_kernel[(batch,)](log_obs, lengths, bands.same.t().contiguous(),
                               bands.switch.t().contiguous(), constants, scratch, back, states,
-                              steps, n_bins, WIDTH=width, BLOCK=block,
-                              num_warps=8 if block >= 512 else 4)
+                              steps, n_bins, WIDTH=width, BLOCK=block, UNROLL=unroll,
+                              num_warps=num_warps or (NUM_WARPS if block >= 512 else 4))
     return states

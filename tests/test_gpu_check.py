@@ -23,6 +23,9 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     assert report["coqui-fastpitch"]["same_spans"] and report["espnet"]["same_frame_counts"]
     assert report["pyin_batch"]["triton_equals_torch"]
     assert report["pyin_batch"]["viterbi_s"] > 0 < report["pyin_batch"]["observations_s"]
+    sweep = report["pyin_batch"]["viterbi_kernel_sweep"]
+    assert len(sweep) > 3 and all(entry["same_states"] for entry in sweep.values()), sweep
+    assert all(entry["seconds"] > 0 for entry in sweep.values())
     assert "aten::" in (tmp_path / "pyin_profile.txt").read_text()
     assert report["torchrun"]["ranks"] == 2 and all(report["torchrun"]["identical"].values())
     assert report["big_corpus"]["batch256"][0]["audio_s"] > 0 < report["librosa"]["xrt"]

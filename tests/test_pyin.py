@@ -149,17 +149,19 @@ def test_torch_viterbi_matches_librosa(n_bins, width, steps):
         assert not ours[b, n:].any()
 
 
-@pytest.mark.parametrize("n_bins,width,steps,lengths", [
-    (24, 9, 20, [20, 11, 19, 1]),
-    (601, 51, 6, [6, 4, 5, 2]),            # pyin's own size: 601 bins in a 1024-wide block
+@pytest.mark.parametrize("n_bins,width,steps,lengths,unroll", [
+    (24, 9, 20, [20, 11, 19, 1], 1),
+    (24, 9, 20, [20, 11, 19, 1], 4),       # 9 offsets in rounds of 4: the last round is masked
+    (601, 51, 6, [6, 4, 5, 2], 1),         # pyin's own size: 601 bins in a 1024-wide block
+    (601, 51, 6, [6, 4, 5, 2], 3),
 ])
-def test_triton_kernel_matches_torch_and_librosa(n_bins, width, steps, lengths):
+def test_triton_kernel_matches_torch_and_librosa(n_bins, width, steps, lengths, unroll):
     probs = random_problems(n_bins, steps, 4, seed=7)
     lengths = torch.tensor(lengths)
     bands = TransitionBands.from_librosa_definition(n_bins, width, 0.01)
     log_obs = torch.from_numpy(np.log(probs.transpose(0, 2, 1) + TINY))
     kernel = viterbi_triton(log_obs.to(KERNEL_DEVICE), lengths.to(KERNEL_DEVICE),
-                            bands.to(torch.device(KERNEL_DEVICE))).cpu().numpy()
+                            bands.to(torch.device(KERNEL_DEVICE)), unroll=unroll).cpu().numpy()
     np.testing.assert_array_equal(kernel, viterbi_torch(log_obs, lengths, bands).numpy())
     transition = librosa_transition(n_bins, width)
     for b, n in enumerate(lengths.tolist()):
@@ -171,17 +173,18 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from extract.kernels.viterbi import _viterbi_kernel
+from extract.kernels.viterbi import NUM_WARPS, UNROLL, _viterbi_kernel
 
 arch, n_bins, width = map(int, sys.argv[1:])
 types = {"log_obs_ptr": "*fp64", "lengths_ptr": "*i64", "same_ptr": "*fp64",
          "switch_ptr": "*fp64", "constants_ptr": "*fp64", "scratch_ptr": "*fp64",
          "back_ptr": "*i16", "states_ptr": "*i64", "steps": "i32", "n_bins": "i32",
-         "WIDTH": "constexpr", "BLOCK": "constexpr"}       # as viterbi_triton calls it
+         "WIDTH": "constexpr", "BLOCK": "constexpr", "UNROLL": "constexpr"}   # as called
 assert list(types) == _viterbi_kernel.arg_names, _viterbi_kernel.arg_names
 source = ASTSource(_viterbi_kernel, types,
-                   constexprs={"WIDTH": width, "BLOCK": triton.next_power_of_2(n_bins)})
-kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 8})
+                   constexprs={"WIDTH": width, "BLOCK": triton.next_power_of_2(n_bins),
+                               "UNROLL": UNROLL})
+kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": NUM_WARPS})
 print(json.dumps({"ptx_target": kernel.asm["ptx"].split(".target")[1].split()[0],
                   "cubin_bytes": len(kernel.asm["cubin"])}))
 """
