@@ -92,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args) -> int:
-    from extract import stages
     from extract.job import run_job
 
     if args.limit is not None and args.limit < 1:
@@ -112,7 +111,6 @@ def cmd_run(args) -> int:
         print(f"done: {result.utterances} utterances ({result.extracted} extracted by this run), "
               f"{result.audio_s / 60:.1f} min of audio in {result.elapsed_s:.1f} s "
               f"({result.times_real_time:.0f}x real time on {result.device})")
-        print(stages.summary(result.stage_s, result.elapsed_s))
     print(FeatureStore(result.path).describe())
     if result.rejected:
         return EXIT_OK if args.allow_skipped else EXIT_SKIPPED

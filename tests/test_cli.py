@@ -25,7 +25,7 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "done: 100 utterances" in result.stdout and "x real time" in result.stdout
     assert "utt/s" in result.stderr and "ETA" in result.stderr          # the progress line
-    assert "\ntime by stage: " in result.stdout and "write " in result.stdout
+    assert "\n  time by stage: " in result.stdout and "write " in result.stdout
     store = FeatureStore(out)
     run = store.attrs["run"]
     assert set(run["stage_s"]) == {"decode", "resample", "spectrogram", "pitch frames",
@@ -39,6 +39,7 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     assert 0.2 < store.stats["f0_voiced_frames"] / store.stats["frames"] < 0.9
     inspect = cli("inspect", out)
     assert inspect.returncode == 0 and "utterances: 100" in inspect.stdout
+    assert "written on cpu in " in inspect.stdout and "time by stage: " in inspect.stdout
 
     again = cli("run", demo_corpus, out, "--device", "cpu", "--limit", "3")
     assert again.returncode == 2 and "--overwrite" in again.stderr

@@ -64,6 +64,7 @@ def test_sigint_and_sigterm_stop_cleanly_and_resume(corpus, reference, tmp_path,
     resumed = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
                               *ARGS, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
+    assert "finished by a resumed run on cpu" in resumed.stdout       # not the whole job's time
     assert_same_store(out, reference)
 
 

@@ -19,6 +19,7 @@ import torch
 import zarr
 
 from extract.loader.shard_reader import ShardReader, raw_layout
+from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS,
                                   UTTERANCE_GROUP)
@@ -218,9 +219,24 @@ class FeatureStore:
                       for r in rejected[:shown_rejections])
             + (f"\n    ... and {hidden} more (tts-extract inspect {self.path} lists them all)"
                if hidden else ""),
+            *_run_lines(self.attrs.get("run")),
             f"  manifest sha256: {self.attrs['manifest_sha256']}",
             "  versions: " + ", ".join(f"{k} {v}" for k, v in self.attrs["versions"].items()),
         ])
+
+
+def _run_lines(run: dict | None) -> list[str]:
+    """How the job that finished the store ran (older stores lack some of it)."""
+    if not run:
+        return []
+    took = f"{run['elapsed_s']:.1f} s"
+    line = (f"  finished by a resumed run on {run['device']} in {took}" if run.get("resumed")
+            else f"  written on {run['device']} in {took} "
+                 f"({run['audio_s'] / run['elapsed_s']:.0f}x real time)")
+    if run.get("ranks", 1) > 1:
+        line += f" by {run['ranks']} ranks"
+    return [line] + (["  " + summary(run["stage_s"], run["elapsed_s"])]
+                     if run.get("stage_s") else [])
 
 
 def _fmt(value) -> str:
