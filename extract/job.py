@@ -262,11 +262,15 @@ def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, p
     """Decode, featurise and store `todo`; return {index: reason} for files that fail to
     decode. Raises `JobInterrupted` between batches once `stop` holds a signal number."""
     failed: dict[int, str] = {}
-    with torch.inference_mode():
-        for indices, audio, lengths in complete_batches(todo, utts, preset.sample_rate,
-                                                        batch_size, device, threads, failed,
-                                                        progress, stop, writer.path):
-            _featurise(indices, audio, lengths, utts, counts, preset, device, writer)
+    try:
+        with torch.inference_mode():
+            for indices, audio, lengths in complete_batches(todo, utts, preset.sample_rate,
+                                                            batch_size, device, threads, failed,
+                                                            progress, stop, writer.path):
+                _featurise(indices, audio, lengths, utts, counts, preset, device, writer)
+    finally:
+        with stage("write"):
+            writer.wait()          # also when stopped: finished shards keep their work
     return failed
 
 

@@ -13,7 +13,7 @@ from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY
 from extract.store.index import UtteranceIndex
 from extract.store.output import StoreError, open_output
-from extract.store.writer import StoreWriter
+from extract.store.writer import QUEUED_SHARDS, StoreWriter
 
 from conftest import MIXED_SPECS
 
@@ -109,7 +109,7 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
                     chunk_frames=16, shard_frames=64)
     for i in rng.permutation(40):
         w.add(int(i), features[i])
-        assert len(w.buffers) <= w.num_shards
+        assert len(w.buffers) <= w.num_shards and len(w._queued) <= QUEUED_SHARDS
     w.finish({})
     store = FeatureStore(tmp_path / "s.zarr", in_memory=in_memory)
     np.testing.assert_array_equal(store.spans, spans)

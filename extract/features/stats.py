@@ -14,7 +14,7 @@ import numpy as np
 def _moments(values: np.ndarray) -> dict:
     values = values.astype(np.float64).reshape(values.shape[0], -1 if values.ndim > 1 else 1)
     return {"count": int(values.shape[0]), "sum": values.sum(axis=0).tolist(),
-            "sum_sq": np.square(values).sum(axis=0).tolist()}
+            "sum_sq": np.square(values, out=values).sum(axis=0).tolist()}
 
 
 def shard_moments(features: dict[str, np.ndarray], speakers: np.ndarray | None = None) -> dict:

@@ -2,7 +2,8 @@
 
 Frame offsets are fixed before extraction (from audio headers), so arrays are created once at
 their final size. Results may arrive in any order; each is copied into the buffer of the shards
-it overlaps, and a shard is written, whole and once, when all its frames have arrived. Then a
+it overlaps, and a shard is written, whole and once, when all its frames have arrived, by a
+background thread (so that writing overlaps the next batches' work; `wait` joins it). Then a
 marker progress/NNNNNNNN.json (with the shard's statistics moments) is written atomically: a
 rerun with --resume skips the marked shards and redoes the rest. The root group is marked
 complete only by `finish()`, which also removes progress/.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,8 @@ from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME
                                   OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES, SPANS,
                                   UTTERANCE_FIELDS, UTTERANCE_GROUP, frame_arrays)
 from extract.store.output import StoreError
+
+QUEUED_SHARDS = 4           # completed shards waiting for the writing thread, at most
 
 
 class StoreWriter:
@@ -54,6 +59,8 @@ class StoreWriter:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
         done = self._marked()
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
+        self._writing: ThreadPoolExecutor | None = None
+        self._queued: deque[Future] = deque()
         owned = range(self.num_shards) if owned is None else owned
         self.missing = {s: self._shard_range(s)[1] - self._shard_range(s)[0]
                         for s in owned if s not in done}
@@ -171,7 +178,32 @@ class StoreWriter:
                 buffer[name][a - lo:b - lo] = features[name][a - start:b - start]
             self.missing[shard] -= b - a
             if self.missing[shard] == 0:
-                self._flush(shard, self.buffers.pop(shard))
+                del self.missing[shard]
+                self._flush_in_background(shard, self.buffers.pop(shard))
+
+    def _flush_in_background(self, shard: int, buffer: dict[str, np.ndarray]) -> None:
+        """Queue the shard for the writing thread; wait while QUEUED_SHARDS are queued (memory
+        stays bounded when the disk is slower than the features), raising any write error."""
+        if self._writing is None:
+            self._writing = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+        self._queued.append(self._writing.submit(self._flush, shard, buffer))
+        while len(self._queued) > QUEUED_SHARDS or (self._queued and self._queued[0].done()):
+            self._queued.popleft().result()
+
+    def wait(self) -> None:
+        """Return once every queued shard is written and marked; then raise the first write
+        error, if any."""
+        errors = []
+        while self._queued:
+            try:
+                self._queued.popleft().result()
+            except Exception as e:
+                errors.append(e)
+        if self._writing is not None:
+            self._writing.shutdown()
+            self._writing = None
+        if errors:
+            raise errors[0]
 
     def _flush(self, shard: int, buffer: dict[str, np.ndarray]) -> None:
         lo, hi = self._shard_range(shard)
@@ -185,10 +217,10 @@ class StoreWriter:
         except OSError as e:
             raise StoreError(f"writing shard {shard} of {self.path} failed: "
                              f"{e.strerror or e}") from e
-        self.missing.pop(shard, None)
 
     def write_open_shards(self) -> None:
         """Write the shards left open by utterances that never arrived (no marker)."""
+        self.wait()
         for shard, buffer in self.buffers.items():
             lo, hi = self._shard_range(shard)
             for name, array in self.arrays.items():
@@ -252,6 +284,7 @@ class StoreWriter:
 
     def finish(self, attrs: dict) -> None:
         """Record statistics and final attributes, mark the store complete, drop progress/."""
+        self.wait()
         unwritten = set(range(self.num_shards)) - self._marked()
         if unwritten:
             raise StoreError(f"{len(unwritten)} shard(s) of {self.path} were never completed")
