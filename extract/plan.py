@@ -86,8 +86,8 @@ def complete_batches(todo: list[Utterance], utterances: list[Utterance], sample_
                                                 batch_size, device, threads)):
         failed.update(batch.failed)
         rows = []
-        for row, index in enumerate(batch.indices):
-            u, decoded = utterances[index], int(batch.lengths[row])
+        for row, (index, decoded) in enumerate(zip(batch.indices, batch.lengths.tolist())):
+            u = utterances[index]
             if decoded == u.audio.num_samples:
                 rows.append(row)
             else:
