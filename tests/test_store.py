@@ -10,12 +10,36 @@ import torchaudio
 import zarr
 
 from extract.loader import FeatureStore, StoreFormatError
-from extract.store.layout import ATTRS_KEY
+from extract.store.layout import ATTRS_KEY, shard_file
 from extract.store.index import UtteranceIndex
 from extract.store.output import StoreError, open_output
+from extract.store.shard_file import write_shard
 from extract.store.writer import QUEUED_SHARDS, StoreWriter
 
 from conftest import MIXED_SPECS
+
+
+@pytest.mark.parametrize("dtype,trailing", [("float32", (5,)), ("float32", ()), ("bool", ())])
+def test_shard_files_are_the_bytes_zarr_python_writes(tmp_path, dtype, trailing):
+    """Full shards and a last one that ends inside a chunk, against zarr-python writing the
+    same rows into an array of the same metadata; zarr then reads ours (checking the index's
+    crc32c)."""
+    frames, chunk, shard = 2 * 64 + 40, 16, 64
+    rows = np.random.default_rng(0).standard_normal((frames, *trailing)) > 0 if dtype == "bool" \
+        else np.random.default_rng(0).standard_normal((frames, *trailing)).astype(dtype)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    arrays = [group.create_array(name, shape=rows.shape, dtype=dtype, chunks=(chunk, *trailing),
+                                 shards=(shard, *trailing), compressors=None, fill_value=0,
+                                 config={"write_empty_chunks": True})
+              for name in ("theirs", "ours")]
+    for k in range(3):
+        lo, hi = k * shard, min((k + 1) * shard, frames)
+        arrays[0][lo:hi] = rows[lo:hi]
+        write_shard(tmp_path / "s.zarr" / "ours", k, rows[lo:hi], chunk, shard)
+        files = [shard_file(tmp_path / "s.zarr" / name, k, rows.ndim)
+                 for name in ("theirs", "ours")]
+        assert files[1].read_bytes() == files[0].read_bytes()
+    np.testing.assert_array_equal(arrays[1][:], rows)
 
 
 def test_frame_counts_offsets_and_spans_follow_the_audio(mixed_store, mixed_corpus):

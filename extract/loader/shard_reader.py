@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-ABSENT = np.uint64(2**64 - 1)
+from extract.store.layout import ABSENT_CHUNK, shard_file
 
 
 def raw_layout(metadata: dict) -> dict | None:
@@ -56,15 +56,13 @@ class ShardReader:
         self.chunk_rows, self.shard_rows = layout["chunk_rows"], layout["shard_rows"]
         self.chunks_per_shard = self.shard_rows // self.chunk_rows
         self.index_bytes = 16 * self.chunks_per_shard + (4 if layout["index_checksum"] else 0)
-        self.key_suffix = layout["separator"].join(["0"] * (len(self.shape) - 1))
         self.separator = layout["separator"]
         self.shards: dict[int, tuple[int, np.ndarray] | None] = {}
 
     def _shard(self, shard: int) -> tuple[int, np.ndarray] | None:
         """(file descriptor, index [chunks, 2]) of a shard, or None when it was never written."""
         if shard not in self.shards:
-            parts = ["c", str(shard)] + ([self.key_suffix] if self.key_suffix else [])
-            path = self.dir / self.separator.join(parts)
+            path = shard_file(self.dir, shard, len(self.shape), self.separator)
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
@@ -83,9 +81,9 @@ class ShardReader:
             chunk = row // self.chunk_rows
             end = min(stop, (chunk + 1) * self.chunk_rows)
             shard = self._shard(chunk // self.chunks_per_shard)
-            offset, nbytes = (ABSENT, ABSENT) if shard is None else \
+            offset, nbytes = (ABSENT_CHUNK, ABSENT_CHUNK) if shard is None else \
                 shard[1][chunk % self.chunks_per_shard]
-            if offset == ABSENT:
+            if offset == ABSENT_CHUNK:
                 out[row - start:end - start] = self.fill
             else:
                 first = int(offset) + (row - chunk * self.chunk_rows) * self.row_bytes

@@ -5,6 +5,8 @@ Shared by the writer and the loader; imports only numpy. docs/FORMAT.md is the p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 FORMAT_VERSION = 3
 ATTRS_KEY = "tts_extract"          # group attribute holding everything the job records
 
@@ -22,6 +24,7 @@ FRAME_ARRAYS = {
 OPTIONAL_FRAME_ARRAYS = {          # written only by presets that ask for them
     "linear": ("float32", "n_freqs", ("frame", "freq")),
 }
+ABSENT_CHUNK = 2**64 - 1           # a shard index's (offset, nbytes) for a chunk not stored
 OFFSETS = "offsets"                # int64 [utterances + 1]
 SPANS = "spans"                    # int64 [utterances, 2]: samples the frames cover
 PROGRESS = "progress"              # while a job runs: one JSON file per finished shard
@@ -37,3 +40,9 @@ def frame_arrays(widths: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...]
         if name in FRAME_ARRAYS or trailing in widths:
             arrays[name] = (dtype, (widths[trailing],) if trailing else (), dims)
     return arrays
+
+
+def shard_file(array_dir: Path, shard: int, ndim: int, separator: str = "/") -> Path:
+    """The file holding shard `shard` of an array sharded along its first axis only (Zarr v3's
+    default chunk key encoding: c/<shard>/0 for 2-D arrays, c/<shard> for 1-D ones)."""
+    return Path(array_dir) / separator.join(["c", str(shard)] + ["0"] * (ndim - 1))

@@ -27,6 +27,7 @@ from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME
                                   OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES, SPANS,
                                   UTTERANCE_FIELDS, UTTERANCE_GROUP, frame_arrays)
 from extract.store.output import StoreError
+from extract.store.shard_file import write_shard
 
 QUEUED_SHARDS = 4           # completed shards waiting for the writing thread, at most
 
@@ -206,26 +207,32 @@ class StoreWriter:
             raise errors[0]
 
     def _flush(self, shard: int, buffer: dict[str, np.ndarray]) -> None:
+        """Write a completed shard, then its marker with its statistics moments."""
         lo, hi = self._shard_range(shard)
-        marker = self.path / PROGRESS / f"{shard:08d}.json"
-        try:
-            for name, array in self.arrays.items():
-                array[lo:hi] = buffer[name]
-            partial = marker.with_suffix(".tmp")
-            partial.write_text(json.dumps(shard_moments(buffer, self._frame_speakers(lo, hi))))
-            os.replace(partial, marker)
-        except OSError as e:
-            raise StoreError(f"writing shard {shard} of {self.path} failed: "
-                             f"{e.strerror or e}") from e
+        self._write(shard, buffer, shard_moments(buffer, self._frame_speakers(lo, hi)))
 
     def write_open_shards(self) -> None:
         """Write the shards left open by utterances that never arrived (no marker)."""
         self.wait()
         for shard, buffer in self.buffers.items():
-            lo, hi = self._shard_range(shard)
-            for name, array in self.arrays.items():
-                array[lo:hi] = buffer[name]
+            self._write(shard, buffer)
         self.buffers = {}
+
+    def _write(self, shard: int, buffer: dict[str, np.ndarray], moments: dict | None = None
+               ) -> None:
+        """The shard's file in every array, then its marker if `moments` are given."""
+        try:
+            for name, array in self.arrays.items():
+                write_shard(self.path / name, shard, buffer[name], array.chunks[0],
+                            self.shard_frames)
+            if moments is not None:
+                marker = self.path / PROGRESS / f"{shard:08d}.json"
+                partial = marker.with_suffix(".tmp")
+                partial.write_text(json.dumps(moments))
+                os.replace(partial, marker)
+        except OSError as e:
+            raise StoreError(f"writing shard {shard} of {self.path} failed: "
+                             f"{e.strerror or e}") from e
 
     @property
     def compacting(self) -> dict | None:
