@@ -109,10 +109,10 @@ def magnitude_spectrogram(audio: torch.Tensor, lengths: torch.Tensor,
     spec = torch.stft(pad_for_stft(audio, lengths, preset).double(), preset.n_fft,
                       hop_length=preset.hop_length, win_length=preset.win_length,
                       window=window, center=False, return_complex=True)
-    power = spec.real.square() + spec.imag.square() + preset.magnitude_eps
+    power = spec.real.square().add_(spec.imag.square()).add_(preset.magnitude_eps)
     if preset.power_floor > 0:
-        power = torch.clamp(power, min=preset.power_floor)
-    return torch.sqrt(power).float()
+        power.clamp_(min=preset.power_floor)
+    return power.sqrt_().float()
 
 
 def log_mel(magnitude: torch.Tensor, preset: Preset) -> torch.Tensor:
