@@ -29,7 +29,11 @@ def test_ranks_write_exactly_the_single_process_store(corpus, reference, tmp_pat
     assert job.returncode == 0, stderr
     assert stdout.count("done: 36 utterances") == 1           # rank 0 reports, once
     assert_same_store(out, reference)
-    assert FeatureStore(out).attrs["run"]["ranks"] == nproc
+    run = FeatureStore(out).attrs["run"]
+    assert run["ranks"] == nproc and f"by {nproc} ranks" in stdout
+    # each stage's seconds: the mean over ranks, so within the job's own time
+    assert {"decode", "write"} <= set(run["stage_s"])
+    assert sum(run["stage_s"].values()) <= run["elapsed_s"]
 
 
 def test_ranks_share_the_silence_trimming_pass(corpus, trimmed_reference, tmp_path):
