@@ -80,13 +80,16 @@ def reflect_pad(audio: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.T
     """Reflect-pad each row by `pad` on both sides of its own length (not of the batch's).
 
     [B, L] -> [B, L + 2 * pad]; equals torch.nn.functional.pad(row[:n], (pad, pad), "reflect")
-    on the first n + 2 * pad samples of each row.
+    on the first n + 2 * pad samples of each row (the rest is zero).
     """
-    positions = torch.arange(-pad, audio.shape[1] + pad, device=audio.device)
+    out = torch.nn.functional.pad(audio, (pad, pad))
     last = (lengths.to(audio.device) - 1)[:, None]
-    index = positions[None, :].abs()
-    index = torch.where(index > last, 2 * last - index, index).clamp(min=0)
-    return torch.gather(audio, 1, index.clamp(max=audio.shape[1] - 1))
+    step = torch.arange(1, pad + 1, device=audio.device)[None]     # samples past an edge
+    # sample -k is sample k, reflected again off the far end (and clamped) for short rows
+    before = torch.where(step > last, 2 * last - step, step).clamp(min=0)
+    out[:, :pad] = audio.gather(1, before).flip(1)
+    out.scatter_(1, pad + last + step, audio.gather(1, (last - step).clamp(min=0)))
+    return out
 
 
 def pad_for_stft(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset) -> torch.Tensor:
