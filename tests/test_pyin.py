@@ -184,7 +184,8 @@ assert list(types) == _viterbi_kernel.arg_names, _viterbi_kernel.arg_names
 source = ASTSource(_viterbi_kernel, types,
                    constexprs={"WIDTH": width, "BLOCK": triton.next_power_of_2(n_bins),
                                "UNROLL": UNROLL})
-kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": NUM_WARPS})
+kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                        options={"num_warps": NUM_WARPS})
 print(json.dumps({"ptx_target": kernel.asm["ptx"].split(".target")[1].split()[0],
                   "cubin_bytes": len(kernel.asm["cubin"])}))
 """
