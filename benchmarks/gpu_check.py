@@ -11,7 +11,7 @@ traceback and the next one runs) and prints it at the end.
 2. torchrun with two ranks sharing the GPU against step 1's single-process store (gloo, other
    batches: which arrays come out identical, and how close the rest are);
 3. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice per batch
-   size;
+   size, with the job's time by stage (decode, resample, spectrogram, pitch, to host, write);
 4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
    and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), the Triton decoder
    at several unroll and num_warps settings, and against the torch one on the GPU;
