@@ -29,6 +29,22 @@ def test_reflect_pad_is_per_row():
     for row, n in enumerate(lengths.tolist()):
         ref = torch.nn.functional.pad(audio[row:row + 1, :n][None], (384, 384), mode="reflect")
         torch.testing.assert_close(padded[row, : n + 768], ref[0, 0], rtol=0, atol=0)
+        assert not padded[row, n + 768:].any()
+
+
+def test_reflect_pad_of_rows_shorter_than_the_pad():
+    """Too short for one reflection (torch's reflect refuses): sample -k is sample k, and an
+    index past either end reflects off the other end once more, then clamps at sample 0."""
+    pad, lengths = 384, [300, 40, 1]
+    audio = torch.zeros(3, 300)
+    for row, n in enumerate(lengths):
+        audio[row, :n] = torch.arange(1, n + 1, dtype=torch.float32)
+    padded = reflect_pad(audio, torch.tensor(lengths), pad)
+    for row, n in enumerate(lengths):
+        index = np.abs(np.arange(-pad, n + pad))
+        index = np.where(index > n - 1, 2 * (n - 1) - index, index).clip(min=0)
+        np.testing.assert_array_equal(padded[row, : n + 2 * pad].numpy(),
+                                      audio[row].numpy()[index])
 
 
 def test_hifigan_preset_matches_hifigan_definition(mixed_corpus, mixed_store_on_each_device):
