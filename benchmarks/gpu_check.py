@@ -14,7 +14,8 @@ traceback and the next one runs) and prints it at the end.
    size, with the job's time by stage (decode, resample, spectrogram, pitch, to host, write);
 4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
    and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), the Triton decoder
-   at several unroll and num_warps settings, and against the torch one on the GPU;
+   at several unroll and num_warps settings and with its full weight tables, and against the
+   torch one on the GPU;
 5. librosa mel + pyin with one process per core on the first --librosa-files files.
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
@@ -75,11 +76,11 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(device: str, function, *args):
-    """(function(*args), seconds), the device synchronised before and after."""
+def timed(device: str, function, *args, **kwargs):
+    """(function(*args, **kwargs), seconds), the device synchronised before and after."""
     synchronize(device)
     start = time.perf_counter()
-    result = function(*args)
+    result = function(*args, **kwargs)
     synchronize(device)
     return result, time.perf_counter() - start
 
@@ -146,21 +147,24 @@ def chunk_sweep(device: str, frames: torch.Tensor, counts: torch.Tensor,
 
 
 def viterbi_sweep(device: str, log_obs: torch.Tensor, counts: torch.Tensor, bands) -> dict:
-    """The Triton decoder's seconds at several (unroll, num_warps), each after a compiling
-    run, and whether each decodes the states of the default."""
+    """The Triton decoder's seconds at several (unroll, num_warps), and reading the full
+    weight tables instead of the distinct bins' (the layout of the earlier H200 runs), each
+    after a compiling run, and whether each decodes the states of the default."""
     from extract.kernels.viterbi import viterbi_triton
 
     states = viterbi_triton(log_obs, counts, bands)
+    settings = {f"unroll{unroll}_warps{warps}": {"unroll": unroll, "num_warps": warps}
+                for unroll, warps in ((1, 8), (1, 16), (2, 8), (2, 16), (4, 16), (4, 32),
+                                      (8, 16))}
+    settings["full_tables_unroll1_warps8"] = {"distinct": False, "num_warps": 8}
     result = {}
-    for unroll, warps in ((1, 8), (1, 16), (2, 8), (2, 16), (4, 16), (4, 32), (8, 16)):
+    for name, options in settings.items():
         try:
-            viterbi_triton(log_obs, counts, bands, unroll, warps)
-            decoded, seconds = timed(device, viterbi_triton, log_obs, counts, bands, unroll,
-                                     warps)
-            result[f"unroll{unroll}_warps{warps}"] = {
-                "seconds": seconds, "same_states": bool(torch.equal(decoded, states))}
+            viterbi_triton(log_obs, counts, bands, **options)
+            decoded, seconds = timed(device, viterbi_triton, log_obs, counts, bands, **options)
+            result[name] = {"seconds": seconds, "same_states": bool(torch.equal(decoded, states))}
         except Exception as e:        # e.g. out of resources: the other sizes still count
-            result[f"unroll{unroll}_warps{warps}"] = {"error": str(e)[:300]}
+            result[name] = {"error": str(e)[:300]}
     return result
 
 

@@ -3,10 +3,12 @@
 The same recursion as extract.features.viterbi.viterbi_torch (read that docstring for the
 model). Each program keeps its utterance's voiced and unvoiced state values in registers and
 loops over frames; the band's shifted predecessors are read back from a small per-utterance
-scratch row, the band weights are read state-contiguous ([WIDTH, n_bins]), back-pointers are
-stored as int16, and the program backtracks at the end. The band's offsets are taken UNROLL at a
-time, so that their loads can be in flight together; UNROLL and num_warps change the speed only
-(benchmarks/gpu_check.py times several).
+scratch row, back-pointers are stored as int16, and the program backtracks at the end. The band
+weights come from tables of the distinct bins' weights through each bin's column
+(TransitionBands.distinct_columns): 130 KB for pyin's 601 bins, which can stay in L1, where the
+full tables (490 KB) cannot. The band's offsets are taken UNROLL at a time, so that their loads
+can be in flight together; UNROLL and num_warps change the speed only (benchmarks/gpu_check.py
+times several).
 Runs on CUDA, and on the CPU under TRITON_INTERPRET=1 (tests, small sizes).
 """
 
@@ -31,8 +33,8 @@ def _keep_better(candidate, source, best, best_source):
 
 
 @triton.jit
-def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_ptr, scratch_ptr,
-                    back_ptr, states_ptr, steps, n_bins,
+def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, column_ptr, constants_ptr,
+                    scratch_ptr, back_ptr, states_ptr, steps, n_bins, n_columns,
                     WIDTH: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     length = tl.load(lengths_ptr + b).to(tl.int32)
@@ -41,6 +43,7 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_pt
     log_tiny = tl.load(constants_ptr + 1)
     j = tl.arange(0, BLOCK)
     in_range = j < n_bins
+    column = tl.load(column_ptr + j, mask=in_range, other=0)
     obs = log_obs_ptr + b * steps * n_states
     back = back_ptr + b * steps * n_states
     scratch = scratch_ptr + b * n_states
@@ -71,8 +74,9 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_pt
                 ok = in_range & (k >= 0) & (k < n_bins) & (m < WIDTH)
                 from_v = tl.load(scratch + k, mask=ok, other=float("-inf"))
                 from_u = tl.load(scratch + n_bins + k, mask=ok, other=float("-inf"))
-                w_same = tl.load(same_ptr + m * n_bins + j, mask=ok, other=float("-inf"))
-                w_switch = tl.load(switch_ptr + m * n_bins + j, mask=ok, other=float("-inf"))
+                weight = m * n_columns + column
+                w_same = tl.load(same_ptr + weight, mask=ok, other=float("-inf"))
+                w_switch = tl.load(switch_ptr + weight, mask=ok, other=float("-inf"))
                 best_vv, src_vv = _keep_better(from_v + w_same, k, best_vv, src_vv)
                 best_uv, src_uv = _keep_better(from_u + w_switch, k + n_bins, best_uv, src_uv)
                 best_vu, src_vu = _keep_better(from_v + w_switch, k, best_vu, src_vu)
@@ -112,9 +116,10 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, constants_pt
 
 
 def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands, unroll: int = UNROLL,
-                   num_warps: int | None = None) -> torch.Tensor:
+                   num_warps: int | None = None, distinct: bool = True) -> torch.Tensor:
     """log_obs [B, T, 2n] float64, lengths [B], bands (TransitionBands) -> states [B, T] int64;
-    states past an utterance's length are 0."""
+    states past an utterance's length are 0. distinct=False reads the full weight table (every
+    bin its own column), for comparison."""
     batch, steps, n_states = log_obs.shape
     n_bins, width = bands.same.shape
     if n_states != 2 * n_bins or n_states > np.iinfo(np.int16).max:
@@ -129,9 +134,14 @@ def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands, unroll: 
     back = torch.empty(batch, steps, n_states, dtype=torch.int16, device=device)
     states = torch.zeros(batch, steps, dtype=torch.int64, device=device)
     block = triton.next_power_of_2(n_bins)
-    # band weights as [WIDTH, n_bins]: neighbouring states' weights sit side by side
-    _viterbi_kernel[(batch,)](log_obs, lengths, bands.same.t().contiguous(),
-                              bands.switch.t().contiguous(), constants, scratch, back, states,
-                              steps, n_bins, WIDTH=width, BLOCK=block, UNROLL=unroll,
+    same, switch, column = (bands.distinct_columns if distinct else
+                            (bands.same.t(), bands.switch.t(), torch.arange(n_bins)))
+    same, switch, column = (x.to(device=device, dtype=dtype).contiguous() for x, dtype in
+                            ((same, torch.float64), (switch, torch.float64),
+                             (column, torch.int32)))
+    _viterbi_kernel[(batch,)](log_obs, lengths, same, switch, column, constants, scratch, back,
+                              states, steps, n_bins, same.shape[1], WIDTH=width, BLOCK=block,
+                              UNROLL=unroll,
                               num_warps=num_warps or (NUM_WARPS if block >= 512 else 4))
     return states
+

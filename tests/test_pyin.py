@@ -21,7 +21,7 @@ from extract.config import load_preset
 from extract.demo import synth_utterance
 from extract.features import extract_features
 from extract.features.pyin import (log_observation_probabilities, pitch_bin_count, pyin,
-                                   threshold_prior, transition_width)
+                                   threshold_events, threshold_prior, transition_width)
 from extract.features.viterbi import TransitionBands, viterbi_torch
 from extract.kernels.viterbi import viterbi_triton
 from reference import load_for_hifigan
@@ -77,6 +77,19 @@ def test_transition_bands_are_librosas_matrix_bit_for_bit(n_bins, width):
         assert (log_dense[:n_bins][outside, j] == np.log(TINY)).all()
 
 
+@pytest.mark.parametrize("n_bins,width", [(601, 51), (24, 9)])
+def test_distinct_columns_rebuild_every_bins_weights(n_bins, width):
+    """The kernel's compact tables: column[j] of each table holds bin j's weights, and no
+    two columns are equal."""
+    bands = TransitionBands.from_librosa_definition(n_bins, width, 0.01)
+    same, switch, column = bands.distinct_columns
+    assert same.shape == switch.shape == (width, int(column.max()) + 1) and len(column) == n_bins
+    assert torch.equal(same[:, column], bands.same.t())
+    assert torch.equal(switch[:, column], bands.switch.t())
+    pairs = torch.cat([same, switch]).t()
+    assert len(torch.unique(pairs, dim=0)) == len(pairs) < n_bins
+
+
 def test_threshold_prior_and_width_are_librosas():
     thresholds, beta = threshold_prior()
     grid = np.linspace(0, 1, 101)
@@ -84,6 +97,19 @@ def test_threshold_prior_and_width_are_librosas():
     np.testing.assert_allclose(beta, np.diff(scipy.stats.beta.cdf(grid, 2, 18)), rtol=1e-12,
                                atol=1e-17)
     assert transition_width(35.92, HOP, SR) == 51
+
+
+def test_threshold_events_are_each_rows_distinct_indices_in_order():
+    rng = np.random.default_rng(5)
+    first_below = rng.integers(0, 101, (50, 9))
+    first_below[3] = 100                                   # no trough below any threshold
+    first_below[4] = 7                                     # one event
+    events, n_events = threshold_events(torch.from_numpy(first_below))
+    for row, (got, n) in enumerate(zip(events.numpy(), n_events.tolist())):
+        expected = np.unique(first_below[row][first_below[row] < 100])
+        assert n == len(expected)
+        np.testing.assert_array_equal(got[:n], expected)
+        assert (got[n:] == 100).all() and len(got) == n_events.max() + 1
 
 
 def librosa_observations(cmnd: np.ndarray, shifts: np.ndarray, min_period: int,
@@ -177,8 +203,9 @@ from extract.kernels.viterbi import NUM_WARPS, UNROLL, _viterbi_kernel
 
 arch, n_bins, width = map(int, sys.argv[1:])
 types = {"log_obs_ptr": "*fp64", "lengths_ptr": "*i64", "same_ptr": "*fp64",
-         "switch_ptr": "*fp64", "constants_ptr": "*fp64", "scratch_ptr": "*fp64",
-         "back_ptr": "*i16", "states_ptr": "*i64", "steps": "i32", "n_bins": "i32",
+         "switch_ptr": "*fp64", "column_ptr": "*i32", "constants_ptr": "*fp64",
+         "scratch_ptr": "*fp64", "back_ptr": "*i16", "states_ptr": "*i64", "steps": "i32",
+         "n_bins": "i32", "n_columns": "i32",
          "WIDTH": "constexpr", "BLOCK": "constexpr", "UNROLL": "constexpr"}   # as called
 assert list(types) == _viterbi_kernel.arg_names, _viterbi_kernel.arg_names
 source = ASTSource(_viterbi_kernel, types,

@@ -207,18 +207,20 @@ def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def threshold_events(first_below: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[R, M] first-threshold indices -> (each row's distinct indices below N_THRESHOLDS,
-    ascending, then N_THRESHOLDS as padding and end [R, E + 1]; how many [R])."""
+    ascending, then N_THRESHOLDS as padding and end [R, E + 1]; how many [R]).
+
+    Marks the indices each row has, then packs them left: no sort (a segmented sort was a
+    fifth of the per-frame work on an H200)."""
     rows = first_below.shape[0]
-    ordered = torch.sort(first_below, dim=1).values
-    new = torch.ones_like(ordered, dtype=torch.bool)
-    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    new &= ordered < N_THRESHOLDS
-    n_events = new.sum(dim=1)
+    device = first_below.device
+    seen = torch.zeros(rows, N_THRESHOLDS + 1, dtype=torch.bool, device=device)
+    seen.scatter_(1, first_below, True)
+    seen = seen[:, :N_THRESHOLDS]
+    n_events = seen.sum(dim=1)
     width = int(n_events.max()) if rows else 0
-    slot = torch.where(new, torch.cumsum(new, dim=1) - 1, width + 1)
-    events = torch.full((rows, width + 2), N_THRESHOLDS, dtype=torch.long,
-                        device=first_below.device)
-    events.scatter_(1, slot, ordered)
+    slot = torch.where(seen, torch.cumsum(seen, dim=1, dtype=torch.int32) - 1, width + 1)
+    events = torch.full((rows, width + 2), N_THRESHOLDS, dtype=torch.long, device=device)
+    events.scatter_(1, slot.long(), torch.arange(N_THRESHOLDS, device=device).expand(rows, -1))
     return events[:, :width + 1], n_events
 
 

@@ -14,6 +14,7 @@ int16 back-pointers.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -66,6 +67,20 @@ class TransitionBands:
             band[name] = torch.from_numpy(np.where(valid, np.log(p * into + tiny), -np.inf))
         return cls(**band)
 
+    @functools.cached_property
+    def distinct_columns(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The weights of the distinct bins, same and switch [width, columns] (numbered in
+        order of their first bin), and each bin's column [n_bins]: the Triton kernel's tables.
+        601 bins have 163 (the edges; interior rows whose sums differ in the last bit)."""
+        weights = torch.cat([self.same, self.switch], 1).cpu().numpy()
+        _, first, column = np.unique(weights, axis=0, return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        renumber = np.empty_like(order)
+        renumber[order] = np.arange(len(order))
+        table = torch.from_numpy(weights[first[order]]).t()       # [2 * width, columns]
+        width = self.same.shape[1]
+        return table[:width], table[width:], torch.from_numpy(renumber[column.reshape(-1)])
+
     def to(self, device: torch.device) -> TransitionBands:
         return TransitionBands(self.same.to(device), self.switch.to(device))
 
@@ -76,7 +91,7 @@ def viterbi(log_obs: torch.Tensor, lengths: torch.Tensor, bands: TransitionBands
     Utterance b is decoded over its first lengths[b] frames; later states are 0."""
     if log_obs.is_cuda:
         from extract.kernels.viterbi import viterbi_triton
-        return viterbi_triton(log_obs, lengths, bands.to(log_obs.device))
+        return viterbi_triton(log_obs, lengths, bands)
     return viterbi_torch(log_obs, lengths, bands.to(log_obs.device))
 
 
