@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -20,6 +21,14 @@ import zarr
 from extract.demo import synth_utterance
 from extract.input.audio import write_wav
 from extract.store.layout import ATTRS_KEY, FRAME_ARRAYS, OFFSETS, PROGRESS, SPANS
+
+
+def raw_wav(tag: int, channels: int, rate: int, bits: int, payload: bytes) -> bytes:
+    """A WAV file's bytes: any format tag and sample width, `payload` as the data chunk."""
+    block = channels * bits // 8
+    return (b"RIFF" + struct.pack("<I", 36 + len(payload)) + b"WAVE" + b"fmt " +
+            struct.pack("<IHHIIHH", 16, tag, channels, rate, rate * block, block, bits) +
+            b"data" + struct.pack("<I", len(payload)) + payload)
 
 
 def write_corpus(folder: Path, specs: list[tuple[str, float, int, int, str]],

@@ -2,7 +2,6 @@
 --allow-skipped), and every other utterance comes out exactly as if the bad ones were absent."""
 
 import shutil
-import struct
 import subprocess
 import sys
 
@@ -16,6 +15,8 @@ from extract.input.audio import write_wav
 from extract.loader import FeatureStore
 from extract.store.layout import FRAME_ARRAYS, OFFSETS, SPANS
 
+from conftest import raw_wav
+
 GOOD = [  # id, seconds, rate, channels, format
     ("g_pcm16", 1.2, 22050, 1, "pcm16"),
     ("g_pcm24_stereo", 0.9, 44100, 2, "pcm24"),
@@ -23,13 +24,6 @@ GOOD = [  # id, seconds, rate, channels, format
     ("g_pcm32", 0.8, 16000, 1, "pcm32"),
     ("g_silent", 0.6, 22050, 1, "pcm16"),
 ]
-
-
-def raw_wav(tag: int, channels: int, rate: int, bits: int, payload: bytes) -> bytes:
-    block = channels * bits // 8
-    return (b"RIFF" + struct.pack("<I", 36 + len(payload)) + b"WAVE" + b"fmt " +
-            struct.pack("<IHHIIHH", 16, tag, channels, rate, rate * block, block, bits) +
-            b"data" + struct.pack("<I", len(payload)) + payload)
 
 
 def write_good(wavs, utt_id, seconds, rate, channels, fmt, seed):
@@ -51,14 +45,14 @@ def write_bad(wavs):
         (wavs / f"{name}.wav").write_bytes(raw_wav(3, 1, 22050, 32, y.tobytes()))
     write_wav(wavs / "b_empty.wav", np.zeros(0), 22050)
     write_wav(wavs / "b_one_sample.wav", np.zeros(1), 22050)
-    (wavs / "b_u8.wav").write_bytes(raw_wav(1, 1, 22050, 8, bytes([128] * 8000)))
-    (wavs / "b_mulaw.wav").write_bytes(raw_wav(7, 1, 8000, 8, bytes([255] * 8000)))
-    (wavs / "b_alaw.wav").write_bytes(raw_wav(6, 1, 8000, 8, bytes([213] * 8000)))
+    (wavs / "b_adpcm.wav").write_bytes(raw_wav(2, 1, 8000, 4, bytes(4000)))
+    (wavs / "b_ima_adpcm.wav").write_bytes(raw_wav(0x11, 1, 8000, 4, bytes(4000)))
+    (wavs / "b_float16.wav").write_bytes(raw_wav(3, 1, 22050, 16, bytes(16000)))
     # a valid header the decoder rejects (2000 channels): found at decode time, not before
     (wavs / "b_decoder.wav").write_bytes(raw_wav(1, 2000, 22050, 16, bytes(2000 * 2 * 700)))
     write_wav(wavs / "b_long.wav", np.zeros(3 * 8000), 8000)
     y = synth_utterance(1.0, 22050, np.random.default_rng(5))
-    for name, subtype in (("b_flac_truncated", "PCM_16"), ("b_flac_8bit", "PCM_S8"),
+    for name, subtype in (("b_flac_truncated", "PCM_16"), ("b_flac_20bit", "PCM_24"),
                           ("b_flac_no_length", "PCM_16")):
         soundfile.write(wavs / f"{name}.flac", y, 22050, subtype=subtype)
     data = (wavs / "b_flac_truncated.flac").read_bytes()
@@ -67,15 +61,21 @@ def write_bad(wavs):
     data[21] &= 0xF0                  # STREAMINFO's 36-bit total sample count set to 0
     data[22:26] = bytes(4)
     (wavs / "b_flac_no_length.flac").write_bytes(bytes(data))
+    data = bytearray((wavs / "b_flac_20bit.flac").read_bytes())
+    fields = int.from_bytes(data[18:26], "big") & ~(0x1F << 36)   # STREAMINFO bits - 1
+    data[18:26] = (fields | 19 << 36).to_bytes(8, "big")
+    (wavs / "b_flac_20bit.flac").write_bytes(bytes(data))
     return {"b_decoder": "audio decoder failed", "b_missing": "file not found",
             "b_flac_truncated": "audio decoder failed",
-            "b_flac_8bit": "unsupported FLAC sample width 8 bits",
+            "b_flac_20bit": "unsupported FLAC sample width 20 bits",
             "b_flac_no_length": "does not give the number of samples",
             "b_zero_bytes": "neither a RIFF/WAVE nor a FLAC",
             "b_text": "neither a RIFF/WAVE nor a FLAC", "b_truncated": "truncated",
             "b_nan": "sample 4321 is NaN or infinite", "b_inf": "sample 4321 is NaN",
             "b_empty": "too short", "b_one_sample": "too short",
-            "b_u8": "8-bit unsigned PCM", "b_mulaw": "mu-law 8-bit", "b_alaw": "A-law 8-bit",
+            "b_adpcm": "sample format (MS ADPCM 4-bit)",
+            "b_ima_adpcm": "sample format (IMA ADPCM 4-bit)",
+            "b_float16": "sample format (float 16-bit)",
             "b_long": "longer than --max-duration"}
 
 

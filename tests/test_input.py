@@ -10,7 +10,8 @@ from extract.input.corpus import CorpusError, load_corpus
 from extract.job import run_job
 from extract.loader import FeatureStore
 
-from conftest import write_corpus
+from conftest import raw_wav, write_corpus
+from extract.demo import synth_utterance
 
 
 def test_ljspeech_and_seed_metadata_styles(tmp_path):
@@ -44,6 +45,65 @@ def test_flac_gives_the_features_of_the_same_samples_in_a_wav(tmp_path):
     assert stores[0].ids == stores[1].ids == ["a", "b"]
     np.testing.assert_array_equal(stores[0].spans, stores[1].spans)
     for name in ("a", "b"):
+        for feature in ("mel", "f0", "voiced", "voiced_prob", "energy"):
+            np.testing.assert_array_equal(stores[0][name][feature], stores[1][name][feature])
+
+
+def g711_mu_law(code: int) -> int:
+    """ITU-T G.711 mu-law to linear, 16-bit scale (ulaw2linear of Sun's reference g711.c)."""
+    u = ~code & 0xFF
+    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    return 0x84 - t if u & 0x80 else t - 0x84
+
+
+def g711_a_law(code: int) -> int:
+    """ITU-T G.711 A-law to linear, 16-bit scale (alaw2linear of Sun's reference g711.c)."""
+    a = code ^ 0x55
+    t, segment = (a & 0x0F) << 4, (a & 0x70) >> 4
+    t = t + 8 if segment == 0 else (t + 0x108) << max(segment - 1, 0)
+    return t if a & 0x80 else -t
+
+
+EIGHT_BIT = {  # format: (WAV format tag or None for FLAC, value of each code 0..255)
+    "pcm8": (1, [(c - 128) / 128 for c in range(256)]),               # unsigned
+    "mulaw8": (7, [g711_mu_law(c) / 32768 for c in range(256)]),
+    "alaw8": (6, [g711_a_law(c) / 32768 for c in range(256)]),
+    "flac8": (None, [(c - 256 if c > 127 else c) / 128 for c in range(256)]),   # signed
+}
+
+
+def test_8bit_formats_decode_to_the_values_their_standards_define(tmp_path):
+    """Unsigned 8-bit PCM, G.711 mu-law and A-law WAVs and 8-bit FLAC, mono and stereo, at
+    several rates (every code, then speech): the store equals the one made from float32 WAVs
+    of the values the standards give each code (exact in float32)."""
+    coded, reference = tmp_path / "coded", tmp_path / "float"
+    for folder in (coded, reference):
+        (folder / "wavs").mkdir(parents=True)
+    for k, (fmt, rate, channels) in enumerate([("pcm8", 22050, 1), ("mulaw8", 8000, 2),
+                                               ("alaw8", 16000, 1), ("flac8", 22050, 2)]):
+        tag, values = EIGHT_BIT[fmt]
+        table = np.array(values)
+        y = synth_utterance(1.0, rate, np.random.default_rng(k))
+        y = np.stack([y, -0.5 * y], 1) if channels == 2 else y[:, None]
+        codes = np.concatenate([np.repeat(np.arange(256)[:, None], channels, 1),
+                                np.abs(y[..., None] - table).argmin(-1)]).astype(np.uint8)
+        name = f"{fmt}.{'flac' if tag is None else 'wav'}"
+        if tag is None:
+            soundfile.write(coded / "wavs" / name, table[codes], rate, subtype="PCM_S8")
+        else:
+            (coded / "wavs" / name).write_bytes(raw_wav(tag, channels, rate, 8, codes.tobytes()))
+        write_wav(reference / "wavs" / f"{fmt}.wav", table[codes], rate, "float32")
+        info = read_audio_info(coded / "wavs" / name)
+        assert (info.format, info.num_samples, info.channels) == (fmt, len(codes), channels)
+        for folder, file in ((coded, name), (reference, f"{fmt}.wav")):
+            with open(folder / "metadata.csv", "a") as f:
+                f.write(f"{file}|Text of {fmt}.|\n")
+    stores = []
+    for folder in (coded, reference):
+        run_job(folder, folder / "out.zarr", device="cpu", show_progress=False)
+        stores.append(FeatureStore(folder / "out.zarr"))
+    assert stores[0].ids == stores[1].ids == list(EIGHT_BIT)
+    for name in EIGHT_BIT:
         for feature in ("mel", "f0", "voiced", "voiced_prob", "energy"):
             np.testing.assert_array_equal(stores[0][name][feature], stores[1][name][feature])
 

@@ -12,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-PCM, IEEE_FLOAT, A_LAW, MU_LAW, EXTENSIBLE = 0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE
-SUPPORTED = {(PCM, 16), (PCM, 24), (PCM, 32), (IEEE_FLOAT, 32), (IEEE_FLOAT, 64)}
-FORMAT_NAMES = {PCM: "PCM", IEEE_FLOAT: "float", A_LAW: "A-law", MU_LAW: "mu-law"}
-FLAC_BITS = (16, 24)               # FLAC sample widths the job takes
+PCM, ADPCM, IEEE_FLOAT, A_LAW, MU_LAW = 0x0001, 0x0002, 0x0003, 0x0006, 0x0007
+IMA_ADPCM, EXTENSIBLE = 0x0011, 0xFFFE
+# (format tag, bits) -> AudioInfo.format; 8-bit PCM is unsigned, as WAV defines it
+SUPPORTED = {(PCM, 8): "pcm8", (PCM, 16): "pcm16", (PCM, 24): "pcm24", (PCM, 32): "pcm32",
+             (IEEE_FLOAT, 32): "float32", (IEEE_FLOAT, 64): "float64", (MU_LAW, 8): "mulaw8",
+             (A_LAW, 8): "alaw8"}
+FORMAT_NAMES = {PCM: "PCM", ADPCM: "MS ADPCM", IEEE_FLOAT: "float", A_LAW: "A-law",
+                MU_LAW: "mu-law", IMA_ADPCM: "IMA ADPCM"}
+FLAC_BITS = (8, 16, 24)            # FLAC sample widths the decoder takes
 FINITE_CHECK_SAMPLES = 1 << 20     # float data is checked for NaN/Inf in blocks this long
 
 
@@ -28,7 +33,7 @@ class AudioInfo:
     sample_rate: int
     num_samples: int      # per channel
     channels: int
-    format: str           # e.g. "pcm16", "float32", "flac24"
+    format: str           # e.g. "pcm16", "float32", "mulaw8", "flac24"
     file_size: int
     data_offset: int      # byte offset of the samples (WAV; 0 for FLAC)
 
@@ -63,9 +68,8 @@ def read_audio_info(path: Path) -> AudioInfo:
                 raise AudioError(f"{path}: truncated, header promises {size} data bytes "
                                  f"but the file holds {available}")
             frame_bytes = channels * bits // 8
-            return AudioInfo(rate, size // frame_bytes, channels,
-                             ("float" if tag == IEEE_FLOAT else "pcm") + str(bits), file_size,
-                             body)
+            return AudioInfo(rate, size // frame_bytes, channels, SUPPORTED[tag, bits],
+                             file_size, body)
         pos = body + size + (size & 1)
     raise AudioError(f"{path}: no {'data' if fmt else 'fmt'} chunk")
 
@@ -81,7 +85,7 @@ def _read_flac(path: Path, data: bytes, file_size: int) -> AudioInfo:
         raise AudioError(f"{path}: invalid FLAC header (sample rate 0)")
     if bits not in FLAC_BITS:
         raise AudioError(f"{path}: unsupported FLAC sample width {bits} bits; re-encode it as "
-                         "16-bit (e.g. sox IN.flac -b 16 OUT.flac)")
+                         "24-bit (e.g. sox IN.flac -b 24 OUT.flac)")
     if total == 0:
         raise AudioError(f"{path}: the FLAC header does not give the number of samples (a "
                          "streamed encode); re-encode the file (e.g. flac -d then flac)")
@@ -97,13 +101,9 @@ def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, int]:
     if channels < 1 or rate < 1:
         raise AudioError(f"{path}: invalid header ({channels} channels, {rate} Hz)")
     if (tag, bits) not in SUPPORTED:
-        name = FORMAT_NAMES.get(tag, f"format tag {tag:#x}")
-        if tag == PCM and bits == 8:
-            name = "8-bit unsigned PCM"
-        elif tag in FORMAT_NAMES:
-            name += f" {bits}-bit"
-        raise AudioError(f"{path}: unsupported sample format {name}; convert it to 16-bit PCM "
-                         "(e.g. sox IN.wav -b 16 -e signed-integer OUT.wav)")
+        name = f"{FORMAT_NAMES[tag]} {bits}-bit" if tag in FORMAT_NAMES else f"tag {tag:#x}"
+        raise AudioError(f"{path}: unsupported sample format ({name}); convert it to 16-bit "
+                         "PCM (e.g. sox IN.wav -b 16 -e signed-integer OUT.wav)")
     return tag, channels, rate, bits
 
 
