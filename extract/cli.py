@@ -1,9 +1,10 @@
-"""Command line: tts-extract run | inspect | presets | export | demo.
+"""Command line: tts-extract run | check | inspect | presets | export | demo.
 
 Exit status of `run`: 0 when every utterance was extracted; 3 when the store is complete but
 some items were skipped (each named in the summary and in the store; --allow-skipped makes
 this 0); 2 for errors that stop the job (one line, `tts-extract: error: ...`); 130 or 143 when
-SIGINT or SIGTERM stopped it (rerun with --resume).
+SIGINT or SIGTERM stopped it (rerun with --resume). `check` exits 3 when a run would skip
+items, else 0 (or 2).
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frames per Zarr shard, the unit of writing and resuming "
                           f"(default {SHARD_FRAMES})")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    check = commands.add_parser("check", help="read a corpus's metadata and audio headers and "
+                                              "say what a run would extract and skip")
+    check.add_argument("dataset", help="folder with metadata.csv and wavs/, or the metadata file")
+    check.add_argument("--preset", default=DEFAULT_PRESET,
+                       help="preset name or YAML file (its frame rule and minimum length)")
+    check.add_argument("--max-duration", type=float, default=MAX_DURATION_S, metavar="SECONDS",
+                       help=f"skip longer files (default {MAX_DURATION_S:g})")
+    check.add_argument("--allow-skipped", action="store_true",
+                       help="exit 0 even if some utterances would be skipped")
 
     inspect = commands.add_parser("inspect", help="describe a store")
     inspect.add_argument("store")
@@ -117,6 +128,18 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def cmd_check(args) -> int:
+    from extract.config import load_preset
+    from extract.input.corpus import load_corpus
+    from extract.plan import describe_plan, plan
+
+    preset = load_preset(args.preset)
+    corpus = load_corpus(args.dataset)
+    utterances, counts, rejected = plan(corpus, preset, args.max_duration)
+    print(describe_plan(corpus, preset, utterances, counts, rejected))
+    return EXIT_SKIPPED if rejected and not args.allow_skipped else EXIT_OK
+
+
 def cmd_inspect(args) -> int:
     from extract.loader.feature_store import FeatureStore
 
@@ -159,5 +182,5 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "inspect": cmd_inspect, "presets": cmd_presets,
+COMMANDS = {"run": cmd_run, "check": cmd_check, "inspect": cmd_inspect, "presets": cmd_presets,
             "export": cmd_export, "demo": cmd_demo}

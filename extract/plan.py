@@ -9,6 +9,7 @@ samples its features cover.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,27 @@ def plan(corpus: Corpus, preset: Preset, max_duration_s: float
                           "\n  ".join(str(r) for r in rejected[:20]))
     return kept, np.asarray(counts, dtype=np.int64), rejected
 
+
+def describe_plan(corpus: Corpus, preset: Preset, utterances: list[Utterance],
+                  counts: np.ndarray, rejected: list[Rejection]) -> str:
+    """What `plan` decided, for `tts-extract check`: totals, the audio formats, every skipped
+    item."""
+    seconds = np.array([u.duration_s for u in utterances])
+    formats = Counter((u.audio.format, u.audio.sample_rate, u.audio.channels)
+                      for u in utterances)
+    frames = f"{int(counts.sum())} frames" + (" before trimming silence" if preset.trims else "")
+    return "\n".join([
+        f"{corpus.metadata}: {len(utterances) + len(rejected)} entries, "
+        f"{len(utterances)} to extract, {len(rejected)} to skip",
+        f"  audio: {seconds.sum() / 60:.1f} min (shortest {seconds.min():.1f} s, median "
+        f"{np.median(seconds):.1f} s, longest {seconds.max():.1f} s); {frames} at preset "
+        f"{preset.name}",
+        "  files: " + ", ".join(f"{count} {fmt} {rate} Hz "
+                                f"{ {1: 'mono', 2: 'stereo'}.get(channels, f'{channels} ch')}"
+                                for (fmt, rate, channels), count in formats.most_common()),
+        f"  skipped: {len(rejected)} item(s)" + "".join(f"\n    {r}" for r in rejected),
+        "  (headers only: a file the decoder then fails on is skipped, and named, by the job)",
+    ])
 
 def processing_order(utterances: list[Utterance], counts: np.ndarray,
                      window_frames: int) -> list[Utterance]:

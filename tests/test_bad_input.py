@@ -1,6 +1,7 @@
 """Bad inputs: each is skipped with a reason naming the line and file, the job exits 3 (0 with
 --allow-skipped), and every other utterance comes out exactly as if the bad ones were absent."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,25 @@ def test_every_bad_item_is_named_and_the_rest_is_exactly_a_clean_run(corpora, cl
 
     again = cli("run", messy, tmp_path / "again.zarr", *ARGS, "--allow-skipped")
     assert again.returncode == 0, again.stderr
+
+
+def test_check_lists_what_a_run_would_skip_and_extract(corpora, clean_store):
+    """`check` reads headers only: it names every bad item but those the decoder finds, and
+    counts the utterances and frames the run then writes."""
+    messy, clean, expected = corpora
+    result = cli("check", messy, "--max-duration", "2.5")
+    assert result.returncode == 3, result.stderr
+    at_decode = {line for line, words in expected.items() if "decoder failed" in words}
+    assert at_decode and f"{len(expected) - len(at_decode)} to skip" in result.stdout
+    listed = {int(m[1]): m[2] for m in re.finditer(r"line (\d+) \([^)]*\): (.*)", result.stdout)}
+    assert set(listed) == set(expected) - at_decode
+    assert all(expected[line] in reason for line, reason in listed.items())
+    assert cli("check", messy, "--max-duration", "2.5", "--allow-skipped").returncode == 0
+    result = cli("check", clean, "--max-duration", "2.5")
+    store = FeatureStore(clean_store)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(store)} to extract, 0 to skip" in result.stdout
+    assert f"; {store.lengths.sum()} frames at preset hifigan" in result.stdout
 
 
 CRASH_IN_COMPACTION = """
