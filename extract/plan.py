@@ -26,6 +26,8 @@ from extract.progress import Progress
 from extract.signals import JobInterrupted
 from extract.stages import stage, timed
 
+CHANNEL_NAMES = {1: "mono", 2: "stereo"}
+
 
 def plan(corpus: Corpus, preset: Preset, max_duration_s: float
          ) -> tuple[list[Utterance], np.ndarray, list[Rejection]]:
@@ -72,11 +74,12 @@ def describe_plan(corpus: Corpus, preset: Preset, utterances: list[Utterance],
         f"{np.median(seconds):.1f} s, longest {seconds.max():.1f} s); {frames} at preset "
         f"{preset.name}",
         "  files: " + ", ".join(f"{count} {fmt} {rate} Hz "
-                                f"{ {1: 'mono', 2: 'stereo'}.get(channels, f'{channels} ch')}"
+                                f"{CHANNEL_NAMES.get(channels, f'{channels} channels')}"
                                 for (fmt, rate, channels), count in formats.most_common()),
         f"  skipped: {len(rejected)} item(s)" + "".join(f"\n    {r}" for r in rejected),
-        "  (headers only: a file the decoder then fails on is skipped, and named, by the job)",
+        "  (from the headers: a file the decoder then fails on is skipped, and named, by the job)",
     ])
+
 
 def processing_order(utterances: list[Utterance], counts: np.ndarray,
                      window_frames: int) -> list[Utterance]:

@@ -144,4 +144,3 @@ def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands, unroll: 
                               UNROLL=unroll,
                               num_warps=num_warps or (NUM_WARPS if block >= 512 else 4))
     return states
-
