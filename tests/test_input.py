@@ -5,13 +5,13 @@ import pytest
 import soundfile
 
 from extract.config import PresetError, load_preset, preset_from_dict
+from extract.demo import synth_utterance
 from extract.input.audio import AudioError, read_audio_info, write_wav
 from extract.input.corpus import CorpusError, load_corpus
 from extract.job import run_job
 from extract.loader import FeatureStore
 
 from conftest import raw_wav, write_corpus
-from extract.demo import synth_utterance
 
 
 def test_ljspeech_and_seed_metadata_styles(tmp_path):
@@ -38,13 +38,18 @@ def test_flac_gives_the_features_of_the_same_samples_in_a_wav(tmp_path):
         assert (info.format, info.num_samples, info.channels, info.sample_rate) == \
             (f"flac{subtype[-2:]}", reference.num_samples, reference.channels, rate)
     (flac / "metadata.csv").write_text("a|Text of a.|\nb.flac|Text of b.|\n")
+    assert_same_stores(wav, flac, ["a", "b"])
+
+
+def assert_same_stores(first, second, ids: list[str]) -> None:
+    """Run the job on both corpus folders; the stores hold the same utterances and features."""
     stores = []
-    for folder in (wav, flac):
+    for folder in (first, second):
         run_job(folder, folder / "out.zarr", device="cpu", show_progress=False)
         stores.append(FeatureStore(folder / "out.zarr"))
-    assert stores[0].ids == stores[1].ids == ["a", "b"]
+    assert stores[0].ids == stores[1].ids == ids
     np.testing.assert_array_equal(stores[0].spans, stores[1].spans)
-    for name in ("a", "b"):
+    for name in ids:
         for feature in ("mel", "f0", "voiced", "voiced_prob", "energy"):
             np.testing.assert_array_equal(stores[0][name][feature], stores[1][name][feature])
 
@@ -98,14 +103,7 @@ def test_8bit_formats_decode_to_the_values_their_standards_define(tmp_path):
         for folder, file in ((coded, name), (reference, f"{fmt}.wav")):
             with open(folder / "metadata.csv", "a") as f:
                 f.write(f"{file}|Text of {fmt}.|\n")
-    stores = []
-    for folder in (coded, reference):
-        run_job(folder, folder / "out.zarr", device="cpu", show_progress=False)
-        stores.append(FeatureStore(folder / "out.zarr"))
-    assert stores[0].ids == stores[1].ids == list(EIGHT_BIT)
-    for name in EIGHT_BIT:
-        for feature in ("mel", "f0", "voiced", "voiced_prob", "energy"):
-            np.testing.assert_array_equal(stores[0][name][feature], stores[1][name][feature])
+    assert_same_stores(coded, reference, list(EIGHT_BIT))
 
 
 def test_bom_crlf_and_blank_lines(tmp_path):
