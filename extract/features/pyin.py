@@ -218,9 +218,9 @@ def threshold_events(first_below: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     seen = seen[:, :N_THRESHOLDS]
     n_events = seen.sum(dim=1)
     width = int(n_events.max()) if rows else 0
-    slot = torch.where(seen, torch.cumsum(seen, dim=1, dtype=torch.int32) - 1, width + 1)
+    slot = torch.where(seen, torch.cumsum(seen, dim=1) - 1, width + 1)
     events = torch.full((rows, width + 2), N_THRESHOLDS, dtype=torch.long, device=device)
-    events.scatter_(1, slot.long(), torch.arange(N_THRESHOLDS, device=device).expand(rows, -1))
+    events.scatter_(1, slot, torch.arange(N_THRESHOLDS, device=device).expand(rows, -1))
     return events[:, :width + 1], n_events
 
 
