@@ -14,7 +14,7 @@ traceback and the next one runs) and prints it at the end.
    size, with the job's time by stage (decode, resample, spectrogram, pitch, to host, write);
 4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
    and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), the Triton decoder
-   at several unroll and num_warps settings and with its full weight tables, and against the
+   at several unroll and num_warps settings and with a weight row per bin, and against the
    torch one on the GPU;
 5. librosa mel + pyin with one process per core on the first --librosa-files files.
 
@@ -147,16 +147,16 @@ def chunk_sweep(device: str, frames: torch.Tensor, counts: torch.Tensor,
 
 
 def viterbi_sweep(device: str, log_obs: torch.Tensor, counts: torch.Tensor, bands) -> dict:
-    """The Triton decoder's seconds at several (unroll, num_warps), and reading the full
-    weight tables instead of the distinct bins' (the layout of the earlier H200 runs), each
-    after a compiling run, and whether each decodes the states of the default."""
-    from extract.kernels.viterbi import viterbi_triton
+    """The Triton decoder's seconds at several (unroll, num_warps), the default first, and
+    reading a weight table with every bin its own row instead of the distinct bins', each after
+    a compiling run, and whether each decodes the states of the default."""
+    from extract.kernels.viterbi import NUM_WARPS, UNROLL, viterbi_triton
 
     states = viterbi_triton(log_obs, counts, bands)
     settings = {f"unroll{unroll}_warps{warps}": {"unroll": unroll, "num_warps": warps}
-                for unroll, warps in ((1, 8), (1, 16), (2, 8), (2, 16), (4, 16), (4, 32),
-                                      (8, 16))}
-    settings["full_tables_unroll1_warps8"] = {"distinct": False, "num_warps": 8}
+                for unroll, warps in ((UNROLL, NUM_WARPS), (1, 8), (1, 16), (3, 16), (17, 8),
+                                      (17, 16), (51, 16), (51, 32))}
+    settings[f"full_table_unroll{UNROLL}_warps{NUM_WARPS}"] = {"distinct": False}
     result = {}
     for name, options in settings.items():
         try:

@@ -2,13 +2,13 @@
 
 The same recursion as extract.features.viterbi.viterbi_torch (read that docstring for the
 model). Each program keeps its utterance's voiced and unvoiced state values in registers and
-loops over frames; the band's shifted predecessors are read back from a small per-utterance
-scratch row, back-pointers are stored as int16, and the program backtracks at the end. The band
-weights come from tables of the distinct bins' weights through each bin's column
-(TransitionBands.distinct_columns): 130 KB for pyin's 601 bins, which can stay in L1, where the
-full tables (490 KB) cannot. The band's offsets are taken UNROLL at a time, so that their loads
-can be in flight together; UNROLL and num_warps change the speed only (benchmarks/gpu_check.py
-times several).
+loops over frames; the band's shifted predecessors are read back from a per-utterance scratch
+row with a -inf margin on each side, back-pointers are stored as int16, and the program
+backtracks at the end. Each bin's band weights (same voicing, then switch) are one row of a
+table of the distinct bins' rows (TransitionBands.distinct_rows: 130 KB for pyin's 601 bins,
+which can stay in L1), padded with -inf to whole rounds of UNROLL offsets. So the band loop
+needs no masks, and a round's loads sit at constant offsets from two pointers per state.
+UNROLL and num_warps change the speed only (benchmarks/gpu_check.py times several).
 Runs on CUDA, and on the CPU under TRITON_INTERPRET=1 (tests, small sizes).
 """
 
@@ -21,85 +21,92 @@ import torch
 import triton
 import triton.language as tl
 
-UNROLL = 1                  # band offsets per round: the setting measured on an H200
-NUM_WARPS = 8               # for 512 states or more; 4 below
+# Chosen from the sm_90 machine code, not yet timed on a GPU: pyin's 51 offsets in 3 rounds
+# and 2 states a thread, about half the instructions per frame of the kernel timed on an H200
+UNROLL = 17                 # band offsets per round
+NUM_WARPS = 16              # for 512 states or more; 4 below
 
 
 @triton.jit
-def _keep_better(candidate, source, best, best_source):
-    """Strictly better candidates replace the best so far (ties keep the lower index)."""
+def _keep_better(candidate, offset, best, best_offset):
+    """Strictly better candidates replace the best so far (ties keep the lower offset)."""
     better = candidate > best
-    return tl.where(better, candidate, best), tl.where(better, source, best_source)
+    return tl.where(better, candidate, best), tl.where(better, offset, best_offset)
 
 
 @triton.jit
-def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, column_ptr, constants_ptr,
-                    scratch_ptr, back_ptr, states_ptr, steps, n_bins, n_columns,
-                    WIDTH: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
+def _viterbi_kernel(log_obs_ptr, lengths_ptr, weights_ptr, row_ptr, log_init_and_tiny_ptr,
+                    scratch_ptr, back_ptr, states_ptr, steps, n_bins,
+                    WIDTH: tl.constexpr, OFFSETS: tl.constexpr, BLOCK: tl.constexpr,
+                    UNROLL: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     length = tl.load(lengths_ptr + b).to(tl.int32)
     n_states = 2 * n_bins
-    log_init = tl.load(constants_ptr)
-    log_tiny = tl.load(constants_ptr + 1)
+    scratch_row: tl.constexpr = BLOCK + OFFSETS - 1     # bins with -inf margins
+    margin: tl.constexpr = WIDTH // 2
+    log_init = tl.load(log_init_and_tiny_ptr)
+    log_tiny = tl.load(log_init_and_tiny_ptr + 1)
     j = tl.arange(0, BLOCK)
     in_range = j < n_bins
-    column = tl.load(column_ptr + j, mask=in_range, other=0)
+    # bin j's weight from bin j - margin + m: same at weights[m], switch at weights[OFFSETS + m]
+    weights = weights_ptr + tl.load(row_ptr + j, mask=in_range, other=0) * (2 * OFFSETS)
     obs = log_obs_ptr + b * steps * n_states
     back = back_ptr + b * steps * n_states
-    scratch = scratch_ptr + b * n_states
+    scratch = scratch_ptr + b * (2 * scratch_row)
+    from_v = scratch + j                          # bin j - margin + m: from_v[m]
+    from_u = scratch + scratch_row + j
     neg_inf = tl.full((BLOCK,), float("-inf"), tl.float64)
 
     voiced = tl.load(obs + j, mask=in_range, other=float("-inf")) + log_init
     unvoiced = tl.load(obs + n_bins + j, mask=in_range, other=float("-inf")) + log_init
     voiced = tl.where(in_range, voiced, neg_inf)
     unvoiced = tl.where(in_range, unvoiced, neg_inf)
-    tl.store(scratch + j, voiced, mask=in_range)
-    tl.store(scratch + n_bins + j, unvoiced, mask=in_range)
+    tl.store(from_v + margin, voiced)
+    tl.store(from_u + margin, unvoiced)
     for t in range(1, steps):   # a fixed trip count; frames past `length` change nothing
         tl.debug_barrier()
         active = t < length
-        top_v = tl.max(voiced, axis=0)
-        top_u = tl.max(unvoiced, axis=0)
+        top_v, arg_v = tl.max(voiced, axis=0, return_indices=True)
+        top_u, arg_u = tl.max(unvoiced, axis=0, return_indices=True)
         top = tl.maximum(top_v, top_u)
-        top_state = tl.where(top_v >= top_u, tl.argmax(voiced, axis=0),
-                             n_bins + tl.argmax(unvoiced, axis=0))
-        # best[into][from] and its source state
+        top_state = tl.where(top_v >= top_u, arg_v, n_bins + arg_u)
+        # best[into][from] and its offset m
         best_vv, best_uv, best_vu, best_uu = neg_inf, neg_inf, neg_inf, neg_inf
-        src_vv = tl.zeros((BLOCK,), tl.int32)
-        src_uv, src_vu, src_uu = src_vv, src_vv, src_vv
-        for first in range(0, WIDTH, UNROLL):
+        m_vv = tl.zeros((BLOCK,), tl.int32)
+        m_uv, m_vu, m_uu = m_vv, m_vv, m_vv
+        for first in range(0, OFFSETS, UNROLL):
             for step in tl.static_range(UNROLL):
                 m = first + step
-                k = j - WIDTH // 2 + m
-                ok = in_range & (k >= 0) & (k < n_bins) & (m < WIDTH)
-                from_v = tl.load(scratch + k, mask=ok, other=float("-inf"))
-                from_u = tl.load(scratch + n_bins + k, mask=ok, other=float("-inf"))
-                weight = m * n_columns + column
-                w_same = tl.load(same_ptr + weight, mask=ok, other=float("-inf"))
-                w_switch = tl.load(switch_ptr + weight, mask=ok, other=float("-inf"))
-                best_vv, src_vv = _keep_better(from_v + w_same, k, best_vv, src_vv)
-                best_uv, src_uv = _keep_better(from_u + w_switch, k + n_bins, best_uv, src_uv)
-                best_vu, src_vu = _keep_better(from_v + w_switch, k, best_vu, src_vu)
-                best_uu, src_uu = _keep_better(from_u + w_same, k + n_bins, best_uu, src_uu)
+                value_v = tl.load(from_v + m)
+                value_u = tl.load(from_u + m)
+                w_same = tl.load(weights + m)
+                w_switch = tl.load(weights + OFFSETS + m)
+                best_vv, m_vv = _keep_better(value_v + w_same, m, best_vv, m_vv)
+                best_uv, m_uv = _keep_better(value_u + w_switch, m, best_uv, m_uv)
+                best_vu, m_vu = _keep_better(value_v + w_switch, m, best_vu, m_vu)
+                best_uu, m_uu = _keep_better(value_u + w_same, m, best_uu, m_uu)
+        source = j - margin
         other = best_uv > best_vv
-        into_v, src_v = tl.where(other, best_uv, best_vv), tl.where(other, src_uv, src_vv)
+        into_v = tl.where(other, best_uv, best_vv)
+        src_v = tl.where(other, source + n_bins + m_uv, source + m_vv)
         other = best_uu > best_vu
-        into_u, src_u = tl.where(other, best_uu, best_vu), tl.where(other, src_uu, src_vu)
+        into_u = tl.where(other, best_uu, best_vu)
+        src_u = tl.where(other, source + n_bins + m_uu, source + m_vu)
         jump = top + log_tiny
         take = (jump > into_v) | ((jump == into_v) & (top_state < src_v))
         into_v, src_v = tl.where(take, jump, into_v), tl.where(take, top_state, src_v)
         take = (jump > into_u) | ((jump == into_u) & (top_state < src_u))
         into_u, src_u = tl.where(take, jump, into_u), tl.where(take, top_state, src_u)
-        row = t * n_states
-        tl.store(back + row + j, src_v.to(tl.int16), mask=in_range & active)
-        tl.store(back + row + n_bins + j, src_u.to(tl.int16), mask=in_range & active)
-        into_v += tl.load(obs + row + j, mask=in_range & active, other=float("-inf"))
-        into_u += tl.load(obs + row + n_bins + j, mask=in_range & active, other=float("-inf"))
+        frame = t * n_states
+        tl.store(back + frame + j, src_v.to(tl.int16), mask=in_range & active)
+        tl.store(back + frame + n_bins + j, src_u.to(tl.int16), mask=in_range & active)
+        into_v += tl.load(obs + frame + j, mask=in_range & active, other=float("-inf"))
+        into_u += tl.load(obs + frame + n_bins + j, mask=in_range & active, other=float("-inf"))
         voiced = tl.where(in_range & active, into_v, tl.where(in_range, voiced, neg_inf))
         unvoiced = tl.where(in_range & active, into_u, tl.where(in_range, unvoiced, neg_inf))
         tl.debug_barrier()
-        tl.store(scratch + j, voiced, mask=in_range)
-        tl.store(scratch + n_bins + j, unvoiced, mask=in_range)
+        tl.store(from_v + margin, voiced)
+        tl.store(from_u + margin, unvoiced)
 
     top_v = tl.max(voiced, axis=0)
     top_u = tl.max(unvoiced, axis=0)
@@ -115,11 +122,17 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, same_ptr, switch_ptr, column_ptr, 
         tl.store(states_ptr + b * steps + t - 1, state.to(tl.int64), mask=if_active)
 
 
+def kernel_constants(n_bins: int, width: int, unroll: int) -> dict[str, int]:
+    """The kernel's compile-time arguments for n_bins bins and a band `width` wide."""
+    return {"WIDTH": width, "OFFSETS": -(-width // unroll) * unroll,
+            "BLOCK": triton.next_power_of_2(n_bins), "UNROLL": unroll}
+
+
 def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands, unroll: int = UNROLL,
                    num_warps: int | None = None, distinct: bool = True) -> torch.Tensor:
     """log_obs [B, T, 2n] float64, lengths [B], bands (TransitionBands) -> states [B, T] int64;
-    states past an utterance's length are 0. distinct=False reads the full weight table (every
-    bin its own column), for comparison."""
+    states past an utterance's length are 0. distinct=False reads a weight table with every
+    bin its own row, for comparison."""
     batch, steps, n_states = log_obs.shape
     n_bins, width = bands.same.shape
     if n_states != 2 * n_bins or n_states > np.iinfo(np.int16).max:
@@ -127,20 +140,22 @@ def viterbi_triton(log_obs: torch.Tensor, lengths: torch.Tensor, bands, unroll: 
     device = log_obs.device
     log_obs = log_obs.contiguous()
     lengths = lengths.to(device=device, dtype=torch.int64).contiguous()
-    constants = torch.tensor([math.log(1 / n_states + np.finfo(np.float64).tiny),
-                              math.log(np.finfo(np.float64).tiny)], dtype=torch.float64,
-                             device=device)
-    scratch = torch.empty(batch, n_states, dtype=torch.float64, device=device)
+    log_init_and_tiny = torch.tensor([math.log(1 / n_states + np.finfo(np.float64).tiny),
+                                      math.log(np.finfo(np.float64).tiny)],
+                                     dtype=torch.float64, device=device)
+    constants = kernel_constants(n_bins, width, unroll)
+    block, offsets = constants["BLOCK"], constants["OFFSETS"]
+    scratch = torch.full((batch, 2, block + offsets - 1), -math.inf, dtype=torch.float64,
+                         device=device)
     back = torch.empty(batch, steps, n_states, dtype=torch.int16, device=device)
     states = torch.zeros(batch, steps, dtype=torch.int64, device=device)
-    block = triton.next_power_of_2(n_bins)
-    same, switch, column = (bands.distinct_columns if distinct else
-                            (bands.same.t(), bands.switch.t(), torch.arange(n_bins)))
-    same, switch, column = (x.to(device=device, dtype=dtype).contiguous() for x, dtype in
-                            ((same, torch.float64), (switch, torch.float64),
-                             (column, torch.int32)))
-    _viterbi_kernel[(batch,)](log_obs, lengths, same, switch, column, constants, scratch, back,
-                              states, steps, n_bins, same.shape[1], WIDTH=width, BLOCK=block,
-                              UNROLL=unroll,
+    same, switch, row = (bands.distinct_rows if distinct else
+                         (bands.same, bands.switch, torch.arange(n_bins)))
+    weights = torch.nn.functional.pad(torch.stack([same, switch], 1), (0, offsets - width),
+                                      value=-math.inf)          # [rows, 2, offsets]
+    weights = weights.to(device=device, dtype=torch.float64).contiguous()
+    row = row.to(device=device, dtype=torch.int32).contiguous()
+    _viterbi_kernel[(batch,)](log_obs, lengths, weights, row, log_init_and_tiny, scratch, back,
+                              states, steps, n_bins, **constants,
                               num_warps=num_warps or (NUM_WARPS if block >= 512 else 4))
     return states

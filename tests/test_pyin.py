@@ -23,11 +23,12 @@ from extract.features import extract_features
 from extract.features.pyin import (log_observation_probabilities, pitch_bin_count, pyin,
                                    threshold_events, threshold_prior, transition_width)
 from extract.features.viterbi import TransitionBands, viterbi_torch
-from extract.kernels.viterbi import viterbi_triton
+from extract.kernels.viterbi import NUM_WARPS, UNROLL, viterbi_triton
 from reference import load_for_hifigan
 
 SR, N, HOP = 22050, 1024, 256
 FMIN, FMAX = 65.406, 2093.0
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = np.finfo(np.float64).tiny
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"   # cpu: the Triton interpreter
 
@@ -78,15 +79,15 @@ def test_transition_bands_are_librosas_matrix_bit_for_bit(n_bins, width):
 
 
 @pytest.mark.parametrize("n_bins,width", [(601, 51), (24, 9)])
-def test_distinct_columns_rebuild_every_bins_weights(n_bins, width):
-    """The kernel's compact tables: column[j] of each table holds bin j's weights, and no
-    two columns are equal."""
+def test_distinct_rows_rebuild_every_bins_weights(n_bins, width):
+    """The kernel's compact tables: row[j] of each table holds bin j's weights, and no two
+    rows are equal."""
     bands = TransitionBands.from_librosa_definition(n_bins, width, 0.01)
-    same, switch, column = bands.distinct_columns
-    assert same.shape == switch.shape == (width, int(column.max()) + 1) and len(column) == n_bins
-    assert torch.equal(same[:, column], bands.same.t())
-    assert torch.equal(switch[:, column], bands.switch.t())
-    pairs = torch.cat([same, switch]).t()
+    same, switch, row = bands.distinct_rows
+    assert same.shape == switch.shape == (int(row.max()) + 1, width) and len(row) == n_bins
+    assert torch.equal(same[row], bands.same)
+    assert torch.equal(switch[row], bands.switch)
+    pairs = torch.cat([same, switch], 1)
     assert len(torch.unique(pairs, dim=0)) == len(pairs) < n_bins
 
 
@@ -180,6 +181,7 @@ def test_torch_viterbi_matches_librosa(n_bins, width, steps):
     (24, 9, 20, [20, 11, 19, 1], 4),       # 9 offsets in rounds of 4: the last round is masked
     (601, 51, 6, [6, 4, 5, 2], 1),         # pyin's own size: 601 bins in a 1024-wide block
     (601, 51, 6, [6, 4, 5, 2], 3),
+    (601, 51, 6, [6, 4, 5, 2], UNROLL),    # the default
 ])
 def test_triton_kernel_matches_torch_and_librosa(n_bins, width, steps, lengths, unroll):
     probs = random_problems(n_bins, steps, 4, seed=7)
@@ -194,43 +196,22 @@ def test_triton_kernel_matches_torch_and_librosa(n_bins, width, steps, lengths, 
         np.testing.assert_array_equal(kernel[b, :n], librosa_viterbi(probs[b, :, :n], transition))
 
 
-COMPILE_FOR_CUDA = """
-import json, sys
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from extract.kernels.viterbi import NUM_WARPS, UNROLL, _viterbi_kernel
-
-arch, n_bins, width = map(int, sys.argv[1:])
-types = {"log_obs_ptr": "*fp64", "lengths_ptr": "*i64", "same_ptr": "*fp64",
-         "switch_ptr": "*fp64", "column_ptr": "*i32", "constants_ptr": "*fp64",
-         "scratch_ptr": "*fp64", "back_ptr": "*i16", "states_ptr": "*i64", "steps": "i32",
-         "n_bins": "i32", "n_columns": "i32",
-         "WIDTH": "constexpr", "BLOCK": "constexpr", "UNROLL": "constexpr"}   # as called
-assert list(types) == _viterbi_kernel.arg_names, _viterbi_kernel.arg_names
-source = ASTSource(_viterbi_kernel, types,
-                   constexprs={"WIDTH": width, "BLOCK": triton.next_power_of_2(n_bins),
-                               "UNROLL": UNROLL})
-kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                        options={"num_warps": NUM_WARPS})
-print(json.dumps({"ptx_target": kernel.asm["ptx"].split(".target")[1].split()[0],
-                  "cubin_bytes": len(kernel.asm["cubin"])}))
-"""
-
-
 @pytest.mark.parametrize("arch", [80, 90])     # A100; H100 and H200
 def test_triton_kernel_compiles_to_cuda_machine_code(arch, tmp_path):
     """The interpreter runs the kernel as Python; this runs the GPU compiler on it (Triton's
-    LLVM and ptxas, no GPU needed) at pyin's default size, outside the interpreter."""
+    LLVM and ptxas, no GPU needed) at pyin's default size and settings, outside the
+    interpreter: no spills, and a band loop of loads, float64 adds, compares and selects
+    (24 instructions per state and offset) with little else."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    n_bins, width = pitch_bin_count(FMIN, FMAX), transition_width(35.92, HOP, SR)
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_CUDA, str(arch), str(n_bins),
-                             str(width)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "kernel_code.py"), "--arch",
+                             str(arch), "--settings", f"{UNROLL}x{NUM_WARPS}", "--json"],
+                            capture_output=True, text=True,
                             env={**env, "TRITON_CACHE_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
-    compiled = json.loads(result.stdout)
-    assert compiled["ptx_target"] in (f"sm_{arch}", f"sm_{arch}a")       # 90a: Hopper's features
-    assert compiled["cubin_bytes"] > 10_000
+    code = json.loads(result.stdout)[f"{UNROLL}x{NUM_WARPS}"]
+    assert code["ptx_target"] in (f"sm_{arch}", f"sm_{arch}a")       # 90a: Hopper's features
+    assert code["stack_bytes"] == 0
+    assert 24 <= code["band_loop_per_state_and_offset"] < 30, code
 
 
 def librosa_grid(y: np.ndarray) -> torch.Tensor:

@@ -68,18 +68,18 @@ class TransitionBands:
         return cls(**band)
 
     @functools.cached_property
-    def distinct_columns(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The weights of the distinct bins, same and switch [width, columns] (numbered in
-        order of their first bin), and each bin's column [n_bins]: the Triton kernel's tables.
-        601 bins have 163 (the edges; interior rows whose sums differ in the last bit)."""
+    def distinct_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The weights of the distinct bins, same and switch [rows, width] (numbered in order
+        of their first bin), and each bin's row [n_bins]: the Triton kernel's tables. 601 bins
+        have 163 (the edges; interior bins whose sums differ in the last bit)."""
         weights = torch.cat([self.same, self.switch], 1).cpu().numpy()
-        _, first, column = np.unique(weights, axis=0, return_index=True, return_inverse=True)
+        _, first, row = np.unique(weights, axis=0, return_index=True, return_inverse=True)
         order = np.argsort(first)
         renumber = np.empty_like(order)
         renumber[order] = np.arange(len(order))
-        table = torch.from_numpy(weights[first[order]]).t()       # [2 * width, columns]
+        table = torch.from_numpy(weights[first[order]])               # [rows, 2 * width]
         width = self.same.shape[1]
-        return table[:width], table[width:], torch.from_numpy(renumber[column.reshape(-1)])
+        return table[:, :width], table[:, width:], torch.from_numpy(renumber[row.reshape(-1)])
 
     def to(self, device: torch.device) -> TransitionBands:
         return TransitionBands(self.same.to(device), self.switch.to(device))
