@@ -108,10 +108,9 @@ def _viterbi_kernel(log_obs_ptr, lengths_ptr, weights_ptr, row_ptr, log_init_and
         tl.store(from_v + margin, voiced)
         tl.store(from_u + margin, unvoiced)
 
-    top_v = tl.max(voiced, axis=0)
-    top_u = tl.max(unvoiced, axis=0)
-    state = tl.where(top_v >= top_u, tl.argmax(voiced, axis=0),
-                     n_bins + tl.argmax(unvoiced, axis=0)).to(tl.int32)
+    top_v, arg_v = tl.max(voiced, axis=0, return_indices=True)
+    top_u, arg_u = tl.max(unvoiced, axis=0, return_indices=True)
+    state = tl.where(top_v >= top_u, arg_v, n_bins + arg_u).to(tl.int32)
     tl.store(states_ptr + b * steps + tl.maximum(length - 1, 0), state.to(tl.int64),
              mask=length > 0)
     for i in range(1, steps):
