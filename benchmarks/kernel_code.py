@@ -66,8 +66,8 @@ def machine_code(arch: int, unroll: int, num_warps: int) -> dict:
     band = min((body for body in loops if "DADD" in body), key=len)
     frame = min((body for body in loops if len(body) > len(band) and "BAR" in body), key=len,
                 default=band)          # with a full unroll the band loop is the frame loop
-    states = BLOCK // (32 * num_warps)                              # a thread's
-    offsets = round(band.count("LDG") / (4 * states))   # a pass (LLVM may unroll further)
+    states = BLOCK // (32 * num_warps)                          # a thread holds
+    offsets = round(band.count("LDG") / (4 * states))           # a pass: LLVM may unroll more
     passes = -(-kernel_constants(N_BINS, WIDTH, unroll)["OFFSETS"] // offsets)
     per_frame = len(band) if frame is band else len(frame) + (passes - 1) * len(band)
     return {"ptx_target": kernel.asm["ptx"].split(".target")[1].split()[0],
