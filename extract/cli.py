@@ -10,6 +10,8 @@ items, else 0 (or 2).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except JobInterrupted as e:
         print(f"tts-extract: {e}", file=sys.stderr)
         return 128 + e.signum
+    except BrokenPipeError:         # the reader went away (`| head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # for the exit flush
+        return 128 + signal.SIGPIPE
     except (PresetError, CorpusError, StoreError, StoreFormatError, ExportError, ValueError,
             RuntimeError, OSError) as e:
         print(f"tts-extract: error: {e}", file=sys.stderr)

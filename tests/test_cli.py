@@ -75,3 +75,12 @@ def test_presets_lists_every_preset_and_an_unknown_name_prints_the_list(demo_cor
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("tts-extract: error: unknown preset 'nope'; known presets:")
     assert unknown.stderr.strip().splitlines()[1:] == lines
+
+
+def test_a_closed_output_pipe_stops_quietly():
+    """`tts-extract presets | head -1`: no error message when the reader has gone."""
+    child = subprocess.Popen([sys.executable, "-m", "extract", "presets"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    child.stdout.close()                                  # before it writes: EPIPE
+    stderr = child.stderr.read()
+    assert child.wait() == 141 and stderr == ""           # 128 + SIGPIPE, as a shell reports
