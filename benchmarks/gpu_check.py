@@ -151,11 +151,11 @@ def viterbi_sweep(device: str, log_obs: torch.Tensor, counts: torch.Tensor, band
     reading a weight table with every bin its own row instead of the distinct bins', each after
     a compiling run, and whether each decodes the states of the default."""
     from extract.kernels.viterbi import NUM_WARPS, UNROLL, viterbi_triton
+    from kernel_code import SETTINGS
 
     states = viterbi_triton(log_obs, counts, bands)
     settings = {f"unroll{unroll}_warps{warps}": {"unroll": unroll, "num_warps": warps}
-                for unroll, warps in ((UNROLL, NUM_WARPS), (1, 8), (1, 16), (3, 16), (17, 8),
-                                      (17, 16), (51, 16), (51, 32))}
+                for unroll, warps in SETTINGS}
     settings[f"full_table_unroll{UNROLL}_warps{NUM_WARPS}"] = {"distinct": False}
     result = {}
     for name, options in settings.items():

@@ -23,16 +23,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-if os.environ.get("TRITON_INTERPRET") == "1":
-    sys.exit("run without TRITON_INTERPRET=1: it compiles the kernel for a GPU")
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+from extract.features.pyin import pitch_bin_count, transition_width
+from extract.kernels.viterbi import NUM_WARPS, UNROLL, _viterbi_kernel, kernel_constants
 
-from extract.features.pyin import pitch_bin_count, transition_width  # noqa: E402
-from extract.kernels.viterbi import (NUM_WARPS, UNROLL, _viterbi_kernel,  # noqa: E402
-                                     kernel_constants)
+# (unroll, num_warps), the default first: counted here, timed by gpu_check.py
+SETTINGS = ((UNROLL, NUM_WARPS), (1, 8), (1, 16), (3, 16), (17, 8), (17, 16), (51, 16), (51, 32))
 
 N_BINS, WIDTH = pitch_bin_count(65.406, 2093.0), transition_width(35.92, 256, 22050)
 BLOCK = triton.next_power_of_2(N_BINS)
@@ -97,12 +96,12 @@ def backward_branch_loops(sass: str) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", type=int, default=90)
-    parser.add_argument("--settings", nargs="+",
-                        default=[f"{UNROLL}x{NUM_WARPS}", "1x8", "1x16", "3x16", "17x8",
-                                 "17x16", "51x16", "51x32"],   # those gpu_check.py times
+    parser.add_argument("--settings", nargs="+", default=[f"{u}x{w}" for u, w in SETTINGS],
                         help="UNROLLxNUM_WARPS settings, the first compared with the rest")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        sys.exit("run without TRITON_INTERPRET=1: it compiles the kernel for a GPU")
     results = {}
     for setting in args.settings:
         unroll, warps = map(int, setting.split("x"))
