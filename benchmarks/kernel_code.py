@@ -31,7 +31,7 @@ from extract.features.pyin import pitch_bin_count, transition_width
 from extract.kernels.viterbi import NUM_WARPS, UNROLL, _viterbi_kernel, kernel_constants
 
 # (unroll, num_warps), the default first: counted here, timed by gpu_check.py
-SETTINGS = ((UNROLL, NUM_WARPS), (1, 8), (1, 16), (3, 16), (17, 8), (17, 16), (51, 16), (51, 32))
+SETTINGS = ((UNROLL, NUM_WARPS), (1, 16), (3, 32), (17, 32), (17, 16), (17, 8), (51, 32))
 
 N_BINS, WIDTH = pitch_bin_count(65.406, 2093.0), transition_width(35.92, 256, 22050)
 BLOCK = triton.next_power_of_2(N_BINS)
