@@ -4,6 +4,7 @@ traceback and the next one runs) and prints it at the end.
 
     python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--pyin-utterances 1000]
                                            [--librosa-files 64] [--limit N]
+                                           [--steps demo ... librosa]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
    also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
@@ -15,7 +16,8 @@ traceback and the next one runs) and prints it at the end.
 4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
    and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), the Triton decoder
    at several unroll and num_warps settings and with a weight row per bin, and against the
-   torch one on the GPU;
+   torch one on the GPU; the per-frame work with its trough sums by the Triton kernel (at
+   several block sizes) and by torch;
 5. librosa mel + pyin with one process per core on the first --librosa-files files.
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
@@ -25,6 +27,7 @@ script itself before spending GPU time (tests/test_gpu_check.py does, at a small
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -110,6 +113,8 @@ def pyin_batch(device: str, utterances: int, out: Path, seconds: float = 4.0) ->
     # the interpreter is slow: on the CPU the sweep decodes 8 frames of two utterances
     sweep = (log_obs, counts) if device == "cuda" else (log_obs[:2, :8], counts[:2].clamp(max=8))
     result["viterbi_kernel_sweep"] = viterbi_sweep(device, *sweep, bands)
+    result["trough_sums"] = trough_sums_check(
+        device, frames if device == "cuda" else frames[:2, :16], bands)
     result["chunk_sweep_xrt"] = chunk_sweep(device, frames, counts, result["audio_s"])
     activities = [torch.profiler.ProfilerActivity.CPU] + (
         [torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -131,18 +136,54 @@ def pyin_batch(device: str, utterances: int, out: Path, seconds: float = 4.0) ->
 
 def chunk_sweep(device: str, frames: torch.Tensor, counts: torch.Tensor,
                 audio_s: float) -> dict:
-    """pyin's times real time at other (frames per chunk, rows per trough group) sizes."""
+    """pyin's times real time at other numbers of frames per chunk of per-frame work."""
     from extract.features import pyin as module
 
-    saved = module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device]
+    saved = module.ROWS_PER_CHUNK[device]
     result = {}
     try:
-        for chunk, group in ((8192, 4096), (131072, 16384), (262144, 32768)):
-            module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device] = chunk, group
+        for chunk in (8192, 131072, 262144):
+            module.ROWS_PER_CHUNK[device] = chunk
             _, wall = timed(device, module.pyin, frames, counts, RATE, HOP, FMIN, FMAX)
-            result[f"{chunk}x{group}"] = audio_s / wall
+            result[str(chunk)] = audio_s / wall
     finally:
-        module.ROWS_PER_CHUNK[device], module.ROWS_PER_GROUP[device] = saved
+        module.ROWS_PER_CHUNK[device] = saved
+    return result
+
+
+def trough_sums_check(device: str, frames: torch.Tensor, bands) -> dict:
+    """The per-frame work with the trough sums by the Triton kernel (the default on CUDA; its
+    block sizes swept) and by torch (16384 rows a group), timed after a compiling run; how far
+    apart their log state probabilities are, and whether they decode the same states."""
+    from extract.features import pyin as module
+    from extract.features.viterbi import viterbi
+    from extract.kernels import trough_weights
+
+    original, group = module.trough_probabilities, module.ROWS_PER_GROUP
+    saved = trough_weights.ELEMENTS, trough_weights.NUM_WARPS
+    counts = torch.full((frames.shape[0],), frames.shape[1], device=device)
+    result, outputs = {}, {}
+    try:
+        module.ROWS_PER_GROUP = 16384
+        for name, elements, warps, kernel in (("torch", 0, 0, False),
+                                              ("kernel_1024x4", 1024, 4, True),
+                                              ("kernel_2048x4", 2048, 4, True),
+                                              ("kernel_4096x8", 4096, 8, True),
+                                              ("kernel_2048x8", 2048, 8, True)):
+            module.trough_probabilities = functools.partial(original, kernel=kernel)
+            trough_weights.ELEMENTS, trough_weights.NUM_WARPS = elements or saved[0], warps or 4
+            module.observations(frames, RATE, FMIN, FMAX, 0.01)
+            (outputs[name], _), result[f"{name}_s"] = timed(device, module.observations, frames,
+                                                          RATE, FMIN, FMAX, 0.01)
+    finally:
+        module.trough_probabilities, module.ROWS_PER_GROUP = original, group
+        trough_weights.ELEMENTS, trough_weights.NUM_WARPS = saved
+    reference = outputs.pop("torch")
+    result["log_obs_max_abs_diff"] = max(float((o - reference).abs().max())
+                                         for o in outputs.values())
+    result["same_states"] = all(torch.equal(viterbi(o, counts, bands), viterbi(reference, counts,
+                                                                              bands))
+                                for o in outputs.values())
     return result
 
 
@@ -252,6 +293,7 @@ def main() -> None:
     parser.add_argument("--pyin-utterances", type=int, default=1000)
     parser.add_argument("--librosa-files", type=int, default=64)
     parser.add_argument("--limit", type=int, help="demo utterances to use (default: all)")
+    parser.add_argument("--steps", nargs="+", help="run only these steps (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))    # not under OUT_DIR: it comes back
@@ -271,6 +313,8 @@ def main() -> None:
         "librosa": lambda: librosa_baseline(demo, args.librosa_files),
     }
     for name, step in steps.items():
+        if args.steps and name not in args.steps:
+            continue
         start = time.perf_counter()
         try:
             report[name] = step()

@@ -8,7 +8,8 @@ a thread, stack bytes (spills), and the band loop's instructions per state and o
 innermost loop that adds float64; 4 loads per state and offset) with their mix, and about how
 many warp instructions a frame takes for one utterance (the band loop's passes plus the rest of
 the frame loop), each also as a ratio to the first setting's.
-A count, not a timing: it shows what bounds the loop where the issue rate does.
+A count, not a timing: it shows what bounds the loop where the issue rate does. Also the
+registers and stack of the trough-weights kernel (kernels/trough_weights.py) at several widths.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from extract.features.pyin import pitch_bin_count, transition_width
+from extract.kernels import trough_weights
 from extract.kernels.viterbi import NUM_WARPS, UNROLL, _viterbi_kernel, kernel_constants
 
 # (unroll, num_warps), the default first: counted here, timed by gpu_check.py
@@ -41,6 +43,10 @@ ARGUMENT_TYPES = {"log_obs_ptr": "*fp64", "lengths_ptr": "*i64", "weights_ptr": 
                   "back_ptr": "*i16", "states_ptr": "*i64", "steps": "i32", "n_bins": "i32",
                   "WIDTH": "constexpr", "OFFSETS": "constexpr", "BLOCK": "constexpr",
                   "UNROLL": "constexpr"}      # as viterbi_triton calls it
+TROUGH_ARGUMENT_TYPES = {"first_below_ptr": "*i64", "events_ptr": "*i64", "mass_ptr": "*fp64",
+                         "n_events_ptr": "*i64", "norm_ptr": "*fp64", "decay_ptr": "*fp64",
+                         "probs_ptr": "*fp64", "rows": "i32", "width": "i32",
+                         "event_columns": "i32", "ROWS": "constexpr", "TROUGHS": "constexpr"}
 
 
 def compile_kernel(arch: int, unroll: int, num_warps: int):
@@ -52,15 +58,31 @@ def compile_kernel(arch: int, unroll: int, num_warps: int):
                           options={"num_warps": num_warps})
 
 
-def machine_code(arch: int, unroll: int, num_warps: int) -> dict:
-    kernel = compile_kernel(arch, unroll, num_warps)
+def cuobjdump(kernel, option: str) -> str:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(kernel.asm["cubin"])
         cubin.flush()
-        usage = subprocess.run([CUOBJDUMP, "-res-usage", cubin.name], capture_output=True,
-                               text=True, check=True).stdout
-        sass = subprocess.run([CUOBJDUMP, "-sass", cubin.name], capture_output=True, text=True,
+        return subprocess.run([CUOBJDUMP, option, cubin.name], capture_output=True, text=True,
                               check=True).stdout
+
+
+def trough_weights_code(arch: int, troughs: int) -> dict:
+    """Registers and stack bytes of the trough-weights kernel at `troughs` (a power of two)."""
+    kernel = trough_weights._trough_weights_kernel
+    assert list(TROUGH_ARGUMENT_TYPES) == kernel.arg_names, kernel.arg_names
+    rows = max(1, trough_weights.ELEMENTS // troughs)
+    source = ASTSource(kernel, TROUGH_ARGUMENT_TYPES, constexprs={"ROWS": rows,
+                                                                  "TROUGHS": troughs})
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": trough_weights.NUM_WARPS})
+    usage = cuobjdump(compiled, "-res-usage")
+    return {"registers": int(re.search(r"REG:(\d+)", usage)[1]),
+            "stack_bytes": int(re.search(r"STACK:(\d+)", usage)[1])}
+
+
+def machine_code(arch: int, unroll: int, num_warps: int) -> dict:
+    kernel = compile_kernel(arch, unroll, num_warps)
+    usage, sass = cuobjdump(kernel, "-res-usage"), cuobjdump(kernel, "-sass")
     loops = backward_branch_loops(sass)
     band = min((body for body in loops if "DADD" in body), key=len)
     frame = min((body for body in loops if len(body) > len(band) and "BAR" in body), key=len,
@@ -106,8 +128,9 @@ def main() -> None:
     for setting in args.settings:
         unroll, warps = map(int, setting.split("x"))
         results[setting] = machine_code(args.arch, unroll, warps)
+    troughs = {width: trough_weights_code(args.arch, width) for width in (32, 128, 256)}
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({**results, "trough_weights": troughs}))
         return
     first = results[args.settings[0]]["warp_instructions_per_frame"]
     print(f"sm_{args.arch}, {N_BINS} bins, {WIDTH} band offsets; the kernel's default is "
@@ -118,6 +141,9 @@ def main() -> None:
               f"instructions per state and offset, {r['warp_instructions_per_frame']:6d} warp "
               f"instructions a frame ({r['warp_instructions_per_frame'] / first:.2f}x "
               f"{args.settings[0]})\n    band loop mix: {r['band_loop_mix']}")
+    for width, r in troughs.items():
+        print(f"trough weights, {width:3d} troughs wide: {r['registers']:3d} registers, stack "
+              f"{r['stack_bytes']:3d} B")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     sweep = report["pyin_batch"]["viterbi_kernel_sweep"]
     assert len(sweep) > 3 and all(entry["same_states"] for entry in sweep.values()), sweep
     assert all(entry["seconds"] > 0 for entry in sweep.values())
+    troughs = report["pyin_batch"]["trough_sums"]
+    assert troughs["same_states"] and troughs["log_obs_max_abs_diff"] < 1e-9, troughs
     assert "aten::" in (tmp_path / "pyin_profile.txt").read_text()
     assert report["torchrun"]["ranks"] == 2 and all(report["torchrun"]["identical"].values())
     assert report["big_corpus"]["batch256"][0]["audio_s"] > 0 < report["librosa"]["xrt"]

@@ -20,8 +20,9 @@ import torch
 from extract.config import load_preset
 from extract.demo import synth_utterance
 from extract.features import extract_features
-from extract.features.pyin import (log_observation_probabilities, pitch_bin_count, pyin,
-                                   threshold_events, threshold_prior, transition_width)
+from extract.features.pyin import (N_THRESHOLDS, log_observation_probabilities, pitch_bin_count,
+                                   pyin, threshold_events, threshold_prior, transition_width,
+                                   trough_probabilities)
 from extract.features.viterbi import TransitionBands, viterbi_torch
 from extract.kernels.viterbi import NUM_WARPS, UNROLL, viterbi_triton
 from reference import load_for_hifigan
@@ -113,6 +114,27 @@ def test_threshold_events_are_each_rows_distinct_indices_in_order():
         assert (got[n:] == 100).all() and len(got) == n_events.max() + 1
 
 
+@pytest.mark.parametrize("width", [1, 7, 130])
+def test_trough_weights_kernel_matches_torch(width):
+    """The Triton kernel's sum (interpreted on the CPU) against torch's, on rows with no
+    troughs, troughs below no threshold, shared first thresholds and up to 130 troughs."""
+    rng = np.random.default_rng(width)
+    rows = 40
+    count = rng.integers(0, width + 1, rows)
+    count[:2] = 0, width
+    first_below = np.minimum(rng.integers(0, 140, (rows, width)), N_THRESHOLDS)
+    first_below[3] = N_THRESHOLDS                                # below no threshold
+    first_below[4] = rng.integers(20, 23, width)                 # many ties
+    first_below[np.arange(width)[None] >= count[:, None]] = N_THRESHOLDS      # padding
+    beta_cum = torch.from_numpy(np.concatenate([[0], np.cumsum(threshold_prior()[1])]))
+    args = torch.from_numpy(first_below), torch.from_numpy(count)
+    expected = trough_probabilities(*args, beta_cum, kernel=False)
+    got = trough_probabilities(*(a.to(KERNEL_DEVICE) for a in args), beta_cum.to(KERNEL_DEVICE),
+                               kernel=True).cpu()
+    assert (expected > 0).sum() > rows // 4
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-13, atol=0)
+
+
 def librosa_observations(cmnd: np.ndarray, shifts: np.ndarray, min_period: int,
                          n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     """librosa.pyin's per-frame observation step (its __pyin_helper, written out one frame at
@@ -201,17 +223,21 @@ def test_triton_kernel_compiles_to_cuda_machine_code(arch, tmp_path):
     """The interpreter runs the kernel as Python; this runs the GPU compiler on it (Triton's
     LLVM and ptxas, no GPU needed) at pyin's default size and settings, outside the
     interpreter: no spills, and a band loop of little but its loads, float64 adds, compares
-    and selects (4, 4, 4 and 12 instructions per state and offset)."""
+    and selects (4, 4, 4 and 12 instructions per state and offset); the trough-weights kernel
+    compiles without spills too."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, str(BENCHMARKS / "kernel_code.py"), "--arch",
                              str(arch), "--settings", f"{UNROLL}x{NUM_WARPS}", "--json"],
                             capture_output=True, text=True,
                             env={**env, "TRITON_CACHE_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
-    code = json.loads(result.stdout)[f"{UNROLL}x{NUM_WARPS}"]
+    report = json.loads(result.stdout)
+    code = report[f"{UNROLL}x{NUM_WARPS}"]
     assert code["ptx_target"] in (f"sm_{arch}", f"sm_{arch}a")       # 90a: Hopper's features
     assert code["stack_bytes"] == 0
     assert 24 <= code["band_loop_per_state_and_offset"] < 30, code
+    troughs = report["trough_weights"]
+    assert len(troughs) == 3 and all(r["stack_bytes"] == 0 for r in troughs.values()), troughs
 
 
 def librosa_grid(y: np.ndarray) -> torch.Tensor:

@@ -27,11 +27,10 @@ N_THRESHOLDS = 100
 BETA_B = 18                 # threshold prior Beta(2, BETA_B)
 BOLTZMANN = 2.0
 BINS_PER_SEMITONE = 10      # resolution 0.1 semitone
-# Frames per chunk of per-frame work, and rows whose [rows, troughs, thresholds] work runs at
-# once: small on the CPU (cache), large on a GPU (fewer launches and host syncs: on an H200,
-# 131072 x 16384 ran 1.6x faster than 8192 x 4096, and 262144 x 32768 no faster).
+# Frames per chunk of per-frame work: small on the CPU (cache), large on a GPU (fewer launches
+# and host syncs: on an H200, 131072 ran about 2x faster than 8192, and 262144 no faster).
 ROWS_PER_CHUNK = {"cpu": 8192, "cuda": 131072}
-ROWS_PER_GROUP = {"cpu": 256, "cuda": 16384}
+ROWS_PER_GROUP = 256        # rows whose [rows, troughs, events] work torch does at once
 
 
 def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_length: int,
@@ -165,8 +164,8 @@ def packed_troughs(trough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return packed, count
 
 
-def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor,
-                         beta_cum: torch.Tensor) -> torch.Tensor:
+def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor, beta_cum: torch.Tensor,
+                         kernel: bool | None = None) -> torch.Tensor:
     """[R, M] first-threshold indices of packed troughs (N_THRESHOLDS: never below, or
     padding), troughs per row [R], beta mass below each threshold index [N_THRESHOLDS + 1] ->
     [R, M] float64 sum_t beta[t] * Boltzmann weight.
@@ -174,19 +173,33 @@ def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor,
     Which troughs are below a threshold, and so every rank and count, only changes at the
     thresholds some trough first goes below (a row's events). Between two events the weights
     are constant, so each trough sums over the row's events with the beta mass up to the
-    next, not over all thresholds. Rows are grouped by trough count."""
-    rows, width = first_below.shape
-    device = first_below.device
-    k = torch.arange(width + 1, device=device, dtype=torch.float64)
+    next, not over all thresholds. A Triton kernel sums (kernels/trough_weights.py) where
+    `kernel` says, by default on CUDA; torch otherwise, over rows grouped by trough count."""
+    width = first_below.shape[1]
+    k = torch.arange(width + 1, device=first_below.device, dtype=torch.float64)
     decay = torch.exp(-BOLTZMANN * k)                     # scipy.stats.boltzmann.pmf, by rank
     norm = (1 - math.exp(-BOLTZMANN)) / (1 - torch.exp(-BOLTZMANN * k))    # ... by count
     events, n_events = threshold_events(first_below)                      # [R, E + 1], [R]
     mass = beta_cum[events[:, 1:]] - beta_cum[events[:, :-1]]             # [R, E]
-    probs = torch.zeros(rows, width, dtype=torch.float64, device=device)
+    if kernel is None:
+        kernel = first_below.is_cuda
+    if kernel:
+        from extract.kernels.trough_weights import trough_weights_triton
+        return trough_weights_triton(first_below, events, n_events, mass, norm, decay)
+    return trough_weights_torch(first_below, count, events, n_events, mass, norm, decay)
+
+
+def trough_weights_torch(first_below: torch.Tensor, count: torch.Tensor, events: torch.Tensor,
+                         n_events: torch.Tensor, mass: torch.Tensor, norm: torch.Tensor,
+                         decay: torch.Tensor) -> torch.Tensor:
+    """trough_probabilities' sum over events in torch, in [rows, troughs, events] tensors for
+    ROWS_PER_GROUP rows of similar trough counts at a time (arguments as
+    extract.kernels.trough_weights.trough_weights_triton takes them, plus count)."""
+    rows, width = first_below.shape
+    probs = torch.zeros(rows, width, dtype=torch.float64, device=first_below.device)
     by_count = torch.argsort(count)
-    step = ROWS_PER_GROUP.get(device.type, ROWS_PER_GROUP["cpu"])
-    for start in range(0, rows, step):
-        group = by_count[start:start + step]
+    for start in range(0, rows, ROWS_PER_GROUP):
+        group = by_count[start:start + ROWS_PER_GROUP]
         used, used_events = int(count[group].max()), int(n_events[group].max())
         if used_events == 0:
             continue
