@@ -2,6 +2,7 @@
 decoders (torch, and the Triton kernel under TRITON_INTERPRET=1) against
 librosa.sequence.viterbi; the kernel also goes through Triton's CUDA compiler."""
 
+import functools
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ import scipy.stats
 import soundfile
 import torch
 
+import extract.features.pyin as pyin_module
 from extract.config import load_preset
 from extract.demo import synth_utterance
 from extract.features import extract_features
@@ -166,8 +168,12 @@ def librosa_observations(cmnd: np.ndarray, shifts: np.ndarray, min_period: int,
     return np.vstack([voiced, np.tile((1 - voiced_prob) / n_bins, (n_bins, 1))]), voiced_prob
 
 
-def test_observation_probabilities_match_librosas_per_frame_definition():
-    """Speech, silence and noise frames (up to ~120 troughs), from librosa's own CMND."""
+@pytest.mark.parametrize("kernel", [False, True], ids=["torch", "trough_kernel"])
+def test_observation_probabilities_match_librosas_per_frame_definition(kernel, monkeypatch):
+    """Speech, silence and noise frames (up to ~120 troughs), from librosa's own CMND; the
+    trough sums by torch, and by the Triton kernel (interpreted on the CPU)."""
+    monkeypatch.setattr(pyin_module, "trough_probabilities",
+                        functools.partial(pyin_module.trough_probabilities, kernel=kernel))
     rng = np.random.default_rng(3)
     y = np.concatenate([synth_utterance(1.0, SR, rng), np.zeros(SR // 4),
                         0.1 * rng.standard_normal(SR // 2)]).astype(np.float32)
@@ -178,9 +184,12 @@ def test_observation_probabilities_match_librosas_per_frame_definition():
     shifts = librosa.core.pitch._parabolic_interpolation(cmnd)
     n_bins = pitch_bin_count(FMIN, FMAX)
     expected, expected_prob = librosa_observations(cmnd, shifts, min_period, n_bins)
-    log_obs = torch.empty(cmnd.shape[1], 2 * n_bins, dtype=torch.float64)
-    voiced_prob = log_observation_probabilities(torch.from_numpy(np.ascontiguousarray(cmnd.T)),
-                                                SR, FMIN, min_period, n_bins, 0.01, out=log_obs)
+    device = KERNEL_DEVICE if kernel else "cpu"
+    log_obs = torch.empty(cmnd.shape[1], 2 * n_bins, dtype=torch.float64, device=device)
+    voiced_prob = log_observation_probabilities(
+        torch.from_numpy(np.ascontiguousarray(cmnd.T)).to(device), SR, FMIN, min_period, n_bins,
+        0.01, out=log_obs)
+    log_obs, voiced_prob = log_obs.cpu(), voiced_prob.cpu()
     assert librosa.util.localmin(cmnd, axis=0).sum(axis=0).max() > 60   # noise frames
     np.testing.assert_allclose(log_obs.numpy(), np.log(expected.T + TINY), rtol=1e-12)
     np.testing.assert_allclose(voiced_prob.numpy(), expected_prob, rtol=1e-12, atol=1e-15)
