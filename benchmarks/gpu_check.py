@@ -13,6 +13,7 @@ traceback and the next one runs) and prints it at the end.
    batches: which arrays come out identical, and how close the rest are);
 3. a larger corpus (the demo's files repeated --copies times) on cuda, timed twice per batch
    size, with the job's time by stage (decode, resample, spectrogram, pitch, to host, write);
+   then whole torchrun commands on it with 1 rank and with 2 ranks sharing the GPU;
 4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
    and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), the Triton decoder
    at several unroll and num_warps settings and with a weight row per bin, and against the
@@ -245,17 +246,24 @@ def preset_agreement(demo: Path, work: Path, device: str, preset: str,
     return result
 
 
-def torchrun_agreement(demo: Path, work: Path, device: str, limit: int | None) -> dict:
-    """Two ranks on one device against the single process's store of step "demo"."""
-    out = work / "torchrun.zarr"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-               f"--log-dir={work / 'torchrun-logs'}", "-m", "extract", "run", str(demo), str(out),
-               "--device", device, "--quiet", *(["--limit", str(limit)] if limit else [])]
+def torchrun(corpus: Path, out: Path, work: Path, device: str, ranks: int,
+             options: list[str]) -> float:
+    """Seconds for `torchrun --nproc-per-node=ranks -m extract run corpus out`, start-up
+    included."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={ranks}", f"--log-dir={work / 'torchrun-logs'}", "-m",
+               "extract", "run", str(corpus), str(out), "--device", device, "--quiet", *options]
     start = time.perf_counter()
     job = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if job.returncode != 0:
         raise RuntimeError(job.stderr[-3000:])
-    wall = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def torchrun_agreement(demo: Path, work: Path, device: str, limit: int | None) -> dict:
+    """Two ranks on one device against the single process's store of step "demo"."""
+    out = work / "torchrun.zarr"
+    wall = torchrun(demo, out, work, device, 2, ["--limit", str(limit)] if limit else [])
     arrays = [zarr.open_group(str(path), mode="r") for path in (work / "gpu.zarr", out)]
     single, ranks = FeatureStore(work / "gpu.zarr"), FeatureStore(out)
     return {"wall_s": wall, "ranks": ranks.attrs["run"]["ranks"],
@@ -277,6 +285,13 @@ def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
             runs.append({"xrt": r.times_real_time, "wall_s": time.perf_counter() - start,
                          "audio_s": r.audio_s, "stage_s": r.stage_s})
         result[f"batch{batch_size}"] = runs
+    # whole commands, start-up included: 1 rank, then 2 sharing the device
+    options = ["--batch-size", "256", "--overwrite"] + (["--limit", str(limit * copies)]
+                                                        if limit else [])
+    for ranks in (1, 2):
+        wall = torchrun(big, work / "big.zarr", work, device, ranks, options)
+        result[f"torchrun_{ranks}_ranks"] = {"wall_s": wall, "xrt": runs[0]["audio_s"] / wall,
+                                             "per_rank_xrt": runs[0]["audio_s"] / wall / ranks}
     return result
 
 

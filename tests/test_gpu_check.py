@@ -31,3 +31,4 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     assert "aten::" in (tmp_path / "pyin_profile.txt").read_text()
     assert report["torchrun"]["ranks"] == 2 and all(report["torchrun"]["identical"].values())
     assert report["big_corpus"]["batch256"][0]["audio_s"] > 0 < report["librosa"]["xrt"]
+    assert report["big_corpus"]["torchrun_2_ranks"]["per_rank_xrt"] > 0
