@@ -172,7 +172,8 @@ def trough_sums_check(device: str, frames: torch.Tensor, bands) -> dict:
                                               ("kernel_4096x8", 4096, 8, True),
                                               ("kernel_2048x8", 2048, 8, True)):
             module.trough_probabilities = functools.partial(original, kernel=kernel)
-            trough_weights.ELEMENTS, trough_weights.NUM_WARPS = elements or saved[0], warps or 4
+            trough_weights.ELEMENTS = elements or saved[0]
+            trough_weights.NUM_WARPS = warps or saved[1]
             module.observations(frames, RATE, FMIN, FMAX, 0.01)
             (outputs[name], _), result[f"{name}_s"] = timed(device, module.observations, frames,
                                                           RATE, FMIN, FMAX, 0.01)

@@ -1,6 +1,7 @@
-"""pyin against librosa.pyin (>= 0.11) and its pieces against librosa/scipy, and the Viterbi
-decoders (torch, and the Triton kernel under TRITON_INTERPRET=1) against
-librosa.sequence.viterbi; the kernel also goes through Triton's CUDA compiler."""
+"""pyin against librosa.pyin (>= 0.11) and its pieces against librosa/scipy (the trough sums
+also by their Triton kernel), and the Viterbi decoders (torch, and the Triton kernel) against
+librosa.sequence.viterbi; Triton kernels run under TRITON_INTERPRET=1 without a GPU, and also go
+through Triton's CUDA compiler."""
 
 import functools
 import json
