@@ -66,6 +66,13 @@ def cuobjdump(kernel, option: str) -> str:
                               check=True).stdout
 
 
+def resource_usage(kernel) -> dict[str, int]:
+    """Registers a thread and stack bytes (spills) of a compiled kernel."""
+    usage = cuobjdump(kernel, "-res-usage")
+    return {"registers": int(re.search(r"REG:(\d+)", usage)[1]),
+            "stack_bytes": int(re.search(r"STACK:(\d+)", usage)[1])}
+
+
 def trough_weights_code(arch: int, troughs: int) -> dict:
     """Registers and stack bytes of the trough-weights kernel at `troughs` (a power of two)."""
     kernel = trough_weights._trough_weights_kernel
@@ -73,17 +80,13 @@ def trough_weights_code(arch: int, troughs: int) -> dict:
     rows = max(1, trough_weights.ELEMENTS // troughs)
     source = ASTSource(kernel, TROUGH_ARGUMENT_TYPES, constexprs={"ROWS": rows,
                                                                   "TROUGHS": troughs})
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": trough_weights.NUM_WARPS})
-    usage = cuobjdump(compiled, "-res-usage")
-    return {"registers": int(re.search(r"REG:(\d+)", usage)[1]),
-            "stack_bytes": int(re.search(r"STACK:(\d+)", usage)[1])}
+    return resource_usage(triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                                         options={"num_warps": trough_weights.NUM_WARPS}))
 
 
 def machine_code(arch: int, unroll: int, num_warps: int) -> dict:
     kernel = compile_kernel(arch, unroll, num_warps)
-    usage, sass = cuobjdump(kernel, "-res-usage"), cuobjdump(kernel, "-sass")
-    loops = backward_branch_loops(sass)
+    loops = backward_branch_loops(cuobjdump(kernel, "-sass"))
     band = min((body for body in loops if "DADD" in body), key=len)
     frame = min((body for body in loops if len(body) > len(band) and "BAR" in body), key=len,
                 default=band)          # with a full unroll the band loop is the frame loop
@@ -92,8 +95,7 @@ def machine_code(arch: int, unroll: int, num_warps: int) -> dict:
     passes = -(-kernel_constants(N_BINS, WIDTH, unroll)["OFFSETS"] // offsets)
     per_frame = len(band) if frame is band else len(frame) + (passes - 1) * len(band)
     return {"ptx_target": kernel.asm["ptx"].split(".target")[1].split()[0],
-            "registers": int(re.search(r"REG:(\d+)", usage)[1]),
-            "stack_bytes": int(re.search(r"STACK:(\d+)", usage)[1]),
+            **resource_usage(kernel),
             "band_loop_per_state_and_offset": round(len(band) / (offsets * states), 1),
             "band_loop_mix": dict(collections.Counter(band).most_common(8)),
             "warp_instructions_per_frame": per_frame * num_warps}

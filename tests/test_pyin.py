@@ -213,7 +213,7 @@ def test_torch_viterbi_matches_librosa(n_bins, width, steps):
     (24, 9, 20, [20, 11, 19, 1], 4),       # 9 offsets in rounds of 4: 3 padding offsets
     (601, 51, 6, [6, 4, 5, 2], 1),         # pyin's own size: 601 bins in a 1024-wide block
     (601, 51, 6, [6, 4, 5, 2], 3),
-    (601, 51, 6, [6, 4, 5, 2], UNROLL),    # the default
+    (601, 51, 6, [6, 4, 5, 2], 17),        # 3 rounds of 17 (the default is 1)
 ])
 def test_triton_kernel_matches_torch_and_librosa(n_bins, width, steps, lengths, unroll):
     probs = random_problems(n_bins, steps, 4, seed=7)
