@@ -23,8 +23,9 @@ import extract.features.pyin as pyin_module
 from extract.config import load_preset
 from extract.demo import synth_utterance
 from extract.features import extract_features
-from extract.features.pyin import (N_THRESHOLDS, log_observation_probabilities, pitch_bin_count,
-                                   pyin, threshold_events, threshold_prior, transition_width,
+from extract.features.pyin import (N_THRESHOLDS, first_lowest, frame_blocks,
+                                   log_observation_probabilities, pitch_bin_count, pyin,
+                                   threshold_events, threshold_prior, transition_width,
                                    trough_probabilities)
 from extract.features.viterbi import TransitionBands, viterbi_torch
 from extract.kernels.viterbi import NUM_WARPS, UNROLL, viterbi_triton
@@ -115,6 +116,30 @@ def test_threshold_events_are_each_rows_distinct_indices_in_order():
         assert n == len(expected)
         np.testing.assert_array_equal(got[:n], expected)
         assert (got[n:] == 100).all() and len(got) == n_events.max() + 1
+
+
+def test_first_lowest_is_each_rows_argmin():
+    """np.argmin's first minimum per row, over a row-major trough list with ties and rows
+    without troughs."""
+    rng = np.random.default_rng(6)
+    mask = rng.random((60, 40)) < 0.3
+    mask[[5, 17]] = False
+    heights = np.round(rng.random((60, 40)), 1).astype(np.float32)       # many ties
+    row, lag = np.nonzero(mask)
+    got = first_lowest(torch.from_numpy(heights[row, lag]), torch.from_numpy(row), 60).numpy()
+    expected = [np.flatnonzero(row == r)[np.argmin(heights[r, mask[r]])]
+                for r in range(60) if mask[r].any()]
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("batch,steps,rows", [(7, 30, 100), (7, 30, 30), (3, 250, 100),
+                                              (2, 0, 10), (0, 5, 10)])
+def test_frame_blocks_cover_every_frame_once(batch, steps, rows):
+    covered = torch.zeros(batch, steps, dtype=torch.int)
+    for block in frame_blocks(batch, steps, rows):
+        assert covered[block].numel() <= rows
+        covered[block] += 1
+    assert (covered == 1).all()
 
 
 @pytest.mark.parametrize("width", [1, 7, 130])
@@ -255,6 +280,13 @@ def librosa_grid(y: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.pad(y, N // 2)).unfold(0, N, HOP)
 
 
+@functools.cache
+def librosa_pyin_results() -> list[tuple[np.ndarray, ...]]:
+    """librosa.pyin's (f0, voiced, voiced_prob) for each parity clip."""
+    return [librosa.pyin(y, fmin=FMIN, fmax=FMAX, sr=SR, frame_length=N, hop_length=HOP)
+            for y in parity_clips()]
+
+
 def parity_clips() -> list[np.ndarray]:
     """20 speech-like clips (voiced, unvoiced and silent stretches) at 22.05 kHz, float32 as
     librosa.load returns them; F0 from about 85 to 250 Hz."""
@@ -262,16 +294,19 @@ def parity_clips() -> list[np.ndarray]:
             for k in range(20)]
 
 
-def test_pyin_matches_librosa_pyin_on_its_own_frames(device):
+@pytest.mark.parametrize("rows_per_chunk", [None, 100], ids=["default_blocks", "part_blocks"])
+def test_pyin_matches_librosa_pyin_on_its_own_frames(device, rows_per_chunk, monkeypatch):
+    """Also with blocks of 100 frames, shorter than an utterance (frame_blocks' other case)."""
+    if rows_per_chunk:
+        monkeypatch.setitem(pyin_module.ROWS_PER_CHUNK, torch.device(device).type, rows_per_chunk)
     clips = parity_clips()
     frames = torch.nn.utils.rnn.pad_sequence([librosa_grid(y) for y in clips], batch_first=True)
     counts = torch.tensor([1 + len(y) // HOP for y in clips])
+    assert rows_per_chunk is None or counts.min() > rows_per_chunk
     f0, voiced, prob = (x.cpu() for x in pyin(frames.to(device), counts.to(device), SR, HOP,
                                               FMIN, FMAX))
     same_voicing, close, exact, total, both_voiced, prob_close = 0, 0, 0, 0, 0, 0
-    for b, y in enumerate(clips):
-        ref_f0, ref_voiced, ref_prob = librosa.pyin(y, fmin=FMIN, fmax=FMAX, sr=SR,
-                                                    frame_length=N, hop_length=HOP)
+    for b, (ref_f0, ref_voiced, ref_prob) in enumerate(librosa_pyin_results()):
         n = len(ref_f0)
         assert n == int(counts[b])
         ours_f0, ours_voiced = f0[b, :n].numpy(), voiced[b, :n].numpy()

@@ -86,22 +86,23 @@ def _yin_rows(x: torch.Tensor, sample_rate: int, fmin: float, fmax: float, thres
 
 def cumulative_mean_normalized_difference(x: torch.Tensor, min_period: int,
                                           max_period: int) -> torch.Tensor:
-    """librosa's CMND for frames [R, N] -> [R, max_period - min_period + 1].
+    """librosa's CMND for frames [..., N] (a strided view of the audio will do) ->
+    [..., max_period - min_period + 1].
 
     d[k] = 2 (acf[0] - acf[k]) - sum_{m<k} x[m]^2, acf from an FFT autocorrelation long enough
     (N + max_period) that lags up to max_period do not wrap;
     cmnd[k] = d[k] / (mean(d[1..k]) + tiny).
     """
-    n_fft = next_fast_len(x.shape[1] + max_period)
+    n_fft = next_fast_len(x.shape[-1] + max_period)
     spectrum = torch.fft.rfft(x, n=n_fft)
     parts = torch.view_as_real(spectrum)
     power = torch.addcmul(parts[..., 0].square(), parts[..., 1], parts[..., 1])   # one pass
-    acf = torch.fft.irfft(power, n=n_fft)[:, :max_period + 1]
-    energy = torch.cumsum(x[:, :max_period].square(), dim=1)
-    diff = 2 * (acf[:, :1] - acf[:, 1:]) - energy
-    mean = torch.cumsum(diff, dim=1) / torch.arange(1, max_period + 1, device=x.device)
+    acf = torch.fft.irfft(power, n=n_fft)[..., :max_period + 1]
+    energy = torch.cumsum(x[..., :max_period].square(), dim=-1)
+    diff = 2 * (acf[..., :1] - acf[..., 1:]) - energy
+    mean = torch.cumsum(diff, dim=-1) / torch.arange(1, max_period + 1, device=x.device)
     tiny = torch.finfo(x.dtype).tiny
-    return diff[:, min_period - 1:] / (mean[:, min_period - 1:] + tiny)
+    return diff[..., min_period - 1:] / (mean[..., min_period - 1:] + tiny)
 
 
 def period_range(sample_rate: int, fmin: float, fmax: float, frame_length: int) -> tuple[int, int]:

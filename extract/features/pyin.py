@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -61,20 +62,34 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
 def observations(frames: torch.Tensor, sample_rate: int, fmin: float, fmax: float,
                  no_trough_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
     """pYIN's per-frame work: frames [B, T, N] -> (log state probabilities [B, T, 2 * bins]
-    float64, voiced_prob [B, T] float64), in chunks of ROWS_PER_CHUNK frames."""
+    float64, voiced_prob [B, T] float64), in blocks of about ROWS_PER_CHUNK frames."""
     batch, steps, n = frames.shape
     min_period, max_period = period_range(sample_rate, fmin, fmax, n)
     n_bins = pitch_bin_count(fmin, fmax)
-    flat = frames.reshape(-1, n)
-    log_obs = torch.empty(flat.shape[0], 2 * n_bins, dtype=torch.float64, device=frames.device)
-    voiced_prob = torch.empty(flat.shape[0], dtype=torch.float64, device=frames.device)
+    log_obs = torch.empty(batch, steps, 2 * n_bins, dtype=torch.float64, device=frames.device)
+    voiced_prob = torch.empty(batch, steps, dtype=torch.float64, device=frames.device)
     chunk = ROWS_PER_CHUNK.get(frames.device.type, ROWS_PER_CHUNK["cpu"])
-    for start in range(0, flat.shape[0], chunk):
-        part = slice(start, start + chunk)
-        cmnd = cumulative_mean_normalized_difference(flat[part], min_period, max_period)
-        voiced_prob[part] = log_observation_probabilities(
-            cmnd, sample_rate, fmin, min_period, n_bins, no_trough_prob, out=log_obs[part])
-    return log_obs.reshape(batch, steps, -1), voiced_prob.reshape(batch, steps)
+    for block in frame_blocks(batch, steps, chunk):
+        cmnd = cumulative_mean_normalized_difference(frames[block], min_period, max_period)
+        voiced_prob[block] = log_observation_probabilities(
+            cmnd.flatten(0, 1), sample_rate, fmin, min_period, n_bins, no_trough_prob,
+            out=log_obs[block].view(-1, 2 * n_bins)).view(cmnd.shape[:2])
+    return log_obs, voiced_prob
+
+
+def frame_blocks(batch: int, steps: int, rows: int) -> Iterator[tuple[slice, slice]]:
+    """(utterances, frames) index pairs that cover [batch, steps] in blocks of at most `rows`
+    frames: whole utterances while one fits, else runs of one utterance's frames. Blocks are
+    contiguous in [B, T, ...] tensors, and a block of a strided view of the audio is read
+    without copying all frames first."""
+    if steps <= rows:
+        per_block = rows // max(steps, 1)
+        for first in range(0, batch, per_block):
+            yield slice(first, first + per_block), slice(None)
+    else:
+        for utterance in range(batch):
+            for first in range(0, steps, rows):
+                yield slice(utterance, utterance + 1), slice(first, first + rows)
 
 
 def pitch_bin_count(fmin: float, fmax: float) -> int:
@@ -107,61 +122,69 @@ def log_observation_probabilities(cmnd: torch.Tensor, sample_rate: int, fmin: fl
     troughs below that threshold; the global-minimum trough also gets no_trough_prob x the mass
     of the thresholds it is not below. Candidates land in 10-cent bins (the longest lag wins a
     shared bin; a candidate above the top bin is dropped). Unvoiced states share 1 - voiced_prob.
-    The work runs on the troughs alone, packed to the left of each row in lag order.
+    The work runs on a flat list of all rows' troughs [N]. Rows hold from none to over a hundred
+    (speech frames few, noise many), so [R, M] tensors padded to the busiest row would be mostly
+    padding; the troughs are packed left in lag order to [R, M] only where a row's troughs
+    meet: the trough sums and voiced_prob's sum.
     """
     rows, lags = cmnd.shape
     device = cmnd.device
     tiny = torch.finfo(torch.float64).tiny
     thresholds, beta = (torch.from_numpy(a).to(device) for a in threshold_prior())
-    lag, count = packed_troughs(trough_mask(cmnd))                        # [R, M], [R]
-    width = lag.shape[1]
-    present = torch.arange(width, device=device) < count[:, None]
-    at_troughs = cmnd.gather(1, lag)
-    heights = torch.where(present, at_troughs, math.inf)
-    # first threshold index each trough is below (N_THRESHOLDS: none); the rank at threshold t
-    # counts the earlier troughs whose first index is <= t
-    first_below = torch.searchsorted(thresholds, heights.double(), right=True)
+    row, lag, slot, count = trough_list(trough_mask(cmnd))              # [N] x 3, [R]
+    width = max(int(count.max()) if rows else 0, 1)
+    height = cmnd[row, lag]
+    # first threshold index each trough is below (N_THRESHOLDS: none)
+    first_below = torch.searchsorted(thresholds, height.double(), right=True)
     beta_cum = torch.cat([beta.new_zeros(1), torch.cumsum(beta, 0)])   # mass below index t
-    probs = trough_probabilities(first_below, count, beta_cum)
+    packed = torch.full((rows, width), N_THRESHOLDS, dtype=torch.long, device=device)
+    packed[row, slot] = first_below
+    probs = trough_probabilities(packed, count, beta_cum)[row, slot]
 
-    global_min = heights.argmin(dim=1)
-    not_below = first_below.gather(1, global_min[:, None])[:, 0]
-    bonus = torch.where(count > 0, no_trough_prob * beta_cum[not_below], 0.0)
-    probs[torch.arange(rows, device=device), global_min] += bonus
+    lowest = first_lowest(height, row, rows)           # each row's global minimum, if any
+    probs[lowest] += no_trough_prob * beta_cum[first_below[lowest]]
 
     inner = (lag > 0) & (lag < lags - 1)
-    shift = torch.where(inner, parabolic_shift(cmnd.gather(1, (lag - 1).clamp(min=0)),
-                                               at_troughs,
-                                               cmnd.gather(1, (lag + 1).clamp(max=lags - 1))), 0)
+    shift = torch.where(inner, parabolic_shift(cmnd[row, (lag - 1).clamp(min=0)], height,
+                                               cmnd[row, (lag + 1).clamp(max=lags - 1)]), 0)
     # float64, as numpy promotes librosa's integer lags plus float32 shifts
     period = min_period + lag + shift.double()
     bins = torch.round(12 * BINS_PER_SEMITONE * torch.log2(sample_rate / period / fmin))
     bins = bins.clamp(0, n_bins).long()
-    contributes = present & (probs > 0) & (bins < n_bins)
     # troughs are >= 2 lags apart and |shift| < 1, so bins never rise along a row: a trough
-    # wins its bin unless the next contributing trough has the same bin (longest lag wins)
-    later = torch.where(contributes, bins, -1).int().flip(1).cummax(dim=1).values.flip(1)
-    later = torch.nn.functional.pad(later[:, 1:], (0, 1), value=-1)
-    wins = contributes & (later != bins)
-    voiced_prob = torch.where(wins, probs, 0.0).sum(dim=1).clamp(0, 1)
+    # wins its bin unless the next contributing trough of its row has the same bin
+    (contributing,) = ((probs > 0) & (bins < n_bins)).nonzero(as_tuple=True)
+    key = torch.stack([row[contributing], bins[contributing]])
+    last_in_bin = torch.ones_like(contributing, dtype=torch.bool)
+    last_in_bin[:-1] = (key[:, 1:] != key[:, :-1]).any(dim=0)
+    wins = contributing[last_in_bin]
+    won = torch.zeros(rows, width, dtype=torch.float64, device=device)
+    won[row[wins], slot[wins]] = probs[wins]
+    voiced_prob = won.sum(dim=1).clamp(0, 1)
     out[:, :n_bins] = math.log(tiny)
-    # the other troughs land on column n_bins, which the unvoiced values then overwrite
-    out.scatter_(1, torch.where(wins, bins, n_bins), torch.log(probs + tiny))
+    out[row[wins], bins[wins]] = torch.log(probs[wins] + tiny)
     out[:, n_bins:] = torch.log((1 - voiced_prob) / n_bins + tiny)[:, None]
     return voiced_prob
 
 
-def packed_troughs(trough: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Trough mask [R, K] -> (trough lags packed left in lag order [R, M], padded with 0;
-    troughs per row [R]); M is the most any row has."""
-    rows = trough.shape[0]
-    count = trough.sum(dim=1)
-    row, lag = trough.nonzero(as_tuple=True)                  # row-major: lag order per row
+def trough_list(trough: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Trough mask [R, K] -> every trough's (row, lag, position in its row) [N], row-major and
+    so in lag order within a row; and troughs per row [R]."""
+    row, lag = trough.nonzero(as_tuple=True)
+    count = torch.bincount(row, minlength=trough.shape[0])
     slot = torch.arange(row.numel(), device=trough.device) - (torch.cumsum(count, 0) - count)[row]
-    packed = torch.zeros(rows, max(int(count.max()) if rows else 0, 1), dtype=torch.long,
-                         device=trough.device)
-    packed[row, slot] = lag
-    return packed, count
+    return row, lag, slot, count
+
+
+def first_lowest(height: torch.Tensor, row: torch.Tensor, rows: int) -> torch.Tensor:
+    """Index into a row-major trough list [N] of each row's first lowest trough (np.argmin),
+    for the rows that have troughs."""
+    lowest = height.new_full((rows,), math.inf).scatter_reduce(0, row, height, "amin")
+    position = torch.arange(row.numel(), device=row.device)
+    position = torch.where(height == lowest[row], position, row.numel())
+    first = torch.full((rows,), row.numel(), device=row.device).scatter_reduce(0, row, position,
+                                                                               "amin")
+    return first[first < row.numel()]
 
 
 def trough_probabilities(first_below: torch.Tensor, count: torch.Tensor, beta_cum: torch.Tensor,
