@@ -32,3 +32,35 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     assert report["torchrun"]["ranks"] == 2 and all(report["torchrun"]["identical"].values())
     assert report["big_corpus"]["batch256"][0]["audio_s"] > 0 < report["librosa"]["xrt"]
     assert report["big_corpus"]["torchrun_2_ranks"]["per_rank_xrt"] > 0
+
+
+def test_traffic_counter_counts_each_ops_bytes_by_its_rule():
+    """benchmarks/pyin_traffic.py's model of GPU time: an op's inputs plus outputs, nothing
+    for views, a fill once, an in-place op its operand once, an indexed write its indices and
+    values."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import torch
+    from pyin_traffic import TrafficCounter
+
+    a, b = torch.ones(1000), torch.ones(1000)           # 4000 bytes each
+    index = torch.arange(10)                            # 80 bytes
+    cases = [(lambda: a + b, 12000), (lambda: a[10:].view(-1, 10).t(), 0),
+             (lambda: a.fill_(2.0), 4000), (lambda: a.mul_(b), 8000),
+             (lambda: a.index_put_((index,), b[:10]), 80 + 40 + 40),
+             (lambda: a.sum(), 4004)]
+    for run, expected in cases:
+        counter = TrafficCounter()
+        with counter:
+            run()
+        assert sum(counter.bytes_by_line.values()) == expected, (run, counter.bytes_by_line)
+
+
+def test_pyin_traffic_script_reports_bytes_a_frame():
+    script = SCRIPT.parent / "pyin_traffic.py"
+    result = subprocess.run([sys.executable, str(script), "--utterances", "2", "--lines", "40"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("690 frames: ")
+    assert any("torch.fft.rfft" in line for line in lines[1:])
+    assert any("the Triton kernel" in line for line in lines[1:])
