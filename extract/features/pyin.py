@@ -220,6 +220,7 @@ def trough_weights_torch(first_below: torch.Tensor, count: torch.Tensor, events:
     extract.kernels.trough_weights.trough_weights_triton takes them, plus count)."""
     rows, width = first_below.shape
     probs = torch.zeros(rows, width, dtype=torch.float64, device=first_below.device)
+    decay_by_position = torch.cat([decay.new_zeros(1), decay])
     by_count = torch.argsort(count)
     for start in range(0, rows, ROWS_PER_GROUP):
         group = by_count[start:start + ROWS_PER_GROUP]
@@ -228,11 +229,11 @@ def trough_weights_torch(first_below: torch.Tensor, count: torch.Tensor, events:
             continue
         below = (first_below.index_select(0, group)[:, :used, None]
                  <= events.index_select(0, group)[:, None, :used_events])     # [G, M, E]
-        rank = torch.cumsum(below, dim=1) - 1
-        below_count = below.sum(dim=1, keepdim=True)
-        weight = norm[below_count] * _lookup(decay, rank.clamp(min=0))
-        weight = torch.where(below, weight, 0.0)
-        probs[group, :used] = (weight @ mass.index_select(0, group)[:, :used_events, None])[..., 0]
+        # 1 + rank among the troughs below the event's thresholds; 0 when not below
+        position = torch.cumsum(below, dim=1, dtype=torch.int32).mul_(below)
+        event_mass = norm[below.sum(dim=1)] * mass.index_select(0, group)[:, :used_events]
+        weight = _lookup(decay_by_position, position)
+        probs[group, :used] = (weight @ event_mass[..., None])[..., 0]
     return probs
 
 
