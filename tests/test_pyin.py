@@ -142,6 +142,14 @@ def test_frame_blocks_cover_every_frame_once(batch, steps, rows):
     assert (covered == 1).all()
 
 
+@pytest.mark.parametrize("batch,steps", [(2, 0), (0, 5)])
+def test_pyin_of_no_frames_is_empty(batch, steps):
+    f0, voiced, prob = pyin(torch.zeros(batch, steps, N), torch.zeros(batch, dtype=torch.long),
+                            SR, HOP, FMIN, FMAX)
+    assert f0.shape == voiced.shape == prob.shape == (batch, steps)
+    assert (f0.dtype, voiced.dtype, prob.dtype) == (torch.float32, torch.bool, torch.float32)
+
+
 @pytest.mark.parametrize("width", [1, 7, 130])
 def test_trough_weights_kernel_matches_torch(width):
     """The Triton kernel's sum (interpreted on the CPU) against torch's, on rows with no

@@ -42,6 +42,9 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
     Frames past an utterance's end come back unvoiced with f0 0 and voiced_prob 0.
     """
     batch, steps, _ = frames.shape
+    if batch * steps == 0:
+        empty = frames.new_zeros(batch, steps)
+        return empty, empty.bool(), empty
     n_bins = pitch_bin_count(fmin, fmax)
     with stage("pitch (pyin observations)"):
         log_obs, voiced_prob = observations(frames, sample_rate, fmin, fmax, no_trough_prob)
@@ -82,8 +85,10 @@ def frame_blocks(batch: int, steps: int, rows: int) -> Iterator[tuple[slice, sli
     frames: whole utterances while one fits, else runs of one utterance's frames. Blocks are
     contiguous in [B, T, ...] tensors, and a block of a strided view of the audio is read
     without copying all frames first."""
+    if steps == 0:
+        return
     if steps <= rows:
-        per_block = rows // max(steps, 1)
+        per_block = rows // steps
         for first in range(0, batch, per_block):
             yield slice(first, first + per_block), slice(None)
     else:
