@@ -3,13 +3,15 @@ frame and per source line: a model of its GPU time that runs on the CPU.
 
     python benchmarks/pyin_traffic.py [--utterances 200] [--lines 25]
 
-On an H200 that work is bound by memory traffic: 240 KB a frame took 39 ms for 345,000 frames
-(2026-11-27), about 2.1 TB/s. The script runs the work on the CPU with the GPU's block size
-(ROWS_PER_CHUNK["cuda"]) on 4 s speech-like clips, and adds up each aten op's tensor bytes:
-inputs plus outputs; views and allocations count nothing, a fill or an in-place op its tensor
-once, a copy its source twice, an indexed write its indices and values. Broadcast operands count
-at their expanded size, and what happens inside a library call (cuFFT's copy of its input to
-irfft) is not seen. The trough sums count as the Triton kernel's reads and writes, as on a GPU.
+On an H200 that work is bound by memory traffic (2026-11-27: 345,000 frames in 39 ms). The
+script runs it on the CPU with the GPU's block size (ROWS_PER_CHUNK["cuda"]) on 4 s speech-like
+clips, and adds up each aten op's tensor bytes: inputs plus outputs, where a view or an
+allocation moves nothing, a fill writes its tensor, an in-place op reads and writes it, a copy
+reads its source and writes its destination, and an indexed write reads indices and values and
+writes the values. A tensor counts its distinct elements (a broadcast dimension once); a
+strided one, whose closest elements lie apart, counts a 32-byte memory sector per element up to
+the stride (a GPU reads whole sectors). What happens inside a library call (cuFFT's copy of its
+input to irfft) is not seen. The trough sums count as the Triton kernel's reads and writes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import math
 import traceback
 
 import numpy as np
@@ -29,15 +32,24 @@ import extract.kernels.trough_weights as trough_weights_module
 from extract.demo import synth_utterance
 
 RATE, FMIN, FMAX = 22050, 65.406, 2093.0
+SECTOR = 32
 NO_TRAFFIC = {"alias", "as_strided", "detach", "diagonal", "empty", "empty_like", "expand",
               "lift_fresh", "narrow", "permute", "select", "slice", "split", "squeeze", "t",
-              "transpose", "unfold", "unsqueeze", "view", "view_as_complex", "view_as_real",
-              "_reshape_alias", "_unsafe_view"}
+              "transpose", "unbind", "unfold", "unsqueeze", "view", "view_as_complex",
+              "view_as_real", "_reshape_alias", "_unsafe_view"}
 
 
 def tensor_bytes(values) -> int:
-    return sum(v.numel() * v.element_size() for v in tree_flatten(values)[0]
-               if isinstance(v, torch.Tensor))
+    total = 0
+    for v in tree_flatten(values)[0]:
+        if not isinstance(v, torch.Tensor) or v.numel() == 0:
+            continue
+        strides = [stride for size, stride in zip(v.shape, v.stride()) if size > 1 and stride]
+        elements = math.prod(size for size, stride in zip(v.shape, v.stride())
+                             if size > 1 and stride)
+        gap = min(strides, default=1) * v.element_size()
+        total += elements * (v.element_size() if gap == v.element_size() else min(gap, SECTOR))
+    return total
 
 
 class TrafficCounter(TorchDispatchMode):
@@ -52,16 +64,16 @@ class TrafficCounter(TorchDispatchMode):
         name = func.__name__.split(".")[0]
         if name in NO_TRAFFIC:
             return out
-        if name == "fill_":
+        if name in ("fill_", "zero_"):
             moved = tensor_bytes(args[0])
         elif name == "copy_":
-            moved = 2 * tensor_bytes(args[1])
+            moved = tensor_bytes(args[1]) + tensor_bytes(args[0])
         elif name in ("index_put_", "scatter_"):
             moved = tensor_bytes(args[1:]) + tensor_bytes(args[-1])
+        elif name.endswith("_"):
+            moved = tensor_bytes((args, kwargs)) + tensor_bytes(args[0])
         else:
             moved = tensor_bytes((args, kwargs)) + tensor_bytes(out)
-            if name.endswith("_"):
-                moved -= tensor_bytes(args[0])
         self.bytes_by_line[caller_line()] += moved
         return out
 

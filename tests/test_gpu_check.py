@@ -36,18 +36,22 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
 
 def test_traffic_counter_counts_each_ops_bytes_by_its_rule():
     """benchmarks/pyin_traffic.py's model of GPU time: an op's inputs plus outputs, nothing
-    for views, a fill once, an in-place op its operand once, an indexed write its indices and
-    values."""
+    for views, a fill written once, an in-place op read and written, an indexed write its
+    indices and values; a broadcast operand its distinct elements, a strided one a 32-byte
+    sector per element up to its stride."""
     sys.path.insert(0, str(SCRIPT.parent))
     import torch
     from pyin_traffic import TrafficCounter
 
     a, b = torch.ones(1000), torch.ones(1000)           # 4000 bytes each
     index = torch.arange(10)                            # 80 bytes
+    pairs = torch.ones(1000, 2)                         # [:, 0]: 1000 floats 8 bytes apart
+    column = torch.ones(100, 50)                        # [:, 0]: 100 floats 200 bytes apart
     cases = [(lambda: a + b, 12000), (lambda: a[10:].view(-1, 10).t(), 0),
-             (lambda: a.fill_(2.0), 4000), (lambda: a.mul_(b), 8000),
+             (lambda: a.fill_(2.0), 4000), (lambda: a.mul_(b), 12000),
              (lambda: a.index_put_((index,), b[:10]), 80 + 40 + 40),
-             (lambda: a.sum(), 4004)]
+             (lambda: a.sum(), 4004), (lambda: a.copy_(b[:1].expand(1000)), 4 + 4000),
+             (lambda: pairs[:, 0] * 2, 8000 + 4000), (lambda: column[:, 0] + 1, 3200 + 400)]
     for run, expected in cases:
         counter = TrafficCounter()
         with counter:
