@@ -136,7 +136,7 @@ def log_observation_probabilities(cmnd: torch.Tensor, sample_rate: int, fmin: fl
     device = cmnd.device
     tiny = torch.finfo(torch.float64).tiny
     thresholds, beta = (torch.from_numpy(a).to(device) for a in threshold_prior())
-    row, lag, slot, count = trough_list(trough_mask(cmnd))              # [N] x 3, [R]
+    row, lag, slot, count = nonzero_by_row(trough_mask(cmnd))           # [N] x 3, [R]
     width = max(int(count.max()) if rows else 0, 1)
     height = cmnd[row, lag]
     # first threshold index each trough is below (N_THRESHOLDS: none)
@@ -172,13 +172,13 @@ def log_observation_probabilities(cmnd: torch.Tensor, sample_rate: int, fmin: fl
     return voiced_prob
 
 
-def trough_list(trough: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Trough mask [R, K] -> every trough's (row, lag, position in its row) [N], row-major and
-    so in lag order within a row; and troughs per row [R]."""
-    row, lag = trough.nonzero(as_tuple=True)
-    count = torch.bincount(row, minlength=trough.shape[0])
-    slot = torch.arange(row.numel(), device=trough.device) - (torch.cumsum(count, 0) - count)[row]
-    return row, lag, slot, count
+def nonzero_by_row(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mask [R, K] -> (row, column, position among its row's) [N] of each set element,
+    row-major (so in column order within a row); and set elements per row [R]."""
+    row, column = mask.nonzero(as_tuple=True)
+    count = torch.bincount(row, minlength=mask.shape[0])
+    slot = torch.arange(row.numel(), device=mask.device) - (torch.cumsum(count, 0) - count)[row]
+    return row, column, slot, count
 
 
 def first_lowest(height: torch.Tensor, row: torch.Tensor, rows: int) -> torch.Tensor:
@@ -254,16 +254,13 @@ def threshold_events(first_below: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     Marks the indices each row has, then packs them left: no sort (a segmented sort was a
     fifth of the per-frame work on an H200)."""
     rows = first_below.shape[0]
-    device = first_below.device
-    seen = torch.zeros(rows, N_THRESHOLDS + 1, dtype=torch.bool, device=device)
+    seen = torch.zeros(rows, N_THRESHOLDS + 1, dtype=torch.bool, device=first_below.device)
     seen.scatter_(1, first_below, True)
-    seen = seen[:, :N_THRESHOLDS]
-    n_events = seen.sum(dim=1)
+    row, index, slot, n_events = nonzero_by_row(seen[:, :N_THRESHOLDS])
     width = int(n_events.max()) if rows else 0
-    slot = torch.where(seen, torch.cumsum(seen, dim=1) - 1, width + 1)
-    events = torch.full((rows, width + 2), N_THRESHOLDS, dtype=torch.long, device=device)
-    events.scatter_(1, slot, torch.arange(N_THRESHOLDS, device=device).expand(rows, -1))
-    return events[:, :width + 1], n_events
+    events = torch.full((rows, width + 1), N_THRESHOLDS, dtype=torch.long, device=seen.device)
+    events[row, slot] = index
+    return events, n_events
 
 
 @functools.lru_cache(maxsize=8)
