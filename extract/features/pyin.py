@@ -28,8 +28,9 @@ N_THRESHOLDS = 100
 BETA_B = 18                 # threshold prior Beta(2, BETA_B)
 BOLTZMANN = 2.0
 BINS_PER_SEMITONE = 10      # resolution 0.1 semitone
-# Frames per chunk of per-frame work: small on the CPU (cache), large on a GPU (fewer launches
-# and host syncs: on an H200, 131072 ran about 2x faster than 8192, and 262144 no faster).
+# Frames per block of per-frame work (frame_blocks): small on the CPU (cache), large on a GPU
+# (fewer launches and host syncs: on an H200, 131072 ran about 2x faster than 8192, and 262144
+# no faster).
 ROWS_PER_CHUNK = {"cpu": 8192, "cuda": 131072}
 ROWS_PER_GROUP = 256        # rows whose [rows, troughs, events] work torch does at once
 
@@ -173,8 +174,8 @@ def log_observation_probabilities(cmnd: torch.Tensor, sample_rate: int, fmin: fl
 
 
 def nonzero_by_row(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Mask [R, K] -> (row, column, position among its row's) [N] of each set element,
-    row-major (so in column order within a row); and set elements per row [R]."""
+    """Mask [R, K] -> (row, column, position among its row's set elements) [N] of each set
+    element, row-major (so in column order within a row); and set elements per row [R]."""
     row, column = mask.nonzero(as_tuple=True)
     count = torch.bincount(row, minlength=mask.shape[0])
     slot = torch.arange(row.numel(), device=mask.device) - (torch.cumsum(count, 0) - count)[row]
