@@ -15,7 +15,8 @@ traceback and the next one runs) and prints it at the end.
    size, with the job's time by stage (decode, resample, spectrogram, pitch, to host, write);
    then whole torchrun commands on it with 1 rank and with 2 ranks sharing the GPU;
 4. pyin alone on --pyin-utterances utterances in one batch: times real time (also per stage
-   and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt), the Triton decoder
+   and at other chunk sizes, with a profile in OUT_DIR/pyin_profile.txt; the per-frame work's
+   bytes by benchmarks/pyin_traffic.py's model, and the rate they imply), the Triton decoder
    at several unroll and num_warps settings and with a weight row per bin, and against the
    torch one on the GPU; the per-frame work with its trough sums by the Triton kernel (at
    several block sizes) and by torch;
@@ -97,6 +98,7 @@ def pyin_batch(device: str, utterances: int, out: Path, seconds: float = 4.0) ->
                                        transition_width)
     from extract.features.viterbi import viterbi, viterbi_torch
     from extract.kernels.viterbi import viterbi_triton
+    from pyin_traffic import count_traffic
 
     clips = [synth_utterance(seconds, RATE, np.random.default_rng(k)) for k in range(16)]
     audio = torch.from_numpy(np.stack(clips * (utterances // 16 + 1))[:utterances]).float()
@@ -111,6 +113,12 @@ def pyin_batch(device: str, utterances: int, out: Path, seconds: float = 4.0) ->
     (log_obs, _), result["observations_s"] = timed(device, observations, frames, RATE, FMIN,
                                                    FMAX, 0.01)
     _, result["viterbi_s"] = timed(device, viterbi, log_obs, counts, bands)
+    # pyin_traffic's model of the per-frame work (its 16 distinct clips) against this timing
+    sample = frames[:16]
+    moved = sum(count_traffic(sample).values()) / (sample.shape[0] * sample.shape[1])
+    result["traffic_kb_per_frame"] = moved / 1e3
+    result["observations_tb_per_s"] = (moved * frames.shape[0] * frames.shape[1]
+                                       / result["observations_s"] / 1e12)
     # the interpreter is slow: on the CPU the sweep decodes 8 frames of two utterances
     sweep = (log_obs, counts) if device == "cuda" else (log_obs[:2, :8], counts[:2].clamp(max=8))
     result["viterbi_kernel_sweep"] = viterbi_sweep(device, *sweep, bands)

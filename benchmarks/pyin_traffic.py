@@ -85,18 +85,30 @@ def caller_line() -> str:
     return "?"
 
 
-def count_trough_kernel(counter: TrafficCounter) -> None:
-    """Route the trough sums to a stand-in for their Triton kernel that counts its traffic:
-    its inputs read once, [R, M] float64 written."""
+def count_traffic(frames: torch.Tensor) -> collections.Counter[str]:
+    """Bytes by source line of observations(frames) on the CPU, in the GPU's blocks and with
+    the trough sums counted as their Triton kernel's inputs read and [R, M] float64 written.
+    Restores the module state it changes."""
+    counter = TrafficCounter()
+
     def trough_weights(first_below, events, n_events, mass, norm, decay):
         probs = torch.empty(first_below.shape, dtype=torch.float64)
         moved = tensor_bytes((first_below, events, n_events, mass, probs))
         counter.bytes_by_line["kernels/trough_weights.py (the Triton kernel)"] += moved
         return probs.zero_()
 
+    saved = (trough_weights_module.trough_weights_triton, pyin_module.trough_probabilities,
+             pyin_module.ROWS_PER_CHUNK["cpu"])
     trough_weights_module.trough_weights_triton = trough_weights
-    pyin_module.trough_probabilities = functools.partial(pyin_module.trough_probabilities,
-                                                         kernel=True)
+    pyin_module.trough_probabilities = functools.partial(saved[1], kernel=True)
+    pyin_module.ROWS_PER_CHUNK["cpu"] = pyin_module.ROWS_PER_CHUNK["cuda"]
+    try:
+        with counter:
+            pyin_module.observations(frames.cpu(), RATE, FMIN, FMAX, 0.01)
+    finally:
+        (trough_weights_module.trough_weights_triton, pyin_module.trough_probabilities,
+         pyin_module.ROWS_PER_CHUNK["cpu"]) = saved
+    return counter.bytes_by_line
 
 
 def main() -> None:
@@ -107,15 +119,11 @@ def main() -> None:
     clips = [synth_utterance(4.0, RATE, np.random.default_rng(k)) for k in range(16)]
     audio = torch.from_numpy(np.stack(clips * (args.utterances // 16 + 1))[:args.utterances])
     frames = torch.nn.functional.pad(audio.float(), (512, 512)).unfold(1, 1024, 256)
-    pyin_module.ROWS_PER_CHUNK["cpu"] = pyin_module.ROWS_PER_CHUNK["cuda"]
-    counter = TrafficCounter()
-    count_trough_kernel(counter)
-    with counter:
-        pyin_module.observations(frames, RATE, FMIN, FMAX, 0.01)
+    bytes_by_line = count_traffic(frames)
     n_frames = frames.shape[0] * frames.shape[1]
-    total = sum(counter.bytes_by_line.values())
+    total = sum(bytes_by_line.values())
     print(f"{n_frames} frames: {total / n_frames / 1e3:.1f} KB a frame")
-    for line, moved in counter.bytes_by_line.most_common(args.lines):
+    for line, moved in bytes_by_line.most_common(args.lines):
         print(f"{moved / n_frames / 1e3:7.1f} KB  {line}")
 
 

@@ -23,6 +23,8 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     assert report["coqui-fastpitch"]["same_spans"] and report["espnet"]["same_frame_counts"]
     assert report["pyin_batch"]["triton_equals_torch"]
     assert report["pyin_batch"]["viterbi_s"] > 0 < report["pyin_batch"]["observations_s"]
+    assert 50 < report["pyin_batch"]["traffic_kb_per_frame"] < 1000
+    assert report["pyin_batch"]["observations_tb_per_s"] > 0
     sweep = report["pyin_batch"]["viterbi_kernel_sweep"]
     assert len(sweep) > 3 and all(entry["same_states"] for entry in sweep.values()), sweep
     assert all(entry["seconds"] > 0 for entry in sweep.values())
