@@ -40,15 +40,15 @@ NO_TRAFFIC = {"alias", "as_strided", "detach", "diagonal", "empty", "empty_like"
 
 
 def tensor_bytes(values) -> int:
+    """Bytes an op touches in the tensors among `values`, by the rules above."""
     total = 0
     for v in tree_flatten(values)[0]:
         if not isinstance(v, torch.Tensor) or v.numel() == 0:
             continue
-        strides = [stride for size, stride in zip(v.shape, v.stride()) if size > 1 and stride]
-        elements = math.prod(size for size, stride in zip(v.shape, v.stride())
-                             if size > 1 and stride)
-        gap = min(strides, default=1) * v.element_size()
-        total += elements * (v.element_size() if gap == v.element_size() else min(gap, SECTOR))
+        dims = [(size, stride) for size, stride in zip(v.shape, v.stride()) if size > 1 and stride]
+        gap = min((stride for _, stride in dims), default=1) * v.element_size()
+        per_element = v.element_size() if gap == v.element_size() else min(gap, SECTOR)
+        total += math.prod(size for size, _ in dims) * per_element
     return total
 
 
