@@ -164,11 +164,12 @@ def log_observation_probabilities(cmnd: torch.Tensor, sample_rate: int, fmin: fl
     last_in_bin = torch.ones_like(contributing, dtype=torch.bool)
     last_in_bin[:-1] = (key[:, 1:] != key[:, :-1]).any(dim=0)
     wins = contributing[last_in_bin]
+    win_row, win_probs = row[wins], probs[wins]
     won = torch.zeros(rows, width, dtype=torch.float64, device=device)
-    won[row[wins], slot[wins]] = probs[wins]
+    won[win_row, slot[wins]] = win_probs
     voiced_prob = won.sum(dim=1).clamp(0, 1)
     out[:, :n_bins] = math.log(tiny)
-    out[row[wins], bins[wins]] = torch.log(probs[wins] + tiny)
+    out[win_row, bins[wins]] = torch.log(win_probs + tiny)
     out[:, n_bins:] = torch.log((1 - voiced_prob) / n_bins + tiny)[:, None]
     return voiced_prob
 
