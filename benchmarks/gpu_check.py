@@ -3,7 +3,7 @@ measures throughput. Writes OUT_DIR/gpu_check.json after every step (a failed st
 traceback and the next one runs) and prints it at the end.
 
     python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--pyin-utterances 1000]
-                                           [--librosa-files 64] [--limit N]
+                                           [--librosa-files 100] [--limit N]
                                            [--steps demo ... librosa]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
@@ -20,7 +20,8 @@ traceback and the next one runs) and prints it at the end.
    at several unroll and num_warps settings and with a weight row per bin, and against the
    torch one on the GPU; the per-frame work with its trough sums by the Triton kernel (at
    several block sizes) and by torch;
-5. librosa mel + pyin with one process per core on the first --librosa-files files.
+5. librosa mel + pyin with one single-threaded process per core on the first --librosa-files
+   files (the whole demo corpus by default).
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
 script itself before spending GPU time (tests/test_gpu_check.py does, at a small size).
@@ -315,7 +316,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--pyin-utterances", type=int, default=1000)
-    parser.add_argument("--librosa-files", type=int, default=64)
+    parser.add_argument("--librosa-files", type=int, default=100)
     parser.add_argument("--limit", type=int, help="demo utterances to use (default: all)")
     parser.add_argument("--steps", nargs="+", help="run only these steps (default: all)")
     args = parser.parse_args()

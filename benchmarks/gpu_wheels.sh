@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Stages in .devwheels/ what a lent GPU machine lacks for benchmarks/gpu_session.sh (see
+# ../shared/gpu/README.md): DALI and the zarr stack through the shared prepare-wheels.sh, then
+# what the reference tests and the librosa baseline need there: librosa and the dependencies
+# that the machine's image lacks, and pyworld, which our index has no cp312 wheel of, built here
+# with Python 3.12 ($PYTHON312, default python3.12).
+#
+#     bash benchmarks/gpu_wheels.sh [path/to/prepare-wheels.sh]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+prepare=${1:-../shared/gpu/prepare-wheels.sh}
+bash "$prepare" librosa==1.0.0 decorator audioread pooch platformdirs requests msgpack idna \
+  charset-normalizer certifi urllib3
+"${PYTHON312:-python3.12}" -m pip wheel -q --no-deps -w .devwheels/small pyworld
+du -sh .devwheels/small
