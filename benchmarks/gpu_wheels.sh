@@ -3,7 +3,7 @@
 # ../shared/gpu/README.md): DALI and the zarr stack through the shared prepare-wheels.sh, then
 # what the reference tests and the librosa baseline need there: librosa and the dependencies
 # that the machine's image lacks, and pyworld, which our index has no cp312 wheel of, built here
-# with Python 3.12 ($PYTHON312, default python3.12).
+# with Python 3.12 ($PYTHON312, else python3.12 or pyenv's).
 #
 #     bash benchmarks/gpu_wheels.sh [path/to/prepare-wheels.sh]
 set -euo pipefail
@@ -11,5 +11,12 @@ cd "$(dirname "$0")/.."
 prepare=${1:-../shared/gpu/prepare-wheels.sh}
 bash "$prepare" librosa==1.0.0 decorator audioread pooch platformdirs requests msgpack idna \
   charset-normalizer certifi urllib3
-"${PYTHON312:-python3.12}" -m pip wheel -q --no-deps -w .devwheels/small pyworld
-du -sh .devwheels/small
+for python in ${PYTHON312:-} python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+  if "$python" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+    "$python" -m pip wheel -q --no-deps -w .devwheels/small pyworld
+    du -sh .devwheels/small
+    exit
+  fi
+done
+echo "no Python 3.12 here to build pyworld's wheel: set PYTHON312" >&2
+exit 1
