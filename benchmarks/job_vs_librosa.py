@@ -41,16 +41,18 @@ def librosa_features(path: str) -> float:
 def run_in_processes(function, items: list, workers: int) -> tuple[list, float]:
     """`function` over `items` in single-threaded worker processes: (results, seconds).
 
-    Workers are spawned, not forked, with one thread each for OpenMP, OpenBLAS and MKL: a forked
-    worker keeps the thread pools its parent already started, and 16 of them (16 threads each)
-    ran librosa at 100-107x real time on a 16-core machine, against 150-152x. Each worker warms
-    up (imports, numba) before the timing starts; the first warm-up runs here alone, since
-    processes that fill librosa's numba cache at the same time crashed on a fresh install."""
+    Workers come from a fork server started with one thread each for OpenMP, OpenBLAS and MKL. A
+    worker forked from this process keeps the thread pools it already started: 16 of them (16
+    threads each) ran librosa at 100-107x real time on a 16-core machine, and spawned ones at
+    150-152x. Spawned workers were slower than the fork server's on 2 cores (librosa 4.4x
+    against 4.9-5.0x, pyworld 2.0-2.4 s against 1.4 s). Each worker warms up (imports, numba)
+    before the timing starts; the first warm-up runs here alone, since processes that fill
+    librosa's numba cache at the same time crashed on a fresh install."""
     function(items[0])
     parent_environment = os.environ.copy()
     os.environ.update(SINGLE_THREADED)
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
                                  initializer=function, initargs=(items[0],)) as pool:
             list(pool.map(function, items[:workers]))
             start = time.perf_counter()
