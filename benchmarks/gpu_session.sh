@@ -2,8 +2,8 @@
 # Everything a lent GPU machine checks, in one call (after .devwheels/small/install.sh, with the
 # wheels that benchmarks/gpu_wheels.sh stages; see ../shared/gpu/README.md): the CUDA variants
 # of the reference tests (features against librosa, HiFi-GAN's definition and pyworld on the
-# GPU), then benchmarks/gpu_check.py. Results go to
-# OUT_DIR: pytest_cuda.log, gpu_check.log and gpu_check.json.
+# GPU), then benchmarks/gpu_check.py. Results go to OUT_DIR: pytest_cuda.log, gpu_check.log
+# and gpu_check.json.
 #
 #     bash benchmarks/gpu_session.sh OUT_DIR [gpu_check.py options]
 set -uo pipefail

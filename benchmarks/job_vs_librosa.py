@@ -19,6 +19,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 SINGLE_THREADED = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                           "MKL_NUM_THREADS")}
@@ -49,17 +50,12 @@ def run_in_processes(function, items: list, workers: int) -> tuple[list, float]:
     before the timing starts; the first warm-up runs here alone, since processes that fill
     librosa's numba cache at the same time crashed on a fresh install."""
     function(items[0])
-    parent_environment = os.environ.copy()
-    os.environ.update(SINGLE_THREADED)
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
-                                 initializer=function, initargs=(items[0],)) as pool:
-            list(pool.map(function, items[:workers]))
-            start = time.perf_counter()
-            results = list(pool.map(function, items))
-    finally:
-        os.environ.clear()
-        os.environ.update(parent_environment)
+    with (mock.patch.dict(os.environ, SINGLE_THREADED),
+          ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                              initializer=function, initargs=(items[0],)) as pool):
+        list(pool.map(function, items[:workers]))     # starts the workers, each warmed up
+        start = time.perf_counter()
+        results = list(pool.map(function, items))
     return results, time.perf_counter() - start
 
 
