@@ -11,12 +11,9 @@ cd "$(dirname "$0")/.."
 prepare=${1:-../shared/gpu/prepare-wheels.sh}
 bash "$prepare" librosa==1.0.0 decorator audioread pooch platformdirs requests msgpack idna \
   charset-normalizer certifi urllib3
-for python in ${PYTHON312:-} python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
-  if "$python" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
-    "$python" -m pip wheel -q --no-deps -w .devwheels/small pyworld
-    du -sh .devwheels/small
-    exit
-  fi
-done
-echo "no Python 3.12 here to build pyworld's wheel: set PYTHON312" >&2
-exit 1
+if ! python312=$(bash scripts/python312.sh); then
+  echo "no Python 3.12 here to build pyworld's wheel: set PYTHON312" >&2
+  exit 1
+fi
+"$python312" -m pip wheel -q --no-deps -w .devwheels/small pyworld
+du -sh .devwheels/small
