@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -69,6 +70,30 @@ def mixed_store(mixed_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "mixed.zarr"
     run_job(mixed_corpus, out, device="cpu", batch_size=4, show_progress=False)
     return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("pyproject.toml", "README.md", "extract", "kernels", "configs")   # as Dockerfile.cuda
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel pip builds from what Dockerfile.cuda copies (a copy: no build/ or egg-info
+    left by a local install), without dependencies."""
+    folder = tmp_path_factory.mktemp("wheel")
+    source = folder / "source"
+    source.mkdir()
+    for name in COPIED:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, source)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                            str(folder), str(source)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (built,) = folder.glob("tts_extract-*.whl")
+    return built
 
 
 # The features' reference tests run on each device here: CUDA's too where a GPU is present.

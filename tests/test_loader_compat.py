@@ -1,7 +1,8 @@
 """The loader on the oldest torch it supports, in an environment with only numpy, zarr and torch.
 
 scripts/test.sh builds that environment (.venv-torch2.4: torch 2.4.1) and names its Python in
-TTS_EXTRACT_LOADER_PYTHON; the package is imported from this checkout, not installed there.
+TTS_EXTRACT_LOADER_PYTHON; the test installs our wheel there as the README tells training
+environments to, without its dependencies.
 """
 
 import json
@@ -13,13 +14,14 @@ import numpy as np
 import pytest
 import zarr
 
+
 LOADER_PYTHON = os.environ.get("TTS_EXTRACT_LOADER_PYTHON")
-ROOT = Path(__file__).resolve().parents[1]
 
 READ_EVERYTHING = """
 import json, sys
 import numpy as np, torch
 from torch.utils.data import DataLoader
+import extract
 from extract import FeatureStore, LengthBucketSampler, pad_collate
 
 if __name__ == "__main__":
@@ -34,25 +36,36 @@ if __name__ == "__main__":
             for name in ("mel", "f0", "voiced", "voiced_prob", "energy"):
                 arrays[f"{utt_id}/{name}"] = batch[name][k, :n].numpy()
     np.savez(out, **arrays)
-    print(json.dumps({"torch": torch.__version__, "modules": sorted(
-        {m.split(".")[0] for m in sys.modules if not m.startswith("_")})}))
+    modules = sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")})
+    print(json.dumps({"torch": torch.__version__, "extract": extract.__file__,
+                      "modules": modules}))
 """
+
+
+@pytest.fixture(scope="module")
+def loader_python(wheel) -> str:
+    """LOADER_PYTHON with our wheel installed without its dependencies."""
+    install = subprocess.run([LOADER_PYTHON, "-m", "pip", "install", "-q", "--no-deps",
+                              "--force-reinstall", str(wheel)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-3000:]
+    return LOADER_PYTHON
 
 
 @pytest.mark.skipif(not LOADER_PYTHON, reason="TTS_EXTRACT_LOADER_PYTHON is not set "
                                               "(scripts/test.sh sets it)")
 @pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_loader_works_on_torch_2_4_with_only_numpy_zarr_and_torch(mixed_store, tmp_path,
-                                                                   context):
+def test_loader_works_on_torch_2_4_with_only_numpy_zarr_and_torch(mixed_store, loader_python,
+                                                                   tmp_path, context):
     script = tmp_path / "read_everything.py"
     script.write_text(READ_EVERYTHING)
     out = tmp_path / "read.npz"
-    result = subprocess.run([LOADER_PYTHON, str(script), str(mixed_store), str(out), context],
+    result = subprocess.run([loader_python, str(script), str(mixed_store), str(out), context],
                             capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["torch"].startswith("2.4.")
+    assert "site-packages" in Path(report["extract"]).parts, report["extract"]   # the wheel's
     heavy = {"torchaudio", "nvidia", "librosa", "soundfile", "triton"}   # the job's
     assert not heavy & set(report["modules"]), report["modules"]
 
