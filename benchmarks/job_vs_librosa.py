@@ -46,7 +46,7 @@ def run_in_processes(function, items: list, workers: int) -> tuple[list, float]:
     worker forked from this process keeps the thread pools it already started: 16 of them (16
     threads each) ran librosa at 100-107x real time on a 16-core machine, and spawned ones at
     150-152x. Spawned workers were slower than the fork server's on 2 cores (librosa 4.4x
-    against 4.9-5.0x, pyworld 2.0-2.4 s against 1.4 s). Each worker warms up (imports, numba)
+    against 4.9-5.0x, pyworld 2.0-2.4 s against 1.2-1.4 s). Each worker warms up (imports, numba)
     before the timing starts; the first warm-up runs here alone, since processes that fill
     librosa's numba cache at the same time crashed on a fresh install."""
     function(items[0])
