@@ -27,6 +27,10 @@ from extract.signals import JobInterrupted
 from extract.stages import stage, timed
 
 CHANNEL_NAMES = {1: "mono", 2: "stereo"}
+# A batch holds at most --batch-size times this much padded audio: fewer utterances when they
+# are longer, so that memory (about 2.3 MB a second of audio for the hifigan preset's features)
+# does not grow with the files' length.
+LONG_UTTERANCE_S = 30.0
 
 
 def plan(corpus: Corpus, preset: Preset, max_duration_s: float
@@ -99,6 +103,26 @@ def by_rate_and_length(u: Utterance) -> tuple[int, int]:
     return u.audio.sample_rate, u.audio.num_samples
 
 
+def batch_sizes(durations: list[float], batch_size: int) -> list[int]:
+    """Utterances per batch along `durations` (seconds, in processing order): batch_size,
+    halved until the batch's rows times its longest duration is at most batch_size *
+    LONG_UTTERANCE_S, or one utterance; the last batch takes what is left. Sizes change
+    rarely along length-sorted windows, as each change starts a new decoding pipeline.
+
+    >>> batch_sizes([10] * 4 + [50] * 4 + [200], 4)
+    [4, 2, 2, 1]
+    """
+    budget = batch_size * LONG_UTTERANCE_S
+    sizes, start = [], 0
+    while start < len(durations):
+        size = batch_size
+        while size > 1 and size * max(durations[start:start + size]) > budget:
+            size //= 2
+        sizes.append(min(size, len(durations) - start))
+        start += sizes[-1]
+    return sizes
+
+
 def complete_batches(todo: list[Utterance], utterances: list[Utterance], sample_rate: int,
                      batch_size: int, device: torch.device, threads: int,
                      failed: dict[int, str], progress: Progress, stop: list[int], out: Path
@@ -107,8 +131,9 @@ def complete_batches(todo: list[Utterance], utterances: list[Utterance], sample_
     to the length their header promised, at `sample_rate`: (indices, audio [B, L], lengths
     [B]). A reason for every other file goes into `failed`; progress moves after each batch;
     `JobInterrupted` is raised between batches once `stop` holds a signal number."""
+    sizes = batch_sizes([u.duration_s for u in todo], batch_size)
     for batch in timed("decode", decode_batches([u.path for u in todo], [u.index for u in todo],
-                                                batch_size, device, threads)):
+                                                sizes, device, threads)):
         failed.update(batch.failed)
         rows = []
         for row, (index, decoded) in enumerate(zip(batch.indices, batch.lengths.tolist())):

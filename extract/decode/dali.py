@@ -11,6 +11,7 @@ the culprits, report them in `AudioBatch.failed`, and go on with a new pipeline.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,26 +30,36 @@ class AudioBatch:
     failed: list[tuple[int, str]] = field(default_factory=list)   # (index, decoder error)
 
 
-def decode_batches(paths: Sequence[Path], indices: Sequence[int], batch_size: int,
+def decode_batches(paths: Sequence[Path], indices: Sequence[int], sizes: Sequence[int],
                    device: torch.device, num_threads: int | None = None) -> Iterator[AudioBatch]:
-    """Decode `paths` in the given order (mono, native rate) in batches of `batch_size`."""
+    """Decode `paths` in the given order (mono, native rate) in consecutive batches of `sizes`
+    files (they sum to len(paths)). Each run of equal sizes gets its own pipeline."""
+    if sum(sizes) != len(paths):
+        raise ValueError(f"batch sizes add up to {sum(sizes)}, not to {len(paths)} files")
     threads = num_threads or os.cpu_count() or 1
-    batch_size = max(1, min(batch_size, len(paths)))
     start = 0
-    while start < len(paths):
-        pipe = _pipeline(paths[start:], indices[start:], batch_size, device, threads, PREFETCH)
-        while start < len(paths):
-            take = min(batch_size, len(paths) - start)
-            try:
-                outputs = pipe.run()
-            except RuntimeError:
-                # the failing batch may be any of those in flight
-                stop = min(len(paths), start + batch_size * PREFETCH)
-                yield _isolate(paths[start:stop], indices[start:stop], device, threads)
-                start = stop
-                break
-            yield _to_batch(outputs, take, device)
-            start += take
+    for size, files in _runs(sizes):
+        end = start + files
+        while start < end:
+            pipe = _pipeline(paths[start:end], indices[start:end], size, device, threads,
+                             PREFETCH)
+            while start < end:
+                try:
+                    outputs = pipe.run()
+                except RuntimeError:
+                    # the failing batch may be any of those in flight
+                    stop = min(end, start + size * PREFETCH)
+                    yield _isolate(paths[start:stop], indices[start:stop], device, threads)
+                    start = stop
+                    break
+                yield _to_batch(outputs, device)
+                start += size
+
+
+def _runs(sizes: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """(size, files) for each run of equal consecutive batch sizes."""
+    for size, run in itertools.groupby(sizes):
+        yield size, size * len(list(run))
 
 
 def _pipeline(paths, indices, batch_size: int, device: torch.device, threads: int,
@@ -73,11 +84,11 @@ def _pipeline(paths, indices, batch_size: int, device: torch.device, threads: in
     return pipe
 
 
-def _to_batch(outputs, take: int, device: torch.device) -> AudioBatch:
+def _to_batch(outputs, device: torch.device) -> AudioBatch:
     audio, length, label = outputs
-    lengths = torch.from_dlpack(length.as_tensor()).reshape(-1)[:take].to(torch.int64)
-    labels = torch.from_dlpack(label.as_tensor()).reshape(-1)[:take].tolist()
-    samples = torch.from_dlpack(audio.as_tensor())[:take, : int(lengths.max())]
+    lengths = torch.from_dlpack(length.as_tensor()).reshape(-1).to(torch.int64)
+    labels = torch.from_dlpack(label.as_tensor()).reshape(-1).tolist()
+    samples = torch.from_dlpack(audio.as_tensor())
     # DALI reuses its output buffers on the next run(): copy before handing over.
     return AudioBatch(labels, samples.to(device, copy=True), lengths.to(device))
 
@@ -89,7 +100,7 @@ def _isolate(paths, indices, device: torch.device, threads: int) -> AudioBatch:
         pipe = _pipeline(paths[position:], indices[position:], 1, device, threads, 1)
         while position < len(paths):
             try:
-                good.append(_to_batch(pipe.run(), 1, device))
+                good.append(_to_batch(pipe.run(), device))
             except RuntimeError as e:
                 reason = str(e).strip().splitlines()[0][:200]
                 failed.append((indices[position], f"{paths[position]}: the audio decoder "
