@@ -123,6 +123,8 @@ def test_bom_crlf_and_blank_lines(tmp_path):
     (b"missing|x|", "file not found"),
     (b"a.wav|again|", "duplicate id 'a' \\(first on line 1\\)"),
     (b"caf\xe9|latin-1|", "not valid UTF-8"),
+    (b"nul\x00byte|x|", "NUL character"),
+    (b"x" * 300 + b"|name too long|", "cannot read \\(File name too long\\)"),
 ])
 def test_bad_metadata_lines_are_rejected_by_line(tmp_path, line, message):
     folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
@@ -132,6 +134,26 @@ def test_bad_metadata_lines_are_rejected_by_line(tmp_path, line, message):
     [rejection] = corpus.rejected
     assert rejection.line_number == 2
     assert re.search(message, rejection.reason), rejection.reason
+
+
+def test_symbolic_links_inside_the_dataset_are_followed(tmp_path):
+    """A wavs/ folder that links to the audio elsewhere, and a linked file in it: the job
+    reads through both, and the manifest names the files by their place in the dataset."""
+    audio = write_corpus(tmp_path / "audio", [("a", 0.5, 22050, 1, "pcm16"),
+                                              ("b", 0.6, 22050, 1, "pcm16")])
+    (tmp_path / "elsewhere").mkdir()
+    (audio / "wavs" / "b.wav").rename(tmp_path / "elsewhere" / "b.wav")
+    (audio / "wavs" / "b.wav").symlink_to(tmp_path / "elsewhere" / "b.wav")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "wavs").symlink_to(audio / "wavs", target_is_directory=True)
+    (linked / "metadata.csv").write_text("a|A|\nb|B|\n")
+    assert [u.path for u in load_corpus(linked).utterances] == \
+        [linked.resolve() / "wavs" / "a.wav", linked.resolve() / "wavs" / "b.wav"]
+    run_job(linked, tmp_path / "out.zarr", device="cpu", show_progress=False)
+    store = FeatureStore(tmp_path / "out.zarr")
+    assert store.ids == ["a", "b"]
+    assert len(store[1]["f0"]) == int(0.6 * 22050) // 256
 
 
 def test_a_corpus_with_nothing_usable_is_an_error(tmp_path):

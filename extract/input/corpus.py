@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,16 +129,24 @@ def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], lis
 
 def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
     """(utterance id, audio path) for an id field: a file name, or an id whose file is
-    <id>.wav, else <id>.flac; refuses anything outside `wavs`."""
+    <id>.wav, else <id>.flac. `..` parts are resolved by name, and an id that leaves `wavs`
+    that way (or is absolute) is refused; symbolic links inside `wavs` are the dataset's own
+    and are followed."""
+    if "\x00" in id_field:
+        raise CorpusError(f"id {id_field!r} contains a NUL character, which no file name can")
     if id_field.lower().endswith(AUDIO_SUFFIXES):
         utt_id, name = id_field.rsplit(".", 1)[0], id_field
     else:
-        utt_id, name = id_field, id_field + ".wav"
-        if not (wavs / name).exists() and (wavs / f"{id_field}.flac").exists():
-            name = f"{id_field}.flac"
-    path = (wavs / name).resolve()
-    if not path.is_relative_to(wavs.resolve()):
+        utt_id, name = id_field, f"{id_field}.wav"
+    path = Path(os.path.normpath(wavs / name))
+    if not path.is_relative_to(wavs):
         raise CorpusError(f"id {id_field!r} points outside {wavs}")
+    if name != id_field:
+        try:
+            if not path.exists() and path.with_suffix(".flac").exists():
+                path = path.with_suffix(".flac")
+        except OSError as e:            # e.g. a name too long for the filesystem
+            raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
     return utt_id, path
 
 
@@ -146,7 +155,8 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
 
     Unusable lines and files become rejections; raise `CorpusError` only when the dataset
     itself is unusable or no utterance is left."""
-    metadata, wavs = find_metadata(dataset)
+    metadata, _ = find_metadata(dataset)
+    root = metadata.parent.resolve()
     rows, rejected = parse_metadata(metadata)
     rows = rows[:limit]
     if limit is not None and rows:
@@ -154,7 +164,7 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
     utterances, seen = [], {}
     for number, id_field, text, speaker in rows:
         try:
-            utt_id, path = resolve_audio(wavs, id_field)
+            utt_id, path = resolve_audio(root / "wavs", id_field)
             if utt_id in seen:
                 raise CorpusError(f"duplicate id {utt_id!r} (first on line {seen[utt_id]})")
             seen[utt_id] = number
@@ -169,7 +179,7 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
         shown = "\n  ".join(str(r) for r in rejected[:20])
         raise CorpusError(f"{metadata} lists no usable utterance" +
                           (f":\n  {shown}" if shown else ""))
-    return Corpus(metadata.parent.resolve(), metadata, utterances, rejected)
+    return Corpus(root, metadata, utterances, rejected)
 
 
 def manifest_sha256(root: Path, utterances: list[Utterance]) -> str:
