@@ -1,5 +1,5 @@
 """What a job writes, decided before any feature is computed: the store's utterances, their
-frame counts, and the order they are processed in.
+frame counts, the order they are processed in, and how many go into each batch.
 
 Frame counts come from the audio headers, except under presets that trim silence: there every
 file is decoded once beforehand (`trim_silence`, spread over the ranks) to find the span of
