@@ -6,9 +6,10 @@ import torch
 
 from extract.decode.dali import decode_batches
 from extract.input.audio import write_wav
+from extract.job import run_job
 from extract.plan import LONG_UTTERANCE_S, batch_sizes
 
-from conftest import raw_wav
+from conftest import raw_wav, write_corpus
 
 
 def test_batch_sizes_keep_short_utterances_whole_and_bound_long_ones():
@@ -55,3 +56,18 @@ def test_decoded_batches_follow_the_sizes_and_a_corrupt_file_is_isolated(tmp_pat
             assert int(b.lengths[row]) == n
             np.testing.assert_array_equal(b.audio[row, :n].numpy(), expected[index])
             assert not b.audio[row, n:].any()
+
+
+def test_the_job_featurises_long_utterances_in_smaller_batches(tmp_path, monkeypatch):
+    import extract.job
+    import extract.plan
+
+    corpus = write_corpus(tmp_path / "c", [(f"s{k}", 0.3, 22050, 1, "pcm16") for k in range(4)] +
+                          [(f"l{k}", 1.0, 22050, 1, "pcm16") for k in range(3)])
+    monkeypatch.setattr(extract.plan, "LONG_UTTERANCE_S", 0.5)     # batches of at most 2 s
+    seen, featurise = [], extract.job._featurise
+    monkeypatch.setattr(extract.job, "_featurise",
+                        lambda indices, *rest: seen.append(len(indices)) or
+                        featurise(indices, *rest))
+    run_job(corpus, tmp_path / "out.zarr", device="cpu", batch_size=4, show_progress=False)
+    assert seen == [4, 2, 1]
