@@ -4,6 +4,8 @@ import numpy as np
 import soundfile
 import torch
 
+import extract.job
+import extract.plan
 from extract.decode.dali import decode_batches
 from extract.input.audio import write_wav
 from extract.job import run_job
@@ -59,9 +61,6 @@ def test_decoded_batches_follow_the_sizes_and_a_corrupt_file_is_isolated(tmp_pat
 
 
 def test_the_job_featurises_long_utterances_in_smaller_batches(tmp_path, monkeypatch):
-    import extract.job
-    import extract.plan
-
     corpus = write_corpus(tmp_path / "c", [(f"s{k}", 0.3, 22050, 1, "pcm16") for k in range(4)] +
                           [(f"l{k}", 1.0, 22050, 1, "pcm16") for k in range(3)])
     monkeypatch.setattr(extract.plan, "LONG_UTTERANCE_S", 0.5)     # batches of at most 2 s
