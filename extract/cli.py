@@ -140,7 +140,7 @@ def cmd_check(args) -> int:
     from extract.plan import describe_plan, plan
 
     preset = load_preset(args.preset)
-    corpus = load_corpus(args.dataset)
+    corpus = load_corpus(args.dataset, show_progress=True)
     utterances, counts, rejected = plan(corpus, preset, args.max_duration)
     print(describe_plan(corpus, preset, utterances, counts, rejected))
     return EXIT_SKIPPED if rejected and not args.allow_skipped else EXIT_OK

@@ -211,7 +211,7 @@ class _Job:
 def _open(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
           max_duration_s: float, show_progress: bool) -> tuple[Corpus, StoreLock, bool]:
     """Read the corpus and lock the output: (corpus, lock, whether a store is resumed)."""
-    corpus = load_corpus(dataset, limit)
+    corpus = load_corpus(dataset, limit, show_progress)
     plan(corpus, preset, max_duration_s)          # nothing usable: fail before touching `out`
     out = Path(out)
     lock, resuming = open_output(out, overwrite, resume)

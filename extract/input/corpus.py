@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extract.input.audio import AudioError, AudioInfo, check_finite, read_audio_info
+from extract.progress import Progress
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 MAX_DURATION_S = 600.0     # default limit; longer files are skipped (--max-duration)
@@ -150,8 +151,10 @@ def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
     return utt_id, path
 
 
-def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
-    """Read the metadata (the first `limit` lines that name an utterance) and every audio header.
+def load_corpus(dataset: str | Path, limit: int | None = None,
+                show_progress: bool = False) -> Corpus:
+    """Read the metadata (the first `limit` lines that name an utterance) and every audio header,
+    with a progress line if that takes more than a second and `show_progress`.
 
     Unusable lines and files become rejections; raise `CorpusError` only when the dataset
     itself is unusable or no utterance is left."""
@@ -162,7 +165,10 @@ def load_corpus(dataset: str | Path, limit: int | None = None) -> Corpus:
     if limit is not None and rows:
         rejected = [r for r in rejected if r.line_number < rows[-1][0]]
     utterances, seen = [], {}
+    progress = Progress(len(rows), None, enabled=show_progress, label="reading audio headers",
+                        unit="files", delay_s=1.0)
     for number, id_field, text, speaker in rows:
+        progress.update(1)
         try:
             utt_id, path = resolve_audio(root / "wavs", id_field)
             if utt_id in seen:
