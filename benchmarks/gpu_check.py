@@ -4,7 +4,8 @@ traceback and the next one runs) and prints it at the end.
 
     python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--pyin-utterances 1000]
                                            [--librosa-files 100] [--limit N]
-                                           [--steps demo ... librosa]
+                                           [--long-files 8] [--long-seconds 600]
+                                           [--steps demo ... long_files]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
    also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
@@ -21,7 +22,10 @@ traceback and the next one runs) and prints it at the end.
    torch one on the GPU; the per-frame work with its trough sums by the Triton kernel (at
    several block sizes) and by torch;
 5. librosa mel + pyin with one single-threaded process per core on the first --librosa-files
-   files (the whole demo corpus by default).
+   files (the whole demo corpus by default);
+6. the demo corpus plus --long-files files of --long-seconds each on cuda and on the CPU: the
+   batches of long files are smaller (a new decoding pipeline at each size change), the
+   features must agree, and the step's peak GPU memory shows the bound.
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
 script itself before spending GPU time (tests/test_gpu_check.py does, at a small size).
@@ -305,6 +309,41 @@ def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
     return result
 
 
+def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
+               limit: int | None) -> dict:
+    """The demo corpus plus `files` files of `seconds` each (a synthesised 30 s clip repeated)
+    on `device` and on the CPU. Batches of files over 30 s hold fewer utterances, each size
+    change on a new decoding pipeline: the features must still agree, and the peak GPU memory
+    shows the bound."""
+    from extract.demo import synth_utterance
+    from extract.input.audio import write_wav
+
+    corpus = work / "long"
+    (corpus / "wavs").mkdir(parents=True)
+    lines = (demo / "metadata.csv").read_text().splitlines()[:limit]
+    for line in lines:
+        os.link(demo / "wavs" / line.split("|")[0], corpus / "wavs" / line.split("|")[0])
+    clip = synth_utterance(30.0, RATE, np.random.default_rng(7))
+    for k in range(files):
+        y = np.tile(clip, int(np.ceil(seconds / 30)))[: int(seconds * RATE)] * (0.5 + 0.05 * k)
+        write_wav(corpus / "wavs" / f"long{k}.wav", y, RATE)
+        lines.append(f"long{k}|Long file {k}.|")
+    (corpus / "metadata.csv").write_text("\n".join(lines) + "\n")
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    on_device = run_job(corpus, work / "long-device.zarr", device=device, show_progress=False)
+    result = {"audio_s": on_device.audio_s, "xrt": on_device.times_real_time,
+              "stage_s": on_device.stage_s}
+    if device == "cuda":
+        result["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    cpu = run_job(corpus, work / "long-cpu.zarr", device="cpu", show_progress=False)
+    result["cpu_xrt"] = cpu.times_real_time
+    result["cpu_vs_gpu"] = compare(FeatureStore(cpu.path), FeatureStore(on_device.path))
+    result["agreement_ok"] = (result["cpu_vs_gpu"]["mel_max_abs_diff"] <= MEL_ATOL and
+                              result["cpu_vs_gpu"]["voicing_agreement"] >= VOICING_AGREEMENT)
+    return result
+
+
 def librosa_baseline(demo: Path, files: int) -> dict:
     paths = sorted(str(p) for p in (demo / "wavs").glob("*.wav"))[:files]
     audio_s, wall = time_librosa(paths, os.cpu_count())
@@ -318,6 +357,8 @@ def main() -> None:
     parser.add_argument("--pyin-utterances", type=int, default=1000)
     parser.add_argument("--librosa-files", type=int, default=100)
     parser.add_argument("--limit", type=int, help="demo utterances to use (default: all)")
+    parser.add_argument("--long-files", type=int, default=8)
+    parser.add_argument("--long-seconds", type=float, default=600)
     parser.add_argument("--steps", nargs="+", help="run only these steps (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -336,6 +377,8 @@ def main() -> None:
                                                     args.limit),
         "pyin_batch": lambda: pyin_batch(device, args.pyin_utterances, args.out),
         "librosa": lambda: librosa_baseline(demo, args.librosa_files),
+        "long_files": lambda: long_files(demo, work, device, args.long_files, args.long_seconds,
+                                         args.limit),
     }
     for name, step in steps.items():
         if args.steps and name not in args.steps:
@@ -347,7 +390,8 @@ def main() -> None:
             report[name] = {"error": traceback.format_exc(limit=8)}
         report[name + "_step_s"] = round(time.perf_counter() - start, 1)
         if device == "cuda":
-            report["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+            report["peak_gpu_mem_gb"] = max(report.get("peak_gpu_mem_gb", 0.0),
+                                            torch.cuda.max_memory_allocated() / 1e9)
         (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
         print(f"{name}: {report[name + '_step_s']} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
