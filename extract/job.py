@@ -98,12 +98,14 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     ranks.start()
     lock = None
     clock = StageClock(torch_device)
+    setup = StageClock(torch_device)   # rank 0's own stages, not averaged over the ranks
     try:
         corpus = resuming = None
         if ranks.is_main:
             try:
-                corpus, lock, resuming = _open(dataset, out, preset_obj, limit, overwrite,
-                                               resume, max_duration_s, show_progress)
+                with setup.running(), stage("read corpus"):
+                    corpus, lock, resuming = _open(dataset, out, preset_obj, limit, overwrite,
+                                                   resume, max_duration_s, show_progress)
             except Exception as e:   # raised on every rank by share()
                 corpus = e
         corpus = ranks.share(corpus)
@@ -114,8 +116,9 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         job = None
         if ranks.is_main:
             try:
-                job = _create_store(corpus, out, preset_obj, resuming, max_duration_s,
-                                    shard_frames)
+                with setup.running(), stage("create store"):
+                    job = _create_store(corpus, out, preset_obj, resuming, max_duration_s,
+                                        shard_frames)
             except Exception as e:
                 job = e
         job = ranks.share(job)
@@ -139,6 +142,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         extracted = sum(n for _, n, _ in parts)
         stage_s = {name: round(sum(s.get(name, 0.0) for _, _, s in parts) / len(parts), 3)
                    for name in sorted({name for _, _, s in parts for name in s})}
+        stage_s.update((name, round(s, 3)) for name, s in setup.seconds.items())
         if failed:
             writer.write_open_shards()
             failures = [Rejection(utts[i].line_number, utts[i].id, reason)

@@ -71,7 +71,7 @@ def timed(name: str, items: Iterable) -> Iterator:
 
 def summary(seconds: dict[str, float], elapsed_s: float) -> str:
     """One line: each stage's seconds and share of `elapsed_s`, biggest first, then the rest
-    (imports, reading the metadata, creating the store)."""
+    (imports, starting the device, finishing the store)."""
     parts = [f"{name} {s:.1f} s ({100 * s / elapsed_s:.0f}%)"
              for name, s in sorted(seconds.items(), key=lambda item: -item[1])]
     rest = max(elapsed_s - sum(seconds.values()), 0.0)

@@ -28,9 +28,9 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     assert "\n  time by stage: " in result.stdout and "write " in result.stdout
     store = FeatureStore(out)
     run = store.attrs["run"]
-    assert set(run["stage_s"]) == {"decode", "resample", "spectrogram", "pitch frames",
-                                   "pitch (pyin observations)", "pitch (pyin Viterbi)",
-                                   "to host", "write"}
+    assert set(run["stage_s"]) == {"read corpus", "create store", "decode", "resample",
+                                   "spectrogram", "pitch frames", "pitch (pyin observations)",
+                                   "pitch (pyin Viterbi)", "to host", "write"}
     assert all(s >= 0 for s in run["stage_s"].values())
     assert run["stage_s"]["pitch (pyin Viterbi)"] > 0
     assert sum(run["stage_s"].values()) <= run["elapsed_s"]
