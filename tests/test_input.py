@@ -136,6 +136,19 @@ def test_bad_metadata_lines_are_rejected_by_line(tmp_path, line, message):
     assert re.search(message, rejection.reason), rejection.reason
 
 
+def test_a_bare_id_finds_its_file_by_the_first_suffix_that_exists(tmp_path):
+    folder = write_corpus(tmp_path / "c", [(name, 0.5, 22050, 1, "pcm16")
+                                           for name in ("both", "upper", "none")])
+    y = synth_utterance(0.5, 22050, np.random.default_rng(0))
+    soundfile.write(folder / "wavs" / "both.flac", y, 22050, subtype="PCM_16")
+    (folder / "wavs" / "upper.wav").rename(folder / "wavs" / "upper.WAV")
+    soundfile.write(folder / "wavs" / "upper.FLAC", y, 22050, subtype="PCM_16")
+    (folder / "wavs" / "none.wav").unlink()
+    corpus = load_corpus(folder)
+    assert [u.path.name for u in corpus.utterances] == ["both.wav", "upper.WAV"]
+    assert "none.wav: file not found" in corpus.rejected[0].reason
+
+
 def test_symbolic_links_inside_the_dataset_are_followed(tmp_path):
     """A wavs/ folder that links to the audio elsewhere, and a linked file in it: the job
     reads through both, and the manifest names the files by their place in the dataset."""

@@ -4,7 +4,7 @@ into `Utterance`s.
 Accepted metadata lines (one utterance each, fields separated by '|'):
 
     LJ001-0001|raw text|normalized text     id without extension -> wavs/LJ001-0001.wav
-                                            (or wavs/LJ001-0001.flac when there is no .wav)
+                                            (else .flac, .WAV or .FLAC, the first found)
     llm_intro_0.wav|raw text|               file name; empty normalized field -> raw text
     p225_001|raw text|normalized|p225       an optional fourth field names the speaker
 
@@ -25,6 +25,7 @@ from extract.input.audio import AudioError, AudioInfo, check_finite, read_audio_
 from extract.progress import Progress
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+BARE_ID_SUFFIXES = (".wav", ".flac", ".WAV", ".FLAC")     # tried in turn for an id without one
 MAX_DURATION_S = 600.0     # default limit; longer files are skipped (--max-duration)
 
 
@@ -129,10 +130,10 @@ def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], lis
 
 
 def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
-    """(utterance id, audio path) for an id field: a file name, or an id whose file is
-    <id>.wav, else <id>.flac. `..` parts are resolved by name, and an id that leaves `wavs`
-    that way (or is absolute) is refused; symbolic links inside `wavs` are the dataset's own
-    and are followed."""
+    """(utterance id, audio path) for an id field: a file name, or an id whose file is the
+    first of <id>.wav, .flac, .WAV and .FLAC that exists. `..` parts are resolved by name, and
+    an id that leaves `wavs` that way (or is absolute) is refused; symbolic links inside `wavs`
+    are the dataset's own and are followed."""
     if "\x00" in id_field:
         raise CorpusError(f"id {id_field!r} contains a NUL character, which no file name can")
     if id_field.lower().endswith(AUDIO_SUFFIXES):
@@ -143,9 +144,9 @@ def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
     if not path.is_relative_to(wavs):
         raise CorpusError(f"id {id_field!r} points outside {wavs}")
     if name != id_field:
+        candidates = [path.with_suffix(suffix) for suffix in BARE_ID_SUFFIXES]
         try:
-            if not path.exists() and path.with_suffix(".flac").exists():
-                path = path.with_suffix(".flac")
+            path = next((c for c in candidates if c.exists()), path)
         except OSError as e:            # e.g. a name too long for the filesystem
             raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
     return utt_id, path
