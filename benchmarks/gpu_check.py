@@ -66,6 +66,12 @@ RATE, HOP, FMIN, FMAX = 22050, 256, 65.406, 2093.0    # pyin at FastPitch's sett
 VOICING_AGREEMENT = 0.99
 
 
+def agrees(comparison: dict) -> bool:
+    """Whether `compare`'s figures are within the documented tolerances."""
+    return (comparison["mel_max_abs_diff"] <= MEL_ATOL
+            and comparison["voicing_agreement"] >= VOICING_AGREEMENT)
+
+
 def compare(cpu: FeatureStore, gpu: FeatureStore) -> dict:
     mel_diff, voiced_same, cents = 0.0, [], []
     for i in range(len(cpu)):
@@ -244,8 +250,7 @@ def demo_agreement(demo: Path, work: Path, device: str, limit: int | None) -> di
     agreement = compare(FeatureStore(cpu.path), FeatureStore(gpu.path))
     return {"cpu_xrt": cpu.times_real_time, "gpu_xrt": gpu.times_real_time,
             "cpu_vs_gpu": agreement,
-            "agreement_ok": (agreement["mel_max_abs_diff"] <= MEL_ATOL
-                             and agreement["voicing_agreement"] >= VOICING_AGREEMENT)}
+            "agreement_ok": agrees(agreement)}
 
 
 def preset_agreement(demo: Path, work: Path, device: str, preset: str,
@@ -318,29 +323,29 @@ def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
     from extract.demo import synth_utterance
     from extract.input.audio import write_wav
 
-    corpus = work / "long"
-    (corpus / "wavs").mkdir(parents=True)
-    lines = (demo / "metadata.csv").read_text().splitlines()[:limit]
-    for line in lines:
-        os.link(demo / "wavs" / line.split("|")[0], corpus / "wavs" / line.split("|")[0])
+    corpus = repeated_corpus(demo, work / "long", 1)
     clip = synth_utterance(30.0, RATE, np.random.default_rng(7))
+    lines = []
     for k in range(files):
         y = np.tile(clip, int(np.ceil(seconds / 30)))[: int(seconds * RATE)] * (0.5 + 0.05 * k)
         write_wav(corpus / "wavs" / f"long{k}.wav", y, RATE)
         lines.append(f"long{k}|Long file {k}.|")
-    (corpus / "metadata.csv").write_text("\n".join(lines) + "\n")
+    metadata = corpus / "metadata.csv"
+    metadata.write_text("\n".join(lines) + "\n" + metadata.read_text())   # long files first
+    limit = limit and files + limit
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    on_device = run_job(corpus, work / "long-device.zarr", device=device, show_progress=False)
+    on_device = run_job(corpus, work / "long-device.zarr", device=device, limit=limit,
+                        show_progress=False)
     result = {"audio_s": on_device.audio_s, "xrt": on_device.times_real_time,
               "stage_s": on_device.stage_s}
     if device == "cuda":
         result["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    cpu = run_job(corpus, work / "long-cpu.zarr", device="cpu", show_progress=False)
+    cpu = run_job(corpus, work / "long-cpu.zarr", device="cpu", limit=limit,
+                  show_progress=False)
     result["cpu_xrt"] = cpu.times_real_time
     result["cpu_vs_gpu"] = compare(FeatureStore(cpu.path), FeatureStore(on_device.path))
-    result["agreement_ok"] = (result["cpu_vs_gpu"]["mel_max_abs_diff"] <= MEL_ATOL and
-                              result["cpu_vs_gpu"]["voicing_agreement"] >= VOICING_AGREEMENT)
+    result["agreement_ok"] = agrees(result["cpu_vs_gpu"])
     return result
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import zarr
 
-
 LOADER_PYTHON = os.environ.get("TTS_EXTRACT_LOADER_PYTHON")
 
 READ_EVERYTHING = """

@@ -81,7 +81,8 @@ class Corpus:
 
 
 def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
-    """(metadata file, audio folder) for a dataset folder or a path to its metadata file."""
+    """(metadata file, audio folder) for a dataset folder or a path to its metadata file; the
+    folder's path is absolute, through the dataset folder's real path (a `wavs` link is kept)."""
     dataset = Path(dataset)
     if dataset.is_dir():
         metadata = dataset / "metadata.csv"
@@ -92,7 +93,7 @@ def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
         metadata = dataset
     else:
         raise CorpusError(f"dataset {dataset} does not exist")
-    wavs = metadata.parent / "wavs"
+    wavs = metadata.parent.resolve() / "wavs"
     if not wavs.is_dir():
         raise CorpusError(f"no wavs/ folder next to {metadata}")
     return metadata, wavs
@@ -159,8 +160,7 @@ def load_corpus(dataset: str | Path, limit: int | None = None,
 
     Unusable lines and files become rejections; raise `CorpusError` only when the dataset
     itself is unusable or no utterance is left."""
-    metadata, _ = find_metadata(dataset)
-    root = metadata.parent.resolve()
+    metadata, wavs = find_metadata(dataset)
     rows, rejected = parse_metadata(metadata)
     rows = rows[:limit]
     if limit is not None and rows:
@@ -171,7 +171,7 @@ def load_corpus(dataset: str | Path, limit: int | None = None,
     for number, id_field, text, speaker in rows:
         progress.update(1)
         try:
-            utt_id, path = resolve_audio(root / "wavs", id_field)
+            utt_id, path = resolve_audio(wavs, id_field)
             if utt_id in seen:
                 raise CorpusError(f"duplicate id {utt_id!r} (first on line {seen[utt_id]})")
             seen[utt_id] = number
@@ -186,7 +186,7 @@ def load_corpus(dataset: str | Path, limit: int | None = None,
         shown = "\n  ".join(str(r) for r in rejected[:20])
         raise CorpusError(f"{metadata} lists no usable utterance" +
                           (f":\n  {shown}" if shown else ""))
-    return Corpus(root, metadata, utterances, rejected)
+    return Corpus(wavs.parent, metadata, utterances, rejected)
 
 
 def manifest_sha256(root: Path, utterances: list[Utterance]) -> str:
