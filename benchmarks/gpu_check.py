@@ -5,7 +5,7 @@ traceback and the next one runs) and prints it at the end.
     python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--pyin-utterances 1000]
                                            [--librosa-files 100] [--limit N]
                                            [--long-files 8] [--long-seconds 600]
-                                           [--steps demo ... long_files]
+                                           [--bound-files 256] [--steps demo ... bound]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
    also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
@@ -25,7 +25,10 @@ traceback and the next one runs) and prints it at the end.
    files (the whole demo corpus by default);
 6. the demo corpus plus --long-files files of --long-seconds each on cuda and on the CPU: the
    batches of long files are smaller (a new decoding pipeline at each size change), the
-   features must agree, and the step's peak GPU memory shows the bound.
+   features must agree, and the step's peak GPU memory shows the bound;
+7. the demo corpus plus --bound-files files of 30 s (LONG_UTTERANCE_S) on cuda alone: at the
+   default batch size, the largest padded batch the plan allows (256 x 30 s), and its peak GPU
+   memory.
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
 script itself before spending GPU time (tests/test_gpu_check.py does, at a small size).
@@ -56,6 +59,7 @@ import zarr  # noqa: E402
 from extract.demo import write_demo_corpus  # noqa: E402
 from extract.job import run_job  # noqa: E402
 from extract.loader import FeatureStore  # noqa: E402
+from extract.plan import LONG_UTTERANCE_S  # noqa: E402
 from extract.store.layout import FRAME_ARRAYS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -315,15 +319,15 @@ def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
 
 
 def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
-               limit: int | None) -> dict:
+               limit: int | None, name: str = "long", against_cpu: bool = True) -> dict:
     """The demo corpus plus `files` files of `seconds` each (a synthesised 30 s clip repeated)
-    on `device` and on the CPU. Batches of files over 30 s hold fewer utterances, each size
-    change on a new decoding pipeline: the features must still agree, and the peak GPU memory
-    shows the bound."""
+    on `device`, and unless not `against_cpu` on the CPU. Batches of files over 30 s hold fewer
+    utterances, each size change on a new decoding pipeline: the features must still agree,
+    and the peak GPU memory shows the bound."""
     from extract.demo import synth_utterance
     from extract.input.audio import write_wav
 
-    corpus = repeated_corpus(demo, work / "long", 1)
+    corpus = repeated_corpus(demo, work / name, 1)
     clip = synth_utterance(30.0, RATE, np.random.default_rng(7))
     lines = []
     for k in range(files):
@@ -335,13 +339,15 @@ def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
     limit = limit and files + limit
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    on_device = run_job(corpus, work / "long-device.zarr", device=device, limit=limit,
+    on_device = run_job(corpus, work / f"{name}-device.zarr", device=device, limit=limit,
                         show_progress=False)
     result = {"audio_s": on_device.audio_s, "xrt": on_device.times_real_time,
               "stage_s": on_device.stage_s}
     if device == "cuda":
         result["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    cpu = run_job(corpus, work / "long-cpu.zarr", device="cpu", limit=limit,
+    if not against_cpu:
+        return result
+    cpu = run_job(corpus, work / f"{name}-cpu.zarr", device="cpu", limit=limit,
                   show_progress=False)
     result["cpu_xrt"] = cpu.times_real_time
     result["cpu_vs_gpu"] = compare(FeatureStore(cpu.path), FeatureStore(on_device.path))
@@ -364,6 +370,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="demo utterances to use (default: all)")
     parser.add_argument("--long-files", type=int, default=8)
     parser.add_argument("--long-seconds", type=float, default=600)
+    parser.add_argument("--bound-files", type=int, default=256)
     parser.add_argument("--steps", nargs="+", help="run only these steps (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -384,6 +391,8 @@ def main() -> None:
         "librosa": lambda: librosa_baseline(demo, args.librosa_files),
         "long_files": lambda: long_files(demo, work, device, args.long_files, args.long_seconds,
                                          args.limit),
+        "bound": lambda: long_files(demo, work, device, args.bound_files, LONG_UTTERANCE_S,
+                                    args.limit, name="bound", against_cpu=False),
     }
     for name, step in steps.items():
         if args.steps and name not in args.steps:

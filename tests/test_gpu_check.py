@@ -12,12 +12,12 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 def test_every_step_of_the_gpu_check_runs(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--limit", "6",
                              "--copies", "1", "--pyin-utterances", "4", "--librosa-files", "2",
-                             "--long-files", "2", "--long-seconds", "35"],
+                             "--long-files", "2", "--long-seconds", "35", "--bound-files", "2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     steps = ("demo", "coqui-fastpitch", "espnet", "torchrun", "big_corpus", "pyin_batch",
-             "librosa", "long_files")
+             "librosa", "long_files", "bound")
     errors = {name: report[name]["error"] for name in steps if "error" in report[name]}
     assert not errors, errors
     assert report["demo"]["agreement_ok"]         # on the CPU both sides are the CPU path
@@ -36,6 +36,7 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     assert report["big_corpus"]["batch256"][0]["audio_s"] > 0 < report["librosa"]["xrt"]
     assert report["big_corpus"]["torchrun_2_ranks"]["per_rank_xrt"] > 0
     assert report["long_files"]["agreement_ok"] and report["long_files"]["audio_s"] > 70
+    assert report["bound"]["audio_s"] > 60 and "cpu_vs_gpu" not in report["bound"]
 
 
 def test_traffic_counter_counts_each_ops_bytes_by_its_rule():
