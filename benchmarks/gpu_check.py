@@ -5,7 +5,8 @@ traceback and the next one runs) and prints it at the end.
     python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--pyin-utterances 1000]
                                            [--librosa-files 100] [--limit N]
                                            [--long-files 8] [--long-seconds 600]
-                                           [--bound-files 256] [--steps demo ... bound]
+                                           [--bound-files 256] [--bound-batch-size N]
+                                           [--steps demo ... bound]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
    also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
@@ -27,8 +28,9 @@ traceback and the next one runs) and prints it at the end.
    batches of long files are smaller (a new decoding pipeline at each size change), the
    features must agree, and the step's peak GPU memory shows the bound;
 7. the demo corpus plus --bound-files files of 30 s (LONG_UTTERANCE_S) on cuda alone: at the
-   default batch size, the largest padded batch the plan allows (256 x 30 s), and its peak GPU
-   memory.
+   default batch size (or --bound-batch-size), the largest padded batch the plan allows (256 x
+   30 s), and its peak GPU memory (run this step alone for the device's memory in use after it,
+   which includes DALI's pools and the CUDA context).
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
 script itself before spending GPU time (tests/test_gpu_check.py does, at a small size).
@@ -319,7 +321,8 @@ def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
 
 
 def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
-               limit: int | None, name: str = "long", against_cpu: bool = True) -> dict:
+               limit: int | None, name: str = "long", against_cpu: bool = True,
+               batch_size: int | None = None) -> dict:
     """The demo corpus plus `files` files of `seconds` each (a synthesised 30 s clip repeated)
     on `device`, and unless not `against_cpu` on the CPU. Batches of files over 30 s hold fewer
     utterances, each size change on a new decoding pipeline: the features must still agree,
@@ -338,13 +341,17 @@ def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
     metadata.write_text("\n".join(lines) + "\n" + metadata.read_text())   # long files first
     limit = limit and files + limit
     if device == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     on_device = run_job(corpus, work / f"{name}-device.zarr", device=device, limit=limit,
-                        show_progress=False)
+                        batch_size=batch_size, show_progress=False)
     result = {"audio_s": on_device.audio_s, "xrt": on_device.times_real_time,
               "stage_s": on_device.stage_s}
     if device == "cuda":
-        result["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        free, total = torch.cuda.mem_get_info()
+        result.update(peak_gpu_mem_gb=torch.cuda.max_memory_allocated() / 1e9,
+                      peak_gpu_reserved_gb=torch.cuda.max_memory_reserved() / 1e9,
+                      gpu_used_after_gb=(total - free) / 1e9)
     if not against_cpu:
         return result
     cpu = run_job(corpus, work / f"{name}-cpu.zarr", device="cpu", limit=limit,
@@ -371,6 +378,7 @@ def main() -> None:
     parser.add_argument("--long-files", type=int, default=8)
     parser.add_argument("--long-seconds", type=float, default=600)
     parser.add_argument("--bound-files", type=int, default=256)
+    parser.add_argument("--bound-batch-size", type=int, help="default: the job's")
     parser.add_argument("--steps", nargs="+", help="run only these steps (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -392,7 +400,8 @@ def main() -> None:
         "long_files": lambda: long_files(demo, work, device, args.long_files, args.long_seconds,
                                          args.limit),
         "bound": lambda: long_files(demo, work, device, args.bound_files, LONG_UTTERANCE_S,
-                                    args.limit, name="bound", against_cpu=False),
+                                    args.limit, name="bound", against_cpu=False,
+                                    batch_size=args.bound_batch_size),
     }
     for name, step in steps.items():
         if args.steps and name not in args.steps:

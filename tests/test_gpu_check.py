@@ -12,7 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 def test_every_step_of_the_gpu_check_runs(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--limit", "6",
                              "--copies", "1", "--pyin-utterances", "4", "--librosa-files", "2",
-                             "--long-files", "2", "--long-seconds", "35", "--bound-files", "2"],
+                             "--long-files", "2", "--long-seconds", "35", "--bound-files", "2",
+                             "--bound-batch-size", "2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
