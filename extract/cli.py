@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="preset name (see `tts-extract presets`) or a YAML file")
     run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     run.add_argument("--batch-size", type=int, default=None, metavar="N",
-                     help="utterances per batch (default 256 on CUDA, 32 on CPU); fewer where "
-                          "they are longer than 30 s, so a batch holds at most N x 30 s")
+                     help="utterances per batch (default 32 on the CPU; on a GPU 256, or "
+                          "fewer to fit its memory: 128 on 24 GB); fewer where they are longer "
+                          "than 30 s, so a batch holds at most N x 30 s")
     run.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store")
     run.add_argument("--resume", action="store_true",

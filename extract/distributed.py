@@ -69,6 +69,11 @@ class Ranks:
         return range(self.rank * count // self.world_size,
                      (self.rank + 1) * count // self.world_size)
 
+    def sharing_gpu(self) -> int:
+        """How many local ranks use this rank's GPU (device_for: they take turns)."""
+        gpus = torch.cuda.device_count()
+        return len(range(self.local_rank % gpus, self.local_world_size, gpus))
+
     def cpu_threads(self) -> int:
         """CPU threads for this rank: the machine's cores split among the local ranks."""
         return max(1, (os.cpu_count() or 1) // self.local_world_size)

@@ -5,9 +5,11 @@ One code path for every device; `device` only decides where tensors live.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
 from pathlib import Path
@@ -21,7 +23,8 @@ from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
-from extract.plan import complete_batches, plan, processing_order, trim_silence
+from extract.plan import (LONG_UTTERANCE_S, complete_batches, default_batch_size, plan,
+                          processing_order, trim_silence)
 from extract.progress import Progress
 from extract.signals import stop_on_signals
 from extract.stages import StageClock, stage
@@ -32,7 +35,6 @@ from extract.store.output import StoreError, open_output
 from extract.store.writer import StoreWriter
 
 WINDOW_SHARDS = 32                  # utterances are length-sorted within windows this long
-DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 32}
 
 
 @dataclass
@@ -91,7 +93,8 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     ranks = ranks_from_env()
     torch_device = device_for(ranks, resolve_device(device))
     if batch_size is None:
-        batch_size = DEFAULT_BATCH_SIZE[torch_device.type]
+        batch_size = default_batch_size(preset_obj, torch_device, ranks.sharing_gpu()
+                                        if torch_device.type == "cuda" else 1)
     check_options(batch_size, shard_frames, max_duration_s)
     if ranks.distributed:
         torch.set_num_threads(ranks.cpu_threads())
@@ -110,7 +113,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                 corpus = e
         corpus = ranks.share(corpus)
         if preset_obj.trims:
-            with stop_on_signals() as stop, clock.running():
+            with stop_on_signals() as stop, clock.running(), explain_out_of_memory(batch_size):
                 corpus = trim_silence(corpus, preset_obj, max_duration_s, torch_device,
                                       batch_size, ranks, stop, Path(out), show_progress)
         job = None
@@ -132,7 +135,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                              str(torch_device), 0, True, ranks.is_main)
         todo = [u for u in processing_order(utts, counts, WINDOW_SHARDS * shard_frames)
                 if writer.needed(u.index)]
-        with stop_on_signals() as stop, clock.running():
+        with stop_on_signals() as stop, clock.running(), explain_out_of_memory(batch_size):
             failed = _extract(todo, utts, counts, preset_obj, torch_device, batch_size, writer,
                               stop, ranks.cpu_threads(),
                               Progress(len(todo), sum(u.duration_s for u in todo),
@@ -161,6 +164,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
             writer.finish({"manifest_sha256": manifest_sha256(job.root, utts),
                            "rejected": [r.to_dict() for r in rejected],
                            "run": {"device": str(torch_device), "ranks": ranks.world_size,
+                                   "batch_size": batch_size,
                                    "elapsed_s": round(elapsed, 3),
                                    "audio_s": round(audio_s, 3), "resumed": job.resuming,
                                    "stage_s": stage_s}})
@@ -181,6 +185,18 @@ def check_options(batch_size: int, shard_frames: int, max_duration_s: float) -> 
     if shard_frames > CHUNK_FRAMES and shard_frames % CHUNK_FRAMES:
         raise ValueError(f"--shard-frames must be at most {CHUNK_FRAMES} or a multiple of it, "
                          f"got {shard_frames}")
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(batch_size: int) -> Iterator[None]:
+    """torch's out-of-memory error as one that names the batch size and the fix."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        raise RuntimeError(
+            f"the GPU ran out of memory with --batch-size {batch_size} (batches of up to "
+            f"{batch_size * LONG_UTTERANCE_S:.0f} s of audio); finished shards are kept: rerun "
+            f"with --resume --batch-size {max(batch_size // 2, 1)}") from e
 
 
 def store_index(utts: list[Utterance], counts: np.ndarray) -> UtteranceIndex:

@@ -31,6 +31,12 @@ CHANNEL_NAMES = {1: "mono", 2: "stereo"}
 # are longer, so that memory (about 2.3 MB a second of audio for the hifigan preset's features)
 # does not grow with the files' length.
 LONG_UTTERANCE_S = 30.0
+CPU_BATCH_SIZE, CUDA_BATCH_SIZE = 32, 256
+# GPU memory in use per frame of a batch at that bound: hifigan (pyin's float64 state tables
+# dominate) on an H200 used 26.8 GB after one batch of 256 files of 30 s, 13.5 GB at 128 and
+# 52.8 GB at 512 (torch's cache, DALI's pools and the CUDA context included).
+GPU_BYTES_PER_FRAME = 41_000
+GPU_MEMORY_SHARE = 0.8       # of the device's memory, for the default batch size
 
 
 def plan(corpus: Corpus, preset: Preset, max_duration_s: float
@@ -101,6 +107,28 @@ def processing_order(utterances: list[Utterance], counts: np.ndarray,
 
 def by_rate_and_length(u: Utterance) -> tuple[int, int]:
     return u.audio.sample_rate, u.audio.num_samples
+
+
+def default_batch_size(preset: Preset, device: torch.device, sharing: int = 1) -> int:
+    """CPU_BATCH_SIZE on the CPU. On a GPU, CUDA_BATCH_SIZE halved until a batch at the bound
+    (batch_size * LONG_UTTERANCE_S of audio) should fit GPU_MEMORY_SHARE of the device's memory,
+    split among the `sharing` processes that use the device."""
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    memory = torch.cuda.get_device_properties(device).total_memory * GPU_MEMORY_SHARE / sharing
+    return batch_size_for_memory(memory, preset.sample_rate / preset.hop_length)
+
+
+def batch_size_for_memory(memory_bytes: float, frames_per_s: float) -> int:
+    """The largest of CUDA_BATCH_SIZE, its half, ... 1 whose bound fits `memory_bytes`.
+
+    >>> batch_size_for_memory(24e9 * GPU_MEMORY_SHARE, 22050 / 256)   # a 24 GB GPU, hifigan
+    128
+    """
+    size = CUDA_BATCH_SIZE
+    while size > 1 and size * LONG_UTTERANCE_S * frames_per_s * GPU_BYTES_PER_FRAME > memory_bytes:
+        size //= 2
+    return size
 
 
 def batch_sizes(durations: list[float], batch_size: int) -> list[int]:

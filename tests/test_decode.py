@@ -1,15 +1,21 @@
 """Decoding in batches whose size follows the files' lengths, so that memory stays bounded."""
 
 import numpy as np
+import pytest
 import soundfile
 import torch
 
 import extract.job
 import extract.plan
+from extract.config import load_preset
 from extract.decode.dali import decode_batches
+from extract.distributed import Ranks
 from extract.input.audio import write_wav
 from extract.job import run_job
-from extract.plan import LONG_UTTERANCE_S, batch_sizes
+from extract.loader import FeatureStore
+from extract.loader.feature_store import StoreFormatError
+from extract.plan import (GPU_BYTES_PER_FRAME, LONG_UTTERANCE_S, batch_size_for_memory,
+                          batch_sizes, default_batch_size)
 
 from conftest import raw_wav, write_corpus
 
@@ -70,3 +76,61 @@ def test_the_job_featurises_long_utterances_in_smaller_batches(tmp_path, monkeyp
                         featurise(indices, *rest))
     run_job(corpus, tmp_path / "out.zarr", device="cpu", batch_size=4, show_progress=False)
     assert seen == [4, 2, 1]
+
+
+def test_the_gpu_batch_size_is_the_largest_power_of_two_up_to_256_whose_bound_fits():
+    frames_per_s = 22050 / 256
+    slot = LONG_UTTERANCE_S * frames_per_s * GPU_BYTES_PER_FRAME    # one utterance at the bound
+    for memory in (0.5 * slot, 3 * slot, 100 * slot, 255.9 * slot, 256 * slot, 10_000 * slot):
+        size = batch_size_for_memory(memory, frames_per_s)
+        assert size in (1, 2, 4, 8, 16, 32, 64, 128, 256)
+        assert size == 1 or size * slot <= memory
+        assert size == 256 or 2 * size * slot > memory
+    assert batch_size_for_memory(0.5 * slot, frames_per_s) == 1
+    assert batch_size_for_memory(255.9 * slot, frames_per_s) == 128
+
+
+def test_the_default_batch_size_follows_the_gpu_memory_and_the_ranks_sharing_it(monkeypatch):
+    hifigan = load_preset("hifigan")
+    assert default_batch_size(hifigan, torch.device("cpu")) == 32
+
+    class Properties:
+        total_memory = 0
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
+    cuda = torch.device("cuda", 0)
+    sizes = {}
+    for gigabytes in (12, 16, 24, 32, 40, 80, 141):
+        Properties.total_memory = gigabytes * 2**30
+        sizes[gigabytes] = default_batch_size(hifigan, cuda)
+    # the H200 measurement behind GPU_BYTES_PER_FRAME: 26.8 GB in use at 256, 13.5 GB at 128,
+    # against 80 % of each memory size
+    assert sizes == {12: 64, 16: 128, 24: 128, 32: 256, 40: 256, 80: 256, 141: 256}
+    Properties.total_memory = 40 * 2**30
+    assert default_batch_size(hifigan, cuda, sharing=2) == 128
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    # 3 local ranks on 2 GPUs: ranks 0 and 2 take turns on GPU 0, rank 1 has GPU 1
+    assert [Ranks(r, 3, r, 3).sharing_gpu() for r in range(3)] == [2, 1, 2]
+    assert Ranks().sharing_gpu() == 1
+
+
+def test_running_out_of_device_memory_names_the_fix_and_the_store_resumes(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "c", [(f"u{k}", 0.4, 22050, 1, "pcm16") for k in range(6)])
+    calls, extract_features = [], extract.job.extract_features
+
+    def fails_on_the_second_batch(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return extract_features(*args)
+
+    monkeypatch.setattr(extract.job, "extract_features", fails_on_the_second_batch)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(RuntimeError, match=r"--batch-size 2 .*rerun with --resume --batch-size 1"):
+        run_job(corpus, out, device="cpu", batch_size=2, show_progress=False)
+    with pytest.raises(StoreFormatError, match="incomplete"):
+        FeatureStore(out)
+    monkeypatch.undo()
+    result = run_job(corpus, out, device="cpu", batch_size=1, resume=True, show_progress=False)
+    assert result.utterances == 6 and FeatureStore(out).attrs["run"]["batch_size"] == 1

@@ -235,6 +235,8 @@ def _run_lines(run: dict | None) -> list[str]:
                  f"({run['audio_s'] / run['elapsed_s']:.0f}x real time)")
     if run.get("ranks", 1) > 1:
         line += f" by {run['ranks']} ranks"
+    if "batch_size" in run:
+        line += f", batch size {run['batch_size']}"
     return [line] + (["  " + summary(run["stage_s"], run["elapsed_s"])]
                      if run.get("stage_s") else [])
 
