@@ -6,7 +6,7 @@ traceback and the next one runs) and prints it at the end.
                                            [--librosa-files 100] [--limit N]
                                            [--long-files 8] [--long-seconds 600]
                                            [--bound-files 256] [--bound-batch-size N]
-                                           [--steps demo ... bound]
+                                           [--oom-memory-gb 6] [--steps demo ... out_of_memory]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
    also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
@@ -30,7 +30,10 @@ traceback and the next one runs) and prints it at the end.
 7. the demo corpus plus --bound-files files of 30 s (LONG_UTTERANCE_S) on cuda alone: at the
    default batch size (or --bound-batch-size), the largest padded batch the plan allows (256 x
    30 s), and its peak GPU memory (run this step alone for the device's memory in use after it,
-   which includes DALI's pools and the CUDA context).
+   which includes DALI's pools and the CUDA context);
+8. that corpus on cuda with torch's allocator held to --oom-memory-gb, from the default batch
+   size: each run that runs out of memory must name a smaller --batch-size, and rerunning with
+   --resume and it must end in a store that agrees with an unlimited run's.
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
 script itself before spending GPU time (tests/test_gpu_check.py does, at a small size).
@@ -42,6 +45,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -323,22 +327,11 @@ def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
 def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
                limit: int | None, name: str = "long", against_cpu: bool = True,
                batch_size: int | None = None) -> dict:
-    """The demo corpus plus `files` files of `seconds` each (a synthesised 30 s clip repeated)
-    on `device`, and unless not `against_cpu` on the CPU. Batches of files over 30 s hold fewer
+    """The demo corpus plus `files` files of `seconds` each (long_corpus) on `device`, and
+    unless not `against_cpu` on the CPU. Batches of files over 30 s hold fewer
     utterances, each size change on a new decoding pipeline: the features must still agree,
     and the peak GPU memory shows the bound."""
-    from extract.demo import synth_utterance
-    from extract.input.audio import write_wav
-
-    corpus = repeated_corpus(demo, work / name, 1)
-    clip = synth_utterance(30.0, RATE, np.random.default_rng(7))
-    lines = []
-    for k in range(files):
-        y = np.tile(clip, int(np.ceil(seconds / 30)))[: int(seconds * RATE)] * (0.5 + 0.05 * k)
-        write_wav(corpus / "wavs" / f"long{k}.wav", y, RATE)
-        lines.append(f"long{k}|Long file {k}.|")
-    metadata = corpus / "metadata.csv"
-    metadata.write_text("\n".join(lines) + "\n" + metadata.read_text())   # long files first
+    corpus = long_corpus(demo, work / name, files, seconds)
     limit = limit and files + limit
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -346,6 +339,7 @@ def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
     on_device = run_job(corpus, work / f"{name}-device.zarr", device=device, limit=limit,
                         batch_size=batch_size, show_progress=False)
     result = {"audio_s": on_device.audio_s, "xrt": on_device.times_real_time,
+              "batch_size": FeatureStore(on_device.path).attrs["run"]["batch_size"],
               "stage_s": on_device.stage_s}
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
@@ -359,6 +353,62 @@ def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
     result["cpu_xrt"] = cpu.times_real_time
     result["cpu_vs_gpu"] = compare(FeatureStore(cpu.path), FeatureStore(on_device.path))
     result["agreement_ok"] = agrees(result["cpu_vs_gpu"])
+    return result
+
+
+def long_corpus(demo: Path, folder: Path, files: int, seconds: float) -> Path:
+    """The demo corpus with `files` files of `seconds` each first (a synthesised 30 s clip
+    repeated)."""
+    from extract.demo import synth_utterance
+    from extract.input.audio import write_wav
+
+    corpus = repeated_corpus(demo, folder, 1)
+    clip = synth_utterance(30.0, RATE, np.random.default_rng(7))
+    lines = []
+    for k in range(files):
+        y = np.tile(clip, int(np.ceil(seconds / 30)))[: int(seconds * RATE)] * (0.5 + 0.05 * k)
+        write_wav(corpus / "wavs" / f"long{k}.wav", y, RATE)
+        lines.append(f"long{k}|Long file {k}.|")
+    metadata = corpus / "metadata.csv"
+    metadata.write_text("\n".join(lines) + "\n" + metadata.read_text())
+    return corpus
+
+
+def out_of_memory(demo: Path, work: Path, device: str, files: int, limit: int | None,
+                  memory_gb: float) -> dict:
+    """Step 8: the runs, each batch size and error, and the final store against an unlimited
+    run's."""
+    if device != "cuda":
+        return {"skipped": "needs CUDA"}
+    corpus = long_corpus(demo, work / "oom", files, LONG_UTTERANCE_S)
+    limit = limit and files + limit
+    reference = run_job(corpus, work / "oom-reference.zarr", device=device, limit=limit,
+                        show_progress=False)
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(
+        memory_gb * 1e9 / torch.cuda.get_device_properties(0).total_memory)
+    tries, batch_size, resume = [], None, False
+    try:
+        while len(tries) < 6:
+            try:
+                run_job(corpus, work / "oom.zarr", device=device, limit=limit,
+                        batch_size=batch_size, resume=resume, show_progress=False)
+                tries.append({"batch_size": batch_size, "ok": True})
+                break
+            except RuntimeError as e:
+                tries.append({"batch_size": batch_size, "error": str(e)[:400]})
+                advice = re.search(r"--resume --batch-size (\d+)$", str(e))
+                if not advice:
+                    break
+                batch_size, resume = int(advice.group(1)), True
+            torch.cuda.empty_cache()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    result = {"memory_gb": memory_gb, "tries": tries}
+    if tries[-1].get("ok"):
+        result["vs_unlimited"] = compare(FeatureStore(reference.path),
+                                         FeatureStore(work / "oom.zarr"))
+        result["agreement_ok"] = agrees(result["vs_unlimited"])
     return result
 
 
@@ -379,6 +429,7 @@ def main() -> None:
     parser.add_argument("--long-seconds", type=float, default=600)
     parser.add_argument("--bound-files", type=int, default=256)
     parser.add_argument("--bound-batch-size", type=int, help="default: the job's")
+    parser.add_argument("--oom-memory-gb", type=float, default=6.0)
     parser.add_argument("--steps", nargs="+", help="run only these steps (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -402,6 +453,8 @@ def main() -> None:
         "bound": lambda: long_files(demo, work, device, args.bound_files, LONG_UTTERANCE_S,
                                     args.limit, name="bound", against_cpu=False,
                                     batch_size=args.bound_batch_size),
+        "out_of_memory": lambda: out_of_memory(demo, work, device, args.bound_files, args.limit,
+                                               args.oom_memory_gb),
     }
     for name, step in steps.items():
         if args.steps and name not in args.steps:

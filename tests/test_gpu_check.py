@@ -18,7 +18,7 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     steps = ("demo", "coqui-fastpitch", "espnet", "torchrun", "big_corpus", "pyin_batch",
-             "librosa", "long_files", "bound")
+             "librosa", "long_files", "bound", "out_of_memory")
     errors = {name: report[name]["error"] for name in steps if "error" in report[name]}
     assert not errors, errors
     assert report["demo"]["agreement_ok"]         # on the CPU both sides are the CPU path
@@ -38,6 +38,7 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     assert report["big_corpus"]["torchrun_2_ranks"]["per_rank_xrt"] > 0
     assert report["long_files"]["agreement_ok"] and report["long_files"]["audio_s"] > 70
     assert report["bound"]["audio_s"] > 60 and "cpu_vs_gpu" not in report["bound"]
+    assert report["bound"]["batch_size"] == 2 and report["long_files"]["batch_size"] == 32
 
 
 def test_traffic_counter_counts_each_ops_bytes_by_its_rule():
