@@ -327,10 +327,10 @@ def big_corpus_throughput(demo: Path, work: Path, device: str, copies: int,
 def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
                limit: int | None, name: str = "long", against_cpu: bool = True,
                batch_size: int | None = None) -> dict:
-    """The demo corpus plus `files` files of `seconds` each (long_corpus) on `device`, and
-    unless not `against_cpu` on the CPU. Batches of files over 30 s hold fewer
-    utterances, each size change on a new decoding pipeline: the features must still agree,
-    and the peak GPU memory shows the bound."""
+    """The demo corpus plus `files` files of `seconds` each (long_corpus) on `device`, then,
+    where `against_cpu`, on the CPU. Batches of files over 30 s hold fewer utterances, each size
+    change on a new decoding pipeline: the features must still agree, and the peak GPU memory
+    shows the bound."""
     corpus = long_corpus(demo, work / name, files, seconds)
     limit = limit and files + limit
     if device == "cuda":
