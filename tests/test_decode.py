@@ -1,4 +1,5 @@
-"""Decoding in batches whose size follows the files' lengths, so that memory stays bounded."""
+"""Batches sized so that memory stays bounded: fewer files where they are long, a default that
+fits the GPU's memory, and a way out (a smaller --batch-size, --resume) when a GPU still runs out."""
 
 import numpy as np
 import pytest
