@@ -1,5 +1,5 @@
 """Batches sized so that memory stays bounded: fewer files where they are long, a default that
-fits the GPU's memory, and a way out (a smaller --batch-size, --resume) when a GPU still runs out."""
+fits the GPU's memory, and a way out (a smaller --batch-size, --resume) when a GPU runs out."""
 
 import numpy as np
 import pytest
