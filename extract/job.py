@@ -93,8 +93,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     ranks = ranks_from_env()
     torch_device = device_for(ranks, resolve_device(device))
     if batch_size is None:
-        batch_size = default_batch_size(preset_obj, torch_device, ranks.sharing_gpu()
-                                        if torch_device.type == "cuda" else 1)
+        batch_size = default_batch_size(preset_obj, torch_device, ranks)
     check_options(batch_size, shard_frames, max_duration_s)
     if ranks.distributed:
         torch.set_num_threads(ranks.cpu_threads())

@@ -109,13 +109,14 @@ def by_rate_and_length(u: Utterance) -> tuple[int, int]:
     return u.audio.sample_rate, u.audio.num_samples
 
 
-def default_batch_size(preset: Preset, device: torch.device, sharing: int = 1) -> int:
+def default_batch_size(preset: Preset, device: torch.device, ranks: Ranks = Ranks()) -> int:
     """CPU_BATCH_SIZE on the CPU. On a GPU, CUDA_BATCH_SIZE halved until a batch at the bound
     (batch_size * LONG_UTTERANCE_S of audio) should fit GPU_MEMORY_SHARE of the device's memory,
-    split among the `sharing` processes that use the device."""
+    split among the local ranks that use the device."""
     if device.type != "cuda":
         return CPU_BATCH_SIZE
-    memory = torch.cuda.get_device_properties(device).total_memory * GPU_MEMORY_SHARE / sharing
+    memory = (torch.cuda.get_device_properties(device).total_memory * GPU_MEMORY_SHARE
+              / ranks.sharing_gpu())
     return batch_size_for_memory(memory, preset.sample_rate / preset.hop_length)
 
 

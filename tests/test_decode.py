@@ -99,6 +99,7 @@ def test_the_default_batch_size_follows_the_gpu_memory_and_the_ranks_sharing_it(
         total_memory = 0
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cuda = torch.device("cuda", 0)
     sizes = {}
     for gigabytes in (12, 16, 24, 32, 40, 80, 141):
@@ -107,13 +108,11 @@ def test_the_default_batch_size_follows_the_gpu_memory_and_the_ranks_sharing_it(
     # the H200 measurement behind GPU_BYTES_PER_FRAME: 26.8 GB in use at 256, 13.5 GB at 128,
     # against 80 % of each memory size
     assert sizes == {12: 64, 16: 128, 24: 128, 32: 256, 40: 256, 80: 256, 141: 256}
-    Properties.total_memory = 40 * 2**30
-    assert default_batch_size(hifigan, cuda, sharing=2) == 128
-
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     # 3 local ranks on 2 GPUs: ranks 0 and 2 take turns on GPU 0, rank 1 has GPU 1
     assert [Ranks(r, 3, r, 3).sharing_gpu() for r in range(3)] == [2, 1, 2]
     assert Ranks().sharing_gpu() == 1
+    Properties.total_memory = 40 * 2**30
+    assert default_batch_size(hifigan, cuda, Ranks(0, 3, 0, 3)) == 128
 
 
 def test_running_out_of_device_memory_names_the_fix_and_the_store_resumes(tmp_path, monkeypatch):
