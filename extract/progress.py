@@ -50,7 +50,7 @@ class Progress:
         self.done += items
         self.audio_s += audio_s
         now = time.perf_counter()
-        if not self.enabled or now - self.started < self.delay_s and not self.shown:
+        if not self.enabled or (now - self.started < self.delay_s and not self.shown):
             return
         if now - self.last_shown >= self.min_interval_s or self.done == self.total:
             self.last_shown, self.shown = now, True
