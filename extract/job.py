@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from extract.config import DEFAULT_PRESET, Preset, load_preset
+from extract.decode.dali import DecoderOutOfMemory
 from extract.decode.trim import cut_spans
 from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
@@ -188,12 +189,14 @@ def check_options(batch_size: int, shard_frames: int, max_duration_s: float) -> 
 
 @contextlib.contextmanager
 def explain_out_of_memory(batch_size: int) -> Iterator[None]:
-    """torch's out-of-memory error as one that names the batch size and the fix."""
+    """torch's and DALI's out-of-memory errors as one that names the batch size and the fix."""
     try:
         yield
-    except torch.OutOfMemoryError as e:
+    except (torch.OutOfMemoryError, DecoderOutOfMemory) as e:
+        what = (f"the audio decoder (DALI) ran out of {e.memory} memory"
+                if isinstance(e, DecoderOutOfMemory) else "the GPU ran out of memory")
         raise RuntimeError(
-            f"the GPU ran out of memory with --batch-size {batch_size} (batches of up to "
+            f"{what} with --batch-size {batch_size} (batches of up to "
             f"{batch_size * LONG_UTTERANCE_S:.0f} s of audio); finished shards are kept: rerun "
             f"with --resume --batch-size {max(batch_size // 2, 1)}") from e
 

@@ -1,11 +1,13 @@
 """Batches sized so that memory stays bounded: fewer files where they are long, a default that
-fits the GPU's memory, and a way out (a smaller --batch-size, --resume) when a GPU runs out."""
+fits the GPU's memory, and a way out (a smaller --batch-size, --resume) when a GPU or the
+decoder runs out."""
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 
+import extract.decode.dali
 import extract.job
 import extract.plan
 from extract.config import load_preset
@@ -134,3 +136,50 @@ def test_running_out_of_device_memory_names_the_fix_and_the_store_resumes(tmp_pa
     monkeypatch.undo()
     result = run_job(corpus, out, device="cpu", batch_size=1, resume=True, show_progress=False)
     assert result.utterances == 6 and FeatureStore(out).attrs["run"]["batch_size"] == 1
+
+
+# DALI 2.4's error when the host allocation of a batch failed (under a memory limit, here), and
+# a GPU allocation failure as DALI reports it (NVIDIA/DALI#144)
+DALI_HOST_OUT_OF_MEMORY = (
+    "Critical error in pipeline:\nError in CPU operator `nvidia.dali.fn.readers.file`,\nwhich "
+    "was used in the pipeline definition with the following traceback:\n\n  File "
+    "\"extract/decode/dali.py\", line 75, in pipeline\n\nencountered:\n\nstd::bad_alloc\n"
+    "Current pipeline object is no longer valid.")
+DALI_GPU_OUT_OF_MEMORY = ("Critical error in pipeline: CUDA allocation failed\n"
+                          "Current pipeline object is no longer valid.")
+
+
+@pytest.mark.parametrize("message, memory", [(DALI_HOST_OUT_OF_MEMORY, "host"),
+                                             (DALI_GPU_OUT_OF_MEMORY, "GPU")],
+                         ids=["host", "GPU"])
+def test_the_decoder_running_out_of_memory_skips_no_file_and_names_the_fix(tmp_path, monkeypatch,
+                                                                           message, memory):
+    """A failed allocation is no file's fault: rather than isolate the batch's files as for a
+    decoder failure (which would decode them one at a time, or skip them), the job stops with
+    the fix and keeps its finished shards."""
+    corpus = write_corpus(tmp_path / "c", [(f"u{k}", 0.4, 22050, 1, "pcm16") for k in range(6)])
+    build, runs = extract.decode.dali._pipeline, []
+
+    def pipeline_failing_on_its_second_batch(*args):
+        pipe = build(*args)
+        run = pipe.run
+
+        def run_or_fail():
+            runs.append(1)
+            if len(runs) == 2:
+                raise RuntimeError(message)
+            return run()
+
+        pipe.run = run_or_fail
+        return pipe
+
+    monkeypatch.setattr(extract.decode.dali, "_pipeline", pipeline_failing_on_its_second_batch)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(RuntimeError, match=rf"\(DALI\) ran out of {memory} memory with "
+                                           r"--batch-size 2 .*rerun with --resume --batch-size 1"):
+        run_job(corpus, out, device="cpu", batch_size=2, show_progress=False)
+    with pytest.raises(StoreFormatError, match="incomplete"):
+        FeatureStore(out)
+    monkeypatch.undo()
+    result = run_job(corpus, out, device="cpu", batch_size=1, resume=True, show_progress=False)
+    assert result.utterances == 6 and not result.rejected

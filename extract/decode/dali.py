@@ -6,7 +6,8 @@ resampling happens in torch (`extract.decode.resample`), because DALI's resample
 
 When the decoder fails on a file, DALI fails the whole batch without naming the file and the
 pipeline is unusable. We then decode the files of the batches in flight one at a time to find
-the culprits, report them in `AudioBatch.failed`, and go on with a new pipeline.
+the culprits, report them in `AudioBatch.failed`, and go on with a new pipeline. A failed
+allocation is no file's fault: it raises `DecoderOutOfMemory` instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ from pathlib import Path
 import torch
 
 PREFETCH = 2
+# What DALI's errors say when an allocation fails, and where: on the host, std::bad_alloc (seen
+# here under a memory limit) or "Can't allocate N bytes on host."; on the GPU, "CUDA allocation
+# failed" or "Can't allocate N bytes on device D." (strings in libdali).
+OUT_OF_MEMORY = {"std::bad_alloc": "host", "bytes on host": "host",
+                 "CUDA allocation failed": "GPU", "bytes on device": "GPU"}
+
+
+class DecoderOutOfMemory(MemoryError):
+    """DALI could not allocate memory for a batch; `memory` is "host" or "GPU"."""
+
+    def __init__(self, memory: str, reason: str):
+        super().__init__(f"DALI ran out of {memory} memory decoding a batch ({reason})")
+        self.memory = memory
 
 
 @dataclass
@@ -46,7 +60,8 @@ def decode_batches(paths: Sequence[Path], indices: Sequence[int], sizes: Sequenc
             while start < end:
                 try:
                     outputs = pipe.run()
-                except RuntimeError:
+                except RuntimeError as e:
+                    _raise_if_out_of_memory(e)
                     # the failing batch may be any of those in flight
                     stop = min(end, start + size * PREFETCH)
                     yield _isolate(paths[start:stop], indices[start:stop], device, threads)
@@ -54,6 +69,12 @@ def decode_batches(paths: Sequence[Path], indices: Sequence[int], sizes: Sequenc
                     break
                 yield _to_batch(outputs, device)
                 start += size
+
+
+def _raise_if_out_of_memory(error: RuntimeError) -> None:
+    for marker, memory in OUT_OF_MEMORY.items():
+        if marker in str(error):
+            raise DecoderOutOfMemory(memory, marker) from error
 
 
 def _runs(sizes: Sequence[int]) -> Iterator[tuple[int, int]]:
@@ -102,6 +123,7 @@ def _isolate(paths, indices, device: torch.device, threads: int) -> AudioBatch:
             try:
                 good.append(_to_batch(pipe.run(), device))
             except RuntimeError as e:
+                _raise_if_out_of_memory(e)
                 reason = str(e).strip().splitlines()[0][:200]
                 failed.append((indices[position], f"{paths[position]}: the audio decoder "
                                                   f"failed on this file ({reason})"))
