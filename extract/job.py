@@ -189,16 +189,29 @@ def check_options(batch_size: int, shard_frames: int, max_duration_s: float) -> 
 
 @contextlib.contextmanager
 def explain_out_of_memory(batch_size: int) -> Iterator[None]:
-    """torch's and DALI's out-of-memory errors as one that names the batch size and the fix."""
+    """An error that says memory ran out (torch's, DALI's) as one that names the batch size and
+    the fix."""
     try:
         yield
-    except (torch.OutOfMemoryError, DecoderOutOfMemory) as e:
-        what = (f"the audio decoder (DALI) ran out of {e.memory} memory"
-                if isinstance(e, DecoderOutOfMemory) else "the GPU ran out of memory")
+    except (RuntimeError, MemoryError) as e:
+        what = memory_that_ran_out(e)
+        if what is None:
+            raise
         raise RuntimeError(
-            f"{what} with --batch-size {batch_size} (batches of up to "
+            f"{what} ran out with --batch-size {batch_size} (batches of up to "
             f"{batch_size * LONG_UTTERANCE_S:.0f} s of audio); finished shards are kept: rerun "
             f"with --resume --batch-size {max(batch_size // 2, 1)}") from e
+
+
+def memory_that_ran_out(error: BaseException) -> str | None:
+    """Which memory `error` says ran out, or None."""
+    if isinstance(error, DecoderOutOfMemory):
+        return f"the audio decoder's (DALI's) {error.memory} memory"
+    if isinstance(error, torch.OutOfMemoryError):
+        return "the GPU's memory"
+    if "DefaultCPUAllocator: can't allocate memory" in str(error):
+        return "host memory"
+    return None
 
 
 def store_index(utts: list[Utterance], counts: np.ndarray) -> UtteranceIndex:

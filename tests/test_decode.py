@@ -117,19 +117,31 @@ def test_the_default_batch_size_follows_the_gpu_memory_and_the_ranks_sharing_it(
     assert default_batch_size(hifigan, cuda, Ranks(0, 3, 0, 3)) == 128
 
 
-def test_running_out_of_device_memory_names_the_fix_and_the_store_resumes(tmp_path, monkeypatch):
+# torch's errors when the GPU's memory and the host's ran out (the second under a memory limit)
+TORCH_GPU_OUT_OF_MEMORY = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+TORCH_HOST_OUT_OF_MEMORY = RuntimeError(
+    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+    "you tried to allocate 169344000 bytes. Error code 12 (Cannot allocate memory)")
+
+
+@pytest.mark.parametrize("error, memory", [(TORCH_GPU_OUT_OF_MEMORY, "the GPU's memory"),
+                                           (TORCH_HOST_OUT_OF_MEMORY, "host memory")],
+                         ids=["GPU", "host"])
+def test_running_out_of_memory_names_the_fix_and_the_store_resumes(tmp_path, monkeypatch, error,
+                                                                   memory):
     corpus = write_corpus(tmp_path / "c", [(f"u{k}", 0.4, 22050, 1, "pcm16") for k in range(6)])
     calls, extract_features = [], extract.job.extract_features
 
     def fails_on_the_second_batch(*args):
         calls.append(1)
         if len(calls) == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise error
         return extract_features(*args)
 
     monkeypatch.setattr(extract.job, "extract_features", fails_on_the_second_batch)
     out = tmp_path / "out.zarr"
-    with pytest.raises(RuntimeError, match=r"--batch-size 2 .*rerun with --resume --batch-size 1"):
+    with pytest.raises(RuntimeError, match=rf"^{memory} ran out with --batch-size 2 .*rerun with "
+                                           r"--resume --batch-size 1$"):
         run_job(corpus, out, device="cpu", batch_size=2, show_progress=False)
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(out)
@@ -175,8 +187,9 @@ def test_the_decoder_running_out_of_memory_skips_no_file_and_names_the_fix(tmp_p
 
     monkeypatch.setattr(extract.decode.dali, "_pipeline", pipeline_failing_on_its_second_batch)
     out = tmp_path / "out.zarr"
-    with pytest.raises(RuntimeError, match=rf"\(DALI\) ran out of {memory} memory with "
-                                           r"--batch-size 2 .*rerun with --resume --batch-size 1"):
+    with pytest.raises(RuntimeError, match=rf"^the audio decoder's \(DALI's\) {memory} memory ran "
+                                           r"out with --batch-size 2 .*rerun with --resume "
+                                           r"--batch-size 1$"):
         run_job(corpus, out, device="cpu", batch_size=2, show_progress=False)
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(out)
