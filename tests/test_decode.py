@@ -2,6 +2,9 @@
 fits the GPU's memory, and a way out (a smaller --batch-size, --resume) when a GPU or the
 decoder runs out."""
 
+import functools
+import re
+
 import numpy as np
 import pytest
 import soundfile
@@ -11,7 +14,7 @@ import extract.decode.dali
 import extract.job
 import extract.plan
 from extract.config import load_preset
-from extract.decode.dali import decode_batches
+from extract.decode.dali import DecoderOutOfMemory, decode_batches
 from extract.distributed import Ranks
 from extract.input.audio import write_wav
 from extract.job import run_job
@@ -117,6 +120,32 @@ def test_the_default_batch_size_follows_the_gpu_memory_and_the_ranks_sharing_it(
     assert default_batch_size(hifigan, cuda, Ranks(0, 3, 0, 3)) == 128
 
 
+def failing_on_the_second_call(function, error: Exception):
+    calls = []
+
+    def call(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return function(*args)
+
+    return call
+
+
+def assert_stops_with_the_fix_then_resumes(tmp_path, monkeypatch, corpus, memory: str):
+    """Run with --batch-size 2 into an error that names `memory` and the fix, then follow it."""
+    out = tmp_path / "out.zarr"
+    with pytest.raises(RuntimeError, match=rf"^{re.escape(memory)} ran out with --batch-size 2 "
+                                           r".*rerun with --resume --batch-size 1$"):
+        run_job(corpus, out, device="cpu", batch_size=2, show_progress=False)
+    with pytest.raises(StoreFormatError, match="incomplete"):
+        FeatureStore(out)
+    monkeypatch.undo()
+    result = run_job(corpus, out, device="cpu", batch_size=1, resume=True, show_progress=False)
+    assert result.utterances == 6 and not result.rejected
+    assert FeatureStore(out).attrs["run"]["batch_size"] == 1
+
+
 # torch's errors when the GPU's memory and the host's ran out (the second under a memory limit)
 TORCH_GPU_OUT_OF_MEMORY = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 TORCH_HOST_OUT_OF_MEMORY = RuntimeError(
@@ -130,69 +159,57 @@ TORCH_HOST_OUT_OF_MEMORY = RuntimeError(
 def test_running_out_of_memory_names_the_fix_and_the_store_resumes(tmp_path, monkeypatch, error,
                                                                    memory):
     corpus = write_corpus(tmp_path / "c", [(f"u{k}", 0.4, 22050, 1, "pcm16") for k in range(6)])
-    calls, extract_features = [], extract.job.extract_features
-
-    def fails_on_the_second_batch(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise error
-        return extract_features(*args)
-
-    monkeypatch.setattr(extract.job, "extract_features", fails_on_the_second_batch)
-    out = tmp_path / "out.zarr"
-    with pytest.raises(RuntimeError, match=rf"^{memory} ran out with --batch-size 2 .*rerun with "
-                                           r"--resume --batch-size 1$"):
-        run_job(corpus, out, device="cpu", batch_size=2, show_progress=False)
-    with pytest.raises(StoreFormatError, match="incomplete"):
-        FeatureStore(out)
-    monkeypatch.undo()
-    result = run_job(corpus, out, device="cpu", batch_size=1, resume=True, show_progress=False)
-    assert result.utterances == 6 and FeatureStore(out).attrs["run"]["batch_size"] == 1
+    monkeypatch.setattr(extract.job, "extract_features",
+                        failing_on_the_second_call(extract.job.extract_features, error))
+    assert_stops_with_the_fix_then_resumes(tmp_path, monkeypatch, corpus, memory)
 
 
 # DALI 2.4's error when the host allocation of a batch failed (under a memory limit, here), and
 # a GPU allocation failure as DALI reports it (NVIDIA/DALI#144)
-DALI_HOST_OUT_OF_MEMORY = (
+DALI_HOST_OUT_OF_MEMORY = RuntimeError(
     "Critical error in pipeline:\nError in CPU operator `nvidia.dali.fn.readers.file`,\nwhich "
     "was used in the pipeline definition with the following traceback:\n\n  File "
     "\"extract/decode/dali.py\", line 75, in pipeline\n\nencountered:\n\nstd::bad_alloc\n"
     "Current pipeline object is no longer valid.")
-DALI_GPU_OUT_OF_MEMORY = ("Critical error in pipeline: CUDA allocation failed\n"
-                          "Current pipeline object is no longer valid.")
+DALI_GPU_OUT_OF_MEMORY = RuntimeError("Critical error in pipeline: CUDA allocation failed\n"
+                                      "Current pipeline object is no longer valid.")
 
 
-@pytest.mark.parametrize("message, memory", [(DALI_HOST_OUT_OF_MEMORY, "host"),
-                                             (DALI_GPU_OUT_OF_MEMORY, "GPU")],
+@pytest.mark.parametrize("error, memory", [(DALI_HOST_OUT_OF_MEMORY, "host"),
+                                           (DALI_GPU_OUT_OF_MEMORY, "GPU")],
                          ids=["host", "GPU"])
 def test_the_decoder_running_out_of_memory_skips_no_file_and_names_the_fix(tmp_path, monkeypatch,
-                                                                           message, memory):
+                                                                           error, memory):
     """A failed allocation is no file's fault: rather than isolate the batch's files as for a
     decoder failure (which would decode them one at a time, or skip them), the job stops with
     the fix and keeps its finished shards."""
     corpus = write_corpus(tmp_path / "c", [(f"u{k}", 0.4, 22050, 1, "pcm16") for k in range(6)])
-    build, runs = extract.decode.dali._pipeline, []
+    build = extract.decode.dali._pipeline
+    run = failing_on_the_second_call(lambda run_pipeline: run_pipeline(), error)  # any pipeline's
 
-    def pipeline_failing_on_its_second_batch(*args):
+    def pipeline(*args):
         pipe = build(*args)
-        run = pipe.run
-
-        def run_or_fail():
-            runs.append(1)
-            if len(runs) == 2:
-                raise RuntimeError(message)
-            return run()
-
-        pipe.run = run_or_fail
+        pipe.run = functools.partial(run, pipe.run)
         return pipe
 
-    monkeypatch.setattr(extract.decode.dali, "_pipeline", pipeline_failing_on_its_second_batch)
-    out = tmp_path / "out.zarr"
-    with pytest.raises(RuntimeError, match=rf"^the audio decoder's \(DALI's\) {memory} memory ran "
-                                           r"out with --batch-size 2 .*rerun with --resume "
-                                           r"--batch-size 1$"):
-        run_job(corpus, out, device="cpu", batch_size=2, show_progress=False)
-    with pytest.raises(StoreFormatError, match="incomplete"):
-        FeatureStore(out)
-    monkeypatch.undo()
-    result = run_job(corpus, out, device="cpu", batch_size=1, resume=True, show_progress=False)
-    assert result.utterances == 6 and not result.rejected
+    monkeypatch.setattr(extract.decode.dali, "_pipeline", pipeline)
+    assert_stops_with_the_fix_then_resumes(tmp_path, monkeypatch, corpus,
+                                           f"the audio decoder's (DALI's) {memory} memory")
+
+
+def test_running_out_of_memory_while_isolating_a_corrupt_file_blames_no_file(tmp_path,
+                                                                              monkeypatch):
+    paths = [tmp_path / "good.wav", tmp_path / "corrupt.wav"]
+    write_wav(paths[0], np.zeros(800), 16000, "pcm16")
+    paths[1].write_bytes(raw_wav(1, 2000, 16000, 16, bytes(2000 * 2 * 700)))
+    build = extract.decode.dali._pipeline
+
+    def pipeline(paths, indices, batch_size, *args):
+        pipe = build(paths, indices, batch_size, *args)
+        if batch_size == 1:           # decoding one file at a time, to find the culprit
+            pipe.run = failing_on_the_second_call(pipe.run, DALI_GPU_OUT_OF_MEMORY)
+        return pipe
+
+    monkeypatch.setattr(extract.decode.dali, "_pipeline", pipeline)
+    with pytest.raises(DecoderOutOfMemory, match="GPU memory"):
+        list(decode_batches(paths, [0, 1], [2], torch.device("cpu"), 2))
