@@ -6,7 +6,7 @@ traceback and the next one runs) and prints it at the end.
                                            [--librosa-files 100] [--limit N]
                                            [--long-files 8] [--long-seconds 600]
                                            [--bound-files 256] [--bound-batch-size N]
-                                           [--oom-memory-gb 6] [--steps demo ... out_of_memory]
+                                           [--oom-memory-gb 6] [--steps demo ... held_memory]
 
 1. the demo corpus on --device cpu and --device cuda: features must agree (tolerances below),
    also under coqui-fastpitch (silence trimming: same spans, so same frame counts) and espnet
@@ -33,7 +33,10 @@ traceback and the next one runs) and prints it at the end.
    which includes DALI's pools and the CUDA context);
 8. that corpus on cuda with torch's allocator held to --oom-memory-gb, from the default batch
    size: each run that runs out of memory must name a smaller --batch-size, and rerunning with
-   --resume and it must end in a store that agrees with an unlimited run's.
+   --resume and it must end in a store that agrees with an unlimited run's;
+9. the same with all but --oom-memory-gb of the GPU's free memory held by a tensor, as another
+   process would hold it, so that DALI's allocations fail too (its unused pool memory released
+   first): which errors came, and the same store in the end.
 
 Without CUDA it runs every step on the CPU instead (the Triton kernel interpreted), to try the
 script itself before spending GPU time (tests/test_gpu_check.py does, at a small size).
@@ -42,6 +45,7 @@ script itself before spending GPU time (tests/test_gpu_check.py does, at a small
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -52,6 +56,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -375,23 +380,19 @@ def long_corpus(demo: Path, folder: Path, files: int, seconds: float) -> Path:
 
 
 def out_of_memory(demo: Path, work: Path, device: str, files: int, limit: int | None,
-                  memory_gb: float) -> dict:
-    """Step 8: the runs, each batch size and error, and the final store against an unlimited
-    run's."""
+                  memory_gb: float, held_by_tensor: bool = False) -> dict:
+    """Steps 8 and 9: the runs, each batch size and error, and the final store against an
+    unlimited run's."""
     if device != "cuda":
         return {"skipped": "needs CUDA"}
-    corpus = long_corpus(demo, work / "oom", files, LONG_UTTERANCE_S)
+    name = "held" if held_by_tensor else "oom"
+    corpus = long_corpus(demo, work / name, files, LONG_UTTERANCE_S)
     limit = limit and files + limit
-    reference = run_job(corpus, work / "oom-reference.zarr", device=device, limit=limit,
-                        show_progress=False)
-    torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction(
-        memory_gb * 1e9 / torch.cuda.get_device_properties(0).total_memory)
     tries, batch_size, resume = [], None, False
-    try:
+    with gpu_memory_left(memory_gb, held_by_tensor):
         while len(tries) < 6:
             try:
-                run_job(corpus, work / "oom.zarr", device=device, limit=limit,
+                run_job(corpus, work / f"{name}.zarr", device=device, limit=limit,
                         batch_size=batch_size, resume=resume, show_progress=False)
                 tries.append({"batch_size": batch_size, "ok": True})
                 break
@@ -402,14 +403,40 @@ def out_of_memory(demo: Path, work: Path, device: str, files: int, limit: int | 
                     break
                 batch_size, resume = int(advice.group(1)), True
             torch.cuda.empty_cache()
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0)
     result = {"memory_gb": memory_gb, "tries": tries}
     if tries[-1].get("ok"):
+        reference = run_job(corpus, work / f"{name}-reference.zarr", device=device, limit=limit,
+                            show_progress=False)
         result["vs_unlimited"] = compare(FeatureStore(reference.path),
-                                         FeatureStore(work / "oom.zarr"))
+                                         FeatureStore(work / f"{name}.zarr"))
         result["agreement_ok"] = agrees(result["vs_unlimited"])
     return result
+
+
+@contextlib.contextmanager
+def gpu_memory_left(memory_gb: float, held_by_tensor: bool) -> Iterator[None]:
+    """About `memory_gb` of GPU memory for the job: torch's allocator capped (DALI's pools
+    untouched), or the rest of the free memory held by a tensor (DALI's and torch's unused pool
+    memory released first, so that both must allocate anew)."""
+    from nvidia.dali.backend import ReleaseUnusedMemory
+
+    ReleaseUnusedMemory()
+    torch.cuda.empty_cache()
+    if not held_by_tensor:
+        torch.cuda.set_per_process_memory_fraction(
+            memory_gb * 1e9 / torch.cuda.get_device_properties(0).total_memory)
+        try:
+            yield
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+        return
+    free, _ = torch.cuda.mem_get_info()
+    held = torch.empty(max(0, int(free - memory_gb * 1e9)), dtype=torch.uint8, device="cuda")
+    try:
+        yield
+    finally:
+        del held
+        torch.cuda.empty_cache()
 
 
 def librosa_baseline(demo: Path, files: int) -> dict:
@@ -455,6 +482,8 @@ def main() -> None:
                                     batch_size=args.bound_batch_size),
         "out_of_memory": lambda: out_of_memory(demo, work, device, args.bound_files, args.limit,
                                                args.oom_memory_gb),
+        "held_memory": lambda: out_of_memory(demo, work, device, args.bound_files, args.limit,
+                                             args.oom_memory_gb, held_by_tensor=True),
     }
     for name, step in steps.items():
         if args.steps and name not in args.steps:

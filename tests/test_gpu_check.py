@@ -18,7 +18,7 @@ def test_every_step_of_the_gpu_check_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     steps = ("demo", "coqui-fastpitch", "espnet", "torchrun", "big_corpus", "pyin_batch",
-             "librosa", "long_files", "bound", "out_of_memory")
+             "librosa", "long_files", "bound", "out_of_memory", "held_memory")
     errors = {name: report[name]["error"] for name in steps if "error" in report[name]}
     assert not errors, errors
     assert report["demo"]["agreement_ok"]         # on the CPU both sides are the CPU path
