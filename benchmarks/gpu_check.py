@@ -415,9 +415,9 @@ def out_of_memory(demo: Path, work: Path, device: str, files: int, limit: int | 
 
 @contextlib.contextmanager
 def gpu_memory_left(memory_gb: float, held_by_tensor: bool) -> Iterator[None]:
-    """About `memory_gb` of GPU memory for the job: torch's allocator capped (DALI's pools
-    untouched), or the rest of the free memory held by a tensor (DALI's and torch's unused pool
-    memory released first, so that both must allocate anew)."""
+    """About `memory_gb` of GPU memory for the job, once DALI's and torch's unused pool memory
+    is released: torch's allocator capped (DALI's is not), or the rest of the free memory held
+    by a tensor (so that both must allocate within it)."""
     from nvidia.dali.backend import ReleaseUnusedMemory
 
     ReleaseUnusedMemory()
