@@ -1,6 +1,6 @@
 """Batches sized so that memory stays bounded: fewer files where they are long, a default that
-fits the GPU's memory, and a way out (a smaller --batch-size, --resume) when a GPU or the
-decoder runs out."""
+fits the GPU's memory, and a way out (a smaller --batch-size, --resume) when memory runs out (the
+GPU's or the host's, in torch or in DALI)."""
 
 import functools
 import re
@@ -185,7 +185,8 @@ def test_the_decoder_running_out_of_memory_skips_no_file_and_names_the_fix(tmp_p
     the fix and keeps its finished shards."""
     corpus = write_corpus(tmp_path / "c", [(f"u{k}", 0.4, 22050, 1, "pcm16") for k in range(6)])
     build = extract.decode.dali._pipeline
-    run = failing_on_the_second_call(lambda run_pipeline: run_pipeline(), error)  # any pipeline's
+    # the second run() of any pipeline: counted across the pipelines the job builds
+    run = failing_on_the_second_call(lambda run_pipeline: run_pipeline(), error)
 
     def pipeline(*args):
         pipe = build(*args)
