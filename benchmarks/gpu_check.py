@@ -422,20 +422,18 @@ def gpu_memory_left(memory_gb: float, held_by_tensor: bool) -> Iterator[None]:
 
     ReleaseUnusedMemory()
     torch.cuda.empty_cache()
-    if not held_by_tensor:
+    held = None
+    if held_by_tensor:
+        free, _ = torch.cuda.mem_get_info()
+        held = torch.empty(max(0, int(free - memory_gb * 1e9)), dtype=torch.uint8, device="cuda")
+    else:
         torch.cuda.set_per_process_memory_fraction(
             memory_gb * 1e9 / torch.cuda.get_device_properties(0).total_memory)
-        try:
-            yield
-        finally:
-            torch.cuda.set_per_process_memory_fraction(1.0)
-        return
-    free, _ = torch.cuda.mem_get_info()
-    held = torch.empty(max(0, int(free - memory_gb * 1e9)), dtype=torch.uint8, device="cuda")
     try:
         yield
     finally:
         del held
+        torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
 
 
