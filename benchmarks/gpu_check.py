@@ -336,8 +336,7 @@ def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
     where `against_cpu`, on the CPU. Batches of files over 30 s hold fewer utterances, each size
     change on a new decoding pipeline: the features must still agree, and the peak GPU memory
     shows the bound."""
-    corpus = long_corpus(demo, work / name, files, seconds)
-    limit = limit and files + limit
+    corpus, limit = long_corpus(demo, work / name, files, seconds, limit)
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -361,9 +360,10 @@ def long_files(demo: Path, work: Path, device: str, files: int, seconds: float,
     return result
 
 
-def long_corpus(demo: Path, folder: Path, files: int, seconds: float) -> Path:
+def long_corpus(demo: Path, folder: Path, files: int, seconds: float,
+                limit: int | None) -> tuple[Path, int | None]:
     """The demo corpus with `files` files of `seconds` each first (a synthesised 30 s clip
-    repeated)."""
+    repeated), and the --limit that takes them and `limit` demo files (None: all)."""
     from extract.demo import synth_utterance
     from extract.input.audio import write_wav
 
@@ -376,7 +376,7 @@ def long_corpus(demo: Path, folder: Path, files: int, seconds: float) -> Path:
         lines.append(f"long{k}|Long file {k}.|")
     metadata = corpus / "metadata.csv"
     metadata.write_text("\n".join(lines) + "\n" + metadata.read_text())
-    return corpus
+    return corpus, limit and files + limit
 
 
 def out_of_memory(demo: Path, work: Path, device: str, files: int, limit: int | None,
@@ -386,8 +386,7 @@ def out_of_memory(demo: Path, work: Path, device: str, files: int, limit: int | 
     if device != "cuda":
         return {"skipped": "needs CUDA"}
     name = "held" if held_by_tensor else "oom"
-    corpus = long_corpus(demo, work / name, files, LONG_UTTERANCE_S)
-    limit = limit and files + limit
+    corpus, limit = long_corpus(demo, work / name, files, LONG_UTTERANCE_S, limit)
     tries, batch_size, resume = [], None, False
     with gpu_memory_left(memory_gb, held_by_tensor):
         while len(tries) < 6:
