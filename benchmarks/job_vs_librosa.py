@@ -3,6 +3,7 @@ settings (what NeMo's extract_sup_data.py and FastPitch's prepare_dataset.py do)
 corpus and machine, librosa with one single-threaded process per core.
 
     python benchmarks/job_vs_librosa.py [--corpus DIR] [--device auto] [--librosa-files N]
+                                        [--repeats 3]
 
 Without --corpus it writes the demo corpus to a temporary folder. librosa runs on the first
 --librosa-files utterances (all by default) and its rate is compared with the job's.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,19 @@ def run_in_processes(function, items: list, workers: int) -> tuple[list, float]:
     return results, time.perf_counter() - start
 
 
+def time_job(command: list[str], out: Path) -> dict:
+    """One run of the job's command: its summary, audio and device, the job's own seconds (as
+    the store records them) and the whole command's."""
+    from extract.loader import FeatureStore
+
+    start = time.perf_counter()
+    summary = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    wall_s = time.perf_counter() - start
+    run = FeatureStore(out).attrs["run"]
+    return {"summary": summary.strip(), "audio_s": run["audio_s"], "device": run["device"],
+            "elapsed_s": run["elapsed_s"], "wall_s": wall_s}
+
+
 def time_librosa(paths: list[str], workers: int) -> tuple[float, float]:
     """(seconds of audio, seconds taken) for librosa mel + pyin over `paths`."""
     durations, seconds = run_in_processes(librosa_features, paths, workers)
@@ -72,6 +87,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--librosa-files", type=int)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of the job (seconds each; one stall of a shared machine "
+                             "would skew one): the median counts")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -85,13 +103,11 @@ def main() -> None:
                    "--device", args.device, "--overwrite", "--quiet"]
         if args.batch_size:
             command += ["--batch-size", str(args.batch_size)]
-        start = time.perf_counter()
-        summary = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        job_wall = time.perf_counter() - start
-        from extract.loader import FeatureStore
-        run = FeatureStore(work / "out.zarr").attrs["run"]
-        audio_s = run["audio_s"]
-        print(summary.strip())
+        runs = [time_job(command, work / "out.zarr") for _ in range(args.repeats)]
+        print(runs[-1]["summary"])
+        audio_s, device = runs[-1]["audio_s"], runs[-1]["device"]
+        job_s = statistics.median(r["elapsed_s"] for r in runs)
+        job_wall = statistics.median(r["wall_s"] for r in runs)
 
         from extract.input.corpus import load_corpus
         paths = [str(u.path) for u in load_corpus(corpus).utterances][: args.librosa_files]
@@ -99,11 +115,11 @@ def main() -> None:
         lib_rate = lib_audio / lib_wall
         print(f"librosa mel + pyin, {args.workers} processes: {lib_audio:.0f} s audio in "
               f"{lib_wall:.1f} s = {lib_rate:.1f}x real time")
-        print(f"tts-extract on {run['device']}: {audio_s:.0f} s audio, "
-              f"job {run['elapsed_s']:.1f} s = {audio_s / run['elapsed_s']:.0f}x real time; "
-              f"whole command incl. start-up "
-              f"{job_wall:.1f} s = {audio_s / job_wall:.0f}x")
-        print(f"ratio (job / librosa): {audio_s / run['elapsed_s'] / lib_rate:.1f}x; "
+        spread = ", ".join(f"{audio_s / r['elapsed_s']:.0f}x" for r in runs)
+        print(f"tts-extract on {device}: {audio_s:.0f} s audio, median of {len(runs)} runs: "
+              f"job {job_s:.1f} s = {audio_s / job_s:.0f}x real time ({spread}); "
+              f"whole command incl. start-up {job_wall:.1f} s = {audio_s / job_wall:.0f}x")
+        print(f"ratio (job / librosa): {audio_s / job_s / lib_rate:.1f}x; "
               f"whole command: {audio_s / job_wall / lib_rate:.1f}x")
 
 
