@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from extract.store.output import StoreError, open_output
 from extract.store.shard_file import write_shard
 from extract.store.writer import QUEUED_SHARDS, StoreWriter
 
-from conftest import MIXED_SPECS
+from conftest import MIXED_SPECS, ROOT, write_corpus
 
 
 @pytest.mark.parametrize("dtype,trailing", [("float32", (5,)), ("float32", ()), ("bool", ())])
@@ -183,3 +184,42 @@ def test_all_silent_corpus_gives_unvoiced_pitch_and_null_f0_stats(tmp_path):
     assert not item["voiced"].any() and not item["f0"].any()
     assert (item["mel"] == np.log(1e-5)).all()          # sqrt(1e-9) summed stays under the floor
     assert store.stats["f0_mean"] is None and "f0 mean n/a" in store.describe()
+
+
+def format_doc_rows(section: str) -> dict[str, str]:
+    """docs/FORMAT.md's table under `## section`: {first backticked name of a row: the row}."""
+    text = (ROOT / "docs" / "FORMAT.md").read_text().split(f"\n## {section}\n")[1]
+    rows = {}
+    for line in text.split("\n## ")[0].splitlines():
+        name = re.match(r"\| `([^`]+)`", line)
+        if name:
+            rows[name.group(1)] = line
+    return rows
+
+
+@pytest.mark.filterwarnings("ignore:Object at .tts_extract.lock is not recognized")
+def test_format_doc_names_every_array_and_attribute_a_store_holds(tmp_path):
+    """A store with every optional part (the vits preset's linear spectrogram, speakers) holds
+    exactly the arrays and attribute keys docs/FORMAT.md lists, and each key inside `config`,
+    `stats` and `run` is named in its row."""
+    from extract.job import run_job
+
+    corpus = write_corpus(tmp_path / "c", [("a", 1.0, 22050, 1, "pcm16"),
+                                           ("b", 1.2, 22050, 1, "pcm16")])
+    lines = (corpus / "metadata.csv").read_text().splitlines()
+    (corpus / "metadata.csv").write_text(f"{lines[0]}|ann\n{lines[1]}|bob\n")
+    run_job(corpus, tmp_path / "s.zarr", preset="vits", device="cpu", show_progress=False)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    held = {name for name, _ in group.arrays()}
+    held |= {f"utterances/{name}" for name, _ in group["utterances"].arrays()}
+    assert held == set(format_doc_rows("Arrays"))
+
+    attributes = format_doc_rows("Attributes")
+    meta = group.attrs[ATTRS_KEY]
+    assert set(meta) == set(attributes) - {"compacting"}      # compacting: only mid-removal
+    nested = {"config": set(meta["config"]) | set(meta["config"]["pitch"]),
+              "stats": set(meta["stats"]).union(*map(set, meta["stats"]["speakers"].values())),
+              "run": set(meta["run"])}
+    for key, names in nested.items():
+        named = set(re.findall(r"`([^`]+)`", attributes[key]))
+        assert names <= named, f"docs/FORMAT.md's `{key}` row lacks {sorted(names - named)}"
