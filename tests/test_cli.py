@@ -1,9 +1,12 @@
+import re
 import subprocess
 import sys
 
 import pytest
 
 from extract.loader import FeatureStore
+
+from conftest import ROOT
 
 
 def cli(*args, cwd=None):
@@ -84,3 +87,18 @@ def test_a_closed_output_pipe_stops_quietly():
     child.stdout.close()                                  # before it writes: EPIPE
     stderr = child.stderr.read()
     assert child.wait() == 141 and stderr == ""           # 128 + SIGPIPE, as a shell reports
+
+
+def test_the_readme_usage_names_every_command_and_flag():
+    """Each command's lines in the README's usage block (its own line and the indented ones
+    after it) name every flag its --help lists."""
+    from extract.cli import build_parser
+
+    usage = (ROOT / "README.md").read_text().split("\n## Use\n")[1].split("```")[1]
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        lines = re.search(rf"^tts-extract {name} .*(\n +.*)*", usage, re.MULTILINE)
+        assert lines, f"the README's usage block lacks `tts-extract {name}`"
+        flags = set(re.findall(r"--[a-z][a-z-]*", command.format_help())) - {"--help"}
+        missing = {flag for flag in flags if flag not in lines.group(0)}
+        assert not missing, f"the README's `tts-extract {name}` usage lacks {sorted(missing)}"
