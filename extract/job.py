@@ -121,7 +121,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
             try:
                 with setup.running(), stage("create store"):
                     job = _create_store(corpus, out, preset_obj, resuming, max_duration_s,
-                                        shard_frames)
+                                        shard_frames, show_progress)
             except Exception as e:
                 job = e
         job = ranks.share(job)
@@ -257,7 +257,7 @@ def _open(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
 
 
 def _create_store(corpus: Corpus, out, preset: Preset, resuming: bool, max_duration_s: float,
-                  shard_frames: int) -> _Job:
+                  shard_frames: int, show_progress: bool) -> _Job:
     """Plan the job and create (or reopen) its store."""
     utts, counts, rejected = plan(corpus, preset, max_duration_s)
     writer = StoreWriter(Path(out), store_index(utts, counts), store_widths(preset),
@@ -268,6 +268,9 @@ def _create_store(corpus: Corpus, out, preset: Preset, resuming: bool, max_durat
                          chunk_frames=min(CHUNK_FRAMES, shard_frames),
                          shard_frames=shard_frames,
                          mode="resume" if resuming else "create", owned=range(0))
+    if writer.redone and show_progress:
+        print(f"note: {len(writer.redone)} finished shard(s) of {out} are not whole on disk (a "
+              f"machine crash?); redoing them", file=sys.stderr)
     if writer.compacting:
         utts, counts, rejected = _finish_compaction(writer, utts, counts, rejected)
     return _Job(corpus.root, utts, counts, rejected, resuming)

@@ -16,7 +16,7 @@ import zarr
 from extract.job import run_job
 from extract.loader import FeatureStore
 from extract.loader.feature_store import StoreFormatError
-from extract.store.layout import PROGRESS
+from extract.store.layout import PROGRESS, shard_file
 from extract.store.lock import LOCK_NAME
 from extract.store.output import StoreError
 
@@ -48,6 +48,30 @@ def test_sigkill_then_resume_gives_the_uninterrupted_store(corpus, reference, tm
                    for a, b in zip(offsets[:-1], offsets[1:]))
     assert extracted == len(offsets) - 1 - finished
     assert finished > 0 or kill_after < 5
+    assert_same_store(out, reference)
+
+
+def test_resume_redoes_finished_shards_a_machine_crash_left_damaged(corpus, reference,
+                                                                    tmp_path):
+    """After a power cut, a shard marked done may have a file that never reached the disk:
+    empty, missing or zeros at its end; or its marker may be empty. --resume redoes those four
+    and keeps the whole ones."""
+    out = tmp_path / "out.zarr"
+    job = start(corpus, out)
+    wait_for_shards(job, out, 5)
+    job.kill()
+    job.wait()
+    first, second, third, fourth = sorted(int(p.stem) for p in (out / PROGRESS).glob("*.json"))[:4]
+    shard_file(out / "mel", first, 2).write_bytes(b"")
+    shard_file(out / "voiced", second, 1).unlink()
+    with open(shard_file(out / "f0", third, 1), "r+b") as f:
+        f.seek(-100, os.SEEK_END)
+        f.write(bytes(100))
+    (out / PROGRESS / f"{fourth:08d}.json").write_text("")
+    resumed = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
+                              *ARGS, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "note: 4 finished shard(s)" in resumed.stderr and "redoing them" in resumed.stderr
     assert_same_store(out, reference)
 
 

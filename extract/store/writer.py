@@ -5,8 +5,8 @@ their final size. Results may arrive in any order; each is copied into the buffe
 it overlaps, and a shard is written, whole and once, when all its frames have arrived, by a
 background thread (so that writing overlaps the next batches' work; `wait` joins it). Then a
 marker progress/NNNNNNNN.json (with the shard's statistics moments) is written atomically: a
-rerun with --resume skips the marked shards and redoes the rest. The root group is marked
-complete only by `finish()`, which also removes progress/.
+rerun with --resume skips the marked shards whose files are whole and redoes the rest. The root
+group is marked complete only by `finish()`, which also removes progress/.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME
                                   OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES, SPANS,
                                   UTTERANCE_FIELDS, UTTERANCE_GROUP, frame_arrays)
 from extract.store.output import StoreError
-from extract.store.shard_file import write_shard
+from extract.store.shard_file import shard_is_whole, write_shard
 
 QUEUED_SHARDS = 4           # completed shards waiting for the writing thread, at most
 
@@ -56,6 +56,9 @@ class StoreWriter:
                                (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if name in self.group}
             if not self.complete:
                 (path / PROGRESS).mkdir(exist_ok=True)
+            # not mid-compaction: a compacted shard's old frames are gone, so it cannot be redone
+            self.redone = (self._unmark_damaged_shards()
+                           if mode == "resume" and not self.compacting else [])
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
         done = self._marked()
@@ -68,6 +71,28 @@ class StoreWriter:
 
     def _marked(self) -> set[int]:
         return {int(p.stem) for p in (self.path / PROGRESS).glob("*.json")}
+
+    def _unmark_damaged_shards(self) -> list[int]:
+        """Remove the markers of shards a machine crash may have left damaged (the kernel had
+        not written every file to disk): a marker that is not whole, or a shard file that is
+        missing or not whole (shard_file.shard_is_whole). Return those shards: they are redone."""
+        damaged = []
+        for shard in sorted(self._marked()):
+            marker = self.path / PROGRESS / f"{shard:08d}.json"
+            lo, hi = self._shard_range(shard)
+            try:
+                whole = isinstance(json.loads(marker.read_text()), dict)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                whole = False
+            whole = whole and all(
+                shard_is_whole(self.path / name, shard, hi - lo,
+                               array.dtype.itemsize * int(np.prod(array.shape[1:])),
+                               array.ndim, array.chunks[0], self.shard_frames)
+                for name, array in self.arrays.items())
+            if not whole:
+                marker.unlink()
+                damaged.append(shard)
+        return damaged
 
     @property
     def offsets(self) -> np.ndarray:
