@@ -76,18 +76,19 @@ class StoreWriter:
         """Remove the markers of shards a machine crash may have left damaged (the kernel had
         not written every file to disk): a marker that is not whole, or a shard file that is
         missing or not whole (shard_file.shard_is_whole). Return those shards: they are redone."""
+        row_bytes = {name: array.dtype.itemsize * int(np.prod(array.shape[1:]))
+                     for name, array in self.arrays.items()}
         damaged = []
-        for shard in sorted(self._marked()):
-            marker = self.path / PROGRESS / f"{shard:08d}.json"
+        for marker in sorted((self.path / PROGRESS).glob("*.json")):
+            shard = int(marker.stem)
             lo, hi = self._shard_range(shard)
             try:
                 whole = isinstance(json.loads(marker.read_text()), dict)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 whole = False
             whole = whole and all(
-                shard_is_whole(self.path / name, shard, hi - lo,
-                               array.dtype.itemsize * int(np.prod(array.shape[1:])),
-                               array.ndim, array.chunks[0], self.shard_frames)
+                shard_is_whole(self.path / name, shard, hi - lo, row_bytes[name], array.ndim,
+                               array.chunks[0], self.shard_frames)
                 for name, array in self.arrays.items())
             if not whole:
                 marker.unlink()
