@@ -1,4 +1,5 @@
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -183,6 +184,28 @@ def test_wav_headers(tmp_path, fmt, bits):
     info = read_audio_info(tmp_path / "x.wav")
     assert (info.sample_rate, info.num_samples, info.channels, info.format) == \
         (44100, 1234, 2, fmt)
+
+
+def test_metadata_chunks_of_any_size_around_fmt_are_skipped(tmp_path):
+    """A JUNK chunk before fmt (as recorders reserve) and a 100 kB odd-sized LIST chunk, with
+    its pad byte, before data: the store equals the one made from the plain WAVs."""
+    plain = write_corpus(tmp_path / "plain", [("a", 0.8, 22050, 1, "pcm16"),
+                                              ("b", 0.6, 44100, 2, "pcm24")])
+    chunked = tmp_path / "chunked"
+    (chunked / "wavs").mkdir(parents=True)
+    (chunked / "metadata.csv").write_bytes((plain / "metadata.csv").read_bytes())
+    for name in ("a", "b"):
+        data = (plain / "wavs" / f"{name}.wav").read_bytes()
+        fmt_chunk, data_chunk = data[12:36], data[36:]
+        junk = b"JUNK" + struct.pack("<I", 28) + bytes(28)
+        listing = b"LIST" + struct.pack("<I", 100_001) + bytes(100_001) + b"\0"
+        body = b"WAVE" + junk + fmt_chunk + listing + data_chunk
+        (chunked / "wavs" / f"{name}.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body))
+                                                       + body)
+        info = read_audio_info(chunked / "wavs" / f"{name}.wav")
+        assert info.data_offset == 12 + len(junk) + len(fmt_chunk) + len(listing) + 8
+        assert info.num_samples == read_audio_info(plain / "wavs" / f"{name}.wav").num_samples
+    assert_same_stores(plain, chunked, ["a", "b"])
 
 
 def test_not_a_wav_and_truncated(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,6 +22,8 @@ SUPPORTED = {(PCM, 8): "pcm8", (PCM, 16): "pcm16", (PCM, 24): "pcm24", (PCM, 32)
 FORMAT_NAMES = {PCM: "PCM", ADPCM: "MS ADPCM", IEEE_FLOAT: "float", A_LAW: "A-law",
                 MU_LAW: "mu-law", IMA_ADPCM: "IMA ADPCM"}
 FLAC_BITS = (8, 16, 24)            # FLAC sample widths the decoder takes
+FLAC_HEADER_BYTES = 8 + 34         # "fLaC", the STREAMINFO block header and its body
+MAX_FMT_BYTES = 64                 # of a fmt chunk (16, 18 or 40 bytes in practice)
 FINITE_CHECK_SAMPLES = 1 << 20     # float data is checked for NaN/Inf in blocks this long
 
 
@@ -43,22 +46,30 @@ def read_audio_info(path: Path) -> AudioInfo:
     name); raise `AudioError` saying what is wrong."""
     try:
         with open(path, "rb") as f:
-            data = f.read(1 << 16)
             file_size = f.seek(0, 2)
+            f.seek(0)
+            start = f.read(FLAC_HEADER_BYTES)
+            if start[:4] == b"fLaC":
+                return _read_flac(path, start, file_size)
+            if len(start) < 12 or start[:4] != b"RIFF" or start[8:12] != b"WAVE":
+                raise AudioError(f"{path}: neither a RIFF/WAVE nor a FLAC file")
+            return _read_wav(path, f, file_size)
     except FileNotFoundError:
         raise AudioError(f"{path}: file not found") from None
     except OSError as e:
         raise AudioError(f"{path}: cannot read ({e.strerror})") from None
-    if data[:4] == b"fLaC":
-        return _read_flac(path, data, file_size)
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise AudioError(f"{path}: neither a RIFF/WAVE nor a FLAC file")
+
+
+def _read_wav(path: Path, f: BinaryIO, file_size: int) -> AudioInfo:
+    """Walk the RIFF chunks from the file (seeking past each body, however large: metadata
+    chunks before `data` can hold megabytes) to fmt and data."""
     fmt, pos = None, 12
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+    while pos + 8 <= file_size:
+        f.seek(pos)
+        chunk_id, size = struct.unpack("<4sI", f.read(8))
         body = pos + 8
         if chunk_id == b"fmt ":
-            fmt = _parse_fmt(path, data[body:body + size])
+            fmt = _parse_fmt(path, f.read(min(size, MAX_FMT_BYTES)))
         elif chunk_id == b"data":
             if fmt is None:
                 raise AudioError(f"{path}: data chunk before fmt chunk")
@@ -76,7 +87,7 @@ def read_audio_info(path: Path) -> AudioInfo:
 
 def _read_flac(path: Path, data: bytes, file_size: int) -> AudioInfo:
     """The STREAMINFO block, which FLAC requires first: rate, channels, bits, total samples."""
-    if len(data) < 8 + 34 or data[4] & 0x7F != 0:
+    if len(data) < FLAC_HEADER_BYTES or data[4] & 0x7F != 0:
         raise AudioError(f"{path}: FLAC file without a STREAMINFO block")
     fields = int.from_bytes(data[8 + 10: 8 + 18], "big")
     rate, total = fields >> 44, fields & ((1 << 36) - 1)
