@@ -49,3 +49,6 @@ def test_item_access_by_position_and_id(mixed_store):
         store["nope"]
     with pytest.raises(IndexError):
         store[len(store)]
+    assert store[np.int64(1)]["id"] == store[torch.tensor(1)]["id"] == store.ids[1]
+    with pytest.raises(TypeError, match=r"position \(int\), not float"):
+        store[1.5]

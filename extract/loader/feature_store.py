@@ -11,6 +11,7 @@ torch.Size([832, 80])
 from __future__ import annotations
 
 import json
+import operator
 import os
 from pathlib import Path
 
@@ -154,7 +155,14 @@ class FeatureStore:
             raise KeyError(f"no utterance {utt_id!r} in {self.path}") from None
 
     def __getitem__(self, key: int | str) -> dict:
-        index = self.index_of(key) if isinstance(key, str) else int(key)
+        if isinstance(key, str):
+            index = self.index_of(key)
+        else:
+            try:
+                index = operator.index(key)     # ints, numpy and torch integers; not floats
+            except TypeError:
+                raise TypeError("a store is indexed by utterance id (str) or position (int), "
+                                f"not {type(key).__name__}") from None
         if not -len(self) <= index < len(self):
             raise IndexError(f"utterance {index} out of range for {len(self)} utterances")
         index %= len(self)
