@@ -208,6 +208,23 @@ def test_metadata_chunks_of_any_size_around_fmt_are_skipped(tmp_path):
     assert_same_stores(plain, chunked, ["a", "b"])
 
 
+def test_a_wav_streamed_to_a_pipe_is_read_to_its_end(tmp_path):
+    """ffmpeg writing to a pipe leaves 0xFFFFFFFF as the RIFF and data sizes: the samples are
+    the rest of the file, and the store equals the one made from the finished WAV."""
+    plain = write_corpus(tmp_path / "plain", [("a", 0.8, 22050, 1, "pcm16"),
+                                              ("b", 0.6, 16000, 2, "pcm24")])
+    streamed = tmp_path / "streamed"
+    (streamed / "wavs").mkdir(parents=True)
+    (streamed / "metadata.csv").write_bytes((plain / "metadata.csv").read_bytes())
+    for name in ("a", "b"):
+        data = bytearray((plain / "wavs" / f"{name}.wav").read_bytes())
+        data[4:8] = data[40:44] = struct.pack("<I", 0xFFFFFFFF)
+        (streamed / "wavs" / f"{name}.wav").write_bytes(data)
+        assert read_audio_info(streamed / "wavs" / f"{name}.wav").num_samples == \
+            soundfile.info(plain / "wavs" / f"{name}.wav").frames
+    assert_same_stores(plain, streamed, ["a", "b"])
+
+
 def test_not_a_wav_and_truncated(tmp_path):
     (tmp_path / "t.wav").write_text("hello")
     with pytest.raises(AudioError, match="neither a RIFF/WAVE nor a FLAC"):

@@ -23,6 +23,8 @@ FORMAT_NAMES = {PCM: "PCM", ADPCM: "MS ADPCM", IEEE_FLOAT: "float", A_LAW: "A-la
                 MU_LAW: "mu-law", IMA_ADPCM: "IMA ADPCM"}
 FLAC_BITS = (8, 16, 24)            # FLAC sample widths the decoder takes
 FLAC_HEADER_BYTES = 8 + 34         # "fLaC", the STREAMINFO block header and its body
+# data chunk size that streaming writers leave (ffmpeg to a pipe: kkroening/ffmpeg-python#118)
+UNKNOWN_SIZE = 0xFFFFFFFF
 MAX_FMT_BYTES = 64                 # of a fmt chunk (16, 18 or 40 bytes in practice)
 FINITE_CHECK_SAMPLES = 1 << 20     # float data is checked for NaN/Inf in blocks this long
 
@@ -62,7 +64,8 @@ def read_audio_info(path: Path) -> AudioInfo:
 
 def _read_wav(path: Path, f: BinaryIO, file_size: int) -> AudioInfo:
     """Walk the RIFF chunks from the file (seeking past each body, however large: metadata
-    chunks before `data` can hold megabytes) to fmt and data."""
+    chunks before `data` can hold megabytes) to fmt and data. A data size of UNKNOWN_SIZE
+    means the rest of the file, as libsndfile (and so the decoder) reads it."""
     fmt, pos = None, 12
     while pos + 8 <= file_size:
         f.seek(pos)
@@ -75,7 +78,9 @@ def _read_wav(path: Path, f: BinaryIO, file_size: int) -> AudioInfo:
                 raise AudioError(f"{path}: data chunk before fmt chunk")
             tag, channels, rate, bits = fmt
             available = file_size - body
-            if size > available:
+            if size == UNKNOWN_SIZE:
+                size = available
+            elif size > available:
                 raise AudioError(f"{path}: truncated, header promises {size} data bytes "
                                  f"but the file holds {available}")
             frame_bytes = channels * bits // 8
