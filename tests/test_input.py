@@ -225,9 +225,26 @@ def test_a_wav_streamed_to_a_pipe_is_read_to_its_end(tmp_path):
     assert_same_stores(plain, streamed, ["a", "b"])
 
 
+def test_rf64_wavs_give_the_store_of_plain_wavs(tmp_path):
+    """RF64 (the 64-bit WAV that some recorders always write, as libsndfile writes it: sizes in
+    a ds64 chunk): read as the same samples, and the store equals the one from plain WAVs."""
+    plain = write_corpus(tmp_path / "plain", [("a", 0.8, 22050, 1, "pcm16"),
+                                              ("b", 0.6, 48000, 2, "pcm24")])
+    rf64 = tmp_path / "rf64"
+    (rf64 / "wavs").mkdir(parents=True)
+    (rf64 / "metadata.csv").write_bytes((plain / "metadata.csv").read_bytes())
+    for name, subtype in (("a", "PCM_16"), ("b", "PCM_24")):
+        samples, rate = soundfile.read(plain / "wavs" / f"{name}.wav", dtype="int32")
+        soundfile.write(rf64 / "wavs" / f"{name}.wav", samples, rate, format="RF64",
+                        subtype=subtype)
+        assert (rf64 / "wavs" / f"{name}.wav").read_bytes()[:4] == b"RF64"
+        assert read_audio_info(rf64 / "wavs" / f"{name}.wav").num_samples == len(samples)
+    assert_same_stores(plain, rf64, ["a", "b"])
+
+
 def test_not_a_wav_and_truncated(tmp_path):
     (tmp_path / "t.wav").write_text("hello")
-    with pytest.raises(AudioError, match="neither a RIFF/WAVE nor a FLAC"):
+    with pytest.raises(AudioError, match=r"neither a WAV \(RIFF or RF64\) nor a FLAC"):
         read_audio_info(tmp_path / "t.wav")
     write_wav(tmp_path / "x.wav", np.zeros(1000), 22050)
     data = (tmp_path / "x.wav").read_bytes()

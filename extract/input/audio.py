@@ -53,8 +53,8 @@ def read_audio_info(path: Path) -> AudioInfo:
             start = f.read(FLAC_HEADER_BYTES)
             if start[:4] == b"fLaC":
                 return _read_flac(path, start, file_size)
-            if len(start) < 12 or start[:4] != b"RIFF" or start[8:12] != b"WAVE":
-                raise AudioError(f"{path}: neither a RIFF/WAVE nor a FLAC file")
+            if len(start) < 12 or start[:4] not in (b"RIFF", b"RF64") or start[8:12] != b"WAVE":
+                raise AudioError(f"{path}: neither a WAV (RIFF or RF64) nor a FLAC file")
             return _read_wav(path, f, file_size)
     except FileNotFoundError:
         raise AudioError(f"{path}: file not found") from None
@@ -64,14 +64,17 @@ def read_audio_info(path: Path) -> AudioInfo:
 
 def _read_wav(path: Path, f: BinaryIO, file_size: int) -> AudioInfo:
     """Walk the RIFF chunks from the file (seeking past each body, however large: metadata
-    chunks before `data` can hold megabytes) to fmt and data. A data size of UNKNOWN_SIZE
-    means the rest of the file, as libsndfile (and so the decoder) reads it."""
-    fmt, pos = None, 12
+    chunks before `data` can hold megabytes) to fmt and data. A data size of UNKNOWN_SIZE is
+    the 64-bit one of an RF64 file's ds64 chunk, else the rest of the file, as libsndfile (and
+    so the decoder) reads it."""
+    fmt, pos, ds64_data_size = None, 12, None
     while pos + 8 <= file_size:
         f.seek(pos)
         chunk_id, size = struct.unpack("<4sI", f.read(8))
         body = pos + 8
-        if chunk_id == b"fmt ":
+        if chunk_id == b"ds64" and size >= 16:
+            ds64_data_size = struct.unpack("<8xQ", f.read(16))[0]
+        elif chunk_id == b"fmt ":
             fmt = _parse_fmt(path, f.read(min(size, MAX_FMT_BYTES)))
         elif chunk_id == b"data":
             if fmt is None:
@@ -79,8 +82,8 @@ def _read_wav(path: Path, f: BinaryIO, file_size: int) -> AudioInfo:
             tag, channels, rate, bits = fmt
             available = file_size - body
             if size == UNKNOWN_SIZE:
-                size = available
-            elif size > available:
+                size = available if ds64_data_size is None else ds64_data_size
+            if size > available:
                 raise AudioError(f"{path}: truncated, header promises {size} data bytes "
                                  f"but the file holds {available}")
             frame_bytes = channels * bits // 8
