@@ -1,5 +1,6 @@
 import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,60 +187,45 @@ def test_wav_headers(tmp_path, fmt, bits):
         (44100, 1234, 2, fmt)
 
 
-def test_metadata_chunks_of_any_size_around_fmt_are_skipped(tmp_path):
+def with_large_chunks(plain: Path, out: Path) -> None:
     """A JUNK chunk before fmt (as recorders reserve) and a 100 kB odd-sized LIST chunk, with
-    its pad byte, before data: the store equals the one made from the plain WAVs."""
-    plain = write_corpus(tmp_path / "plain", [("a", 0.8, 22050, 1, "pcm16"),
-                                              ("b", 0.6, 44100, 2, "pcm24")])
-    chunked = tmp_path / "chunked"
-    (chunked / "wavs").mkdir(parents=True)
-    (chunked / "metadata.csv").write_bytes((plain / "metadata.csv").read_bytes())
-    for name in ("a", "b"):
-        data = (plain / "wavs" / f"{name}.wav").read_bytes()
-        fmt_chunk, data_chunk = data[12:36], data[36:]
-        junk = b"JUNK" + struct.pack("<I", 28) + bytes(28)
-        listing = b"LIST" + struct.pack("<I", 100_001) + bytes(100_001) + b"\0"
-        body = b"WAVE" + junk + fmt_chunk + listing + data_chunk
-        (chunked / "wavs" / f"{name}.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body))
-                                                       + body)
-        info = read_audio_info(chunked / "wavs" / f"{name}.wav")
-        assert info.data_offset == 12 + len(junk) + len(fmt_chunk) + len(listing) + 8
-        assert info.num_samples == read_audio_info(plain / "wavs" / f"{name}.wav").num_samples
-    assert_same_stores(plain, chunked, ["a", "b"])
+    its pad byte, before data."""
+    data = plain.read_bytes()
+    junk = b"JUNK" + struct.pack("<I", 28) + bytes(28)
+    listing = b"LIST" + struct.pack("<I", 100_001) + bytes(100_001) + b"\0"
+    body = b"WAVE" + junk + data[12:36] + listing + data[36:]
+    out.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
-def test_a_wav_streamed_to_a_pipe_is_read_to_its_end(tmp_path):
-    """ffmpeg writing to a pipe leaves 0xFFFFFFFF as the RIFF and data sizes: the samples are
-    the rest of the file, and the store equals the one made from the finished WAV."""
-    plain = write_corpus(tmp_path / "plain", [("a", 0.8, 22050, 1, "pcm16"),
-                                              ("b", 0.6, 16000, 2, "pcm24")])
-    streamed = tmp_path / "streamed"
-    (streamed / "wavs").mkdir(parents=True)
-    (streamed / "metadata.csv").write_bytes((plain / "metadata.csv").read_bytes())
-    for name in ("a", "b"):
-        data = bytearray((plain / "wavs" / f"{name}.wav").read_bytes())
-        data[4:8] = data[40:44] = struct.pack("<I", 0xFFFFFFFF)
-        (streamed / "wavs" / f"{name}.wav").write_bytes(data)
-        assert read_audio_info(streamed / "wavs" / f"{name}.wav").num_samples == \
-            soundfile.info(plain / "wavs" / f"{name}.wav").frames
-    assert_same_stores(plain, streamed, ["a", "b"])
+def as_streamed(plain: Path, out: Path) -> None:
+    """What ffmpeg writes to a pipe: 0xFFFFFFFF as the RIFF and data sizes."""
+    data = bytearray(plain.read_bytes())
+    data[4:8] = data[40:44] = struct.pack("<I", 0xFFFFFFFF)
+    out.write_bytes(data)
 
 
-def test_rf64_wavs_give_the_store_of_plain_wavs(tmp_path):
-    """RF64 (the 64-bit WAV that some recorders always write, as libsndfile writes it: sizes in
-    a ds64 chunk): read as the same samples, and the store equals the one from plain WAVs."""
+def as_rf64(plain: Path, out: Path) -> None:
+    """RF64, the 64-bit WAV some recorders always write (sizes in a ds64 chunk), by libsndfile."""
+    info = soundfile.info(plain)
+    soundfile.write(out, soundfile.read(plain, dtype="int32")[0], info.samplerate,
+                    format="RF64", subtype=info.subtype)
+    assert out.read_bytes()[:4] == b"RF64"
+
+
+@pytest.mark.parametrize("rewrite", [with_large_chunks, as_streamed, as_rf64])
+def test_wav_variants_give_the_store_of_plain_wavs(tmp_path, rewrite):
+    """Each WAV rewritten as the variant has the plain file's sample count, and the store is
+    the one made from the plain files."""
     plain = write_corpus(tmp_path / "plain", [("a", 0.8, 22050, 1, "pcm16"),
                                               ("b", 0.6, 48000, 2, "pcm24")])
-    rf64 = tmp_path / "rf64"
-    (rf64 / "wavs").mkdir(parents=True)
-    (rf64 / "metadata.csv").write_bytes((plain / "metadata.csv").read_bytes())
-    for name, subtype in (("a", "PCM_16"), ("b", "PCM_24")):
-        samples, rate = soundfile.read(plain / "wavs" / f"{name}.wav", dtype="int32")
-        soundfile.write(rf64 / "wavs" / f"{name}.wav", samples, rate, format="RF64",
-                        subtype=subtype)
-        assert (rf64 / "wavs" / f"{name}.wav").read_bytes()[:4] == b"RF64"
-        assert read_audio_info(rf64 / "wavs" / f"{name}.wav").num_samples == len(samples)
-    assert_same_stores(plain, rf64, ["a", "b"])
+    variant = tmp_path / "variant"
+    (variant / "wavs").mkdir(parents=True)
+    (variant / "metadata.csv").write_bytes((plain / "metadata.csv").read_bytes())
+    for name in ("a", "b"):
+        rewrite(plain / "wavs" / f"{name}.wav", variant / "wavs" / f"{name}.wav")
+        assert read_audio_info(variant / "wavs" / f"{name}.wav").num_samples == \
+            soundfile.info(plain / "wavs" / f"{name}.wav").frames
+    assert_same_stores(plain, variant, ["a", "b"])
 
 
 def test_not_a_wav_and_truncated(tmp_path):
