@@ -41,6 +41,58 @@ def test_length_bucket_sampler_covers_everything_and_groups_lengths():
     assert all(len(b) == 16 for b in LengthBucketSampler(lengths, 16, drop_last=True))
 
 
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ranks_of_a_distributed_run_share_each_epoch(drop_last):
+    """4 ranks, 1000 utterances in batches of 16 (63 batches, one short): each rank gets the
+    same number of batches; without drop_last every utterance is served and only the one batch
+    that fills the last round comes twice; with drop_last (60 of the 62 full batches) no
+    utterance twice and every batch full. Each epoch shares out a new order."""
+    lengths = np.random.default_rng(1).integers(50, 1000, size=1000)
+    epochs = []
+    for epoch in (0, 1):
+        ranks = []
+        for rank in range(4):
+            sampler = LengthBucketSampler(lengths, 16, drop_last=drop_last, num_replicas=4,
+                                          rank=rank)
+            sampler.set_epoch(epoch)
+            ranks.append(list(sampler))
+        assert len({len(batches) for batches in ranks}) == 1
+        served = [i for batches in ranks for batch in batches for i in batch]
+        counts = np.bincount(served, minlength=len(lengths))
+        if drop_last:
+            assert counts.max() == 1 and counts.sum() == 60 * 16 and len(ranks[0]) == 15
+            assert all(len(batch) == 16 for batches in ranks for batch in batches)
+        else:
+            assert counts.min() == 1 and counts.max() == 2 and len(ranks[0]) == 16
+            assert (counts == 2).sum() in (8, 16)
+        epochs.append(ranks)
+    assert epochs[0][0] != epochs[1][0]
+
+
+def test_the_sampler_takes_its_rank_from_torch_distributed(tmp_path):
+    """Two processes in a gloo group, the sampler given no rank: their batches are disjoint and
+    together cover every utterance once."""
+    torch.multiprocessing.spawn(sample_in_a_group, args=(2, str(tmp_path)), nprocs=2)
+    shares = [np.load(tmp_path / f"rank{rank}.npy") for rank in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 20
+    assert sorted(np.concatenate(shares).tolist()) == list(range(40))
+
+
+def sample_in_a_group(rank: int, world_size: int, folder: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous",
+                                         rank=rank, world_size=world_size)
+    try:
+        batches = list(LengthBucketSampler(np.arange(40) % 7, batch_size=4))
+        np.save(f"{folder}/rank{rank}.npy", np.concatenate(batches))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_rank_outside_the_replicas_is_refused():
+    with pytest.raises(ValueError, match=r"rank must be in \[0, num_replicas\), got rank 3"):
+        LengthBucketSampler([5, 6], 1, num_replicas=3, rank=3)
+
+
 def test_item_access_by_position_and_id(mixed_store):
     store = FeatureStore(mixed_store)
     assert store[-1]["id"] == store.ids[-1]

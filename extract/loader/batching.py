@@ -20,21 +20,43 @@ class LengthBucketSampler(torch.utils.data.Sampler):
 
     Each epoch shuffles the indices, sorts pools of `batch_size * pool_batches` by length,
     cuts them into batches and shuffles the batches. Call `set_epoch` for a new order.
+
+    Under distributed training each process gets its own share: every rank builds the same
+    batches (same seed and epoch) and takes every num_replicas-th one, so each utterance goes
+    to one rank. num_replicas and rank default to torch.distributed's world size and rank once
+    its process group is up (as DistributedSampler's do), else to 1 and 0. Every rank gets the
+    same number of batches, as DDP needs: the first batches are used again to fill the last
+    round, or with drop_last that round is dropped (as are batches under batch_size).
+
+    >>> sampler = LengthBucketSampler([5, 9, 7, 3, 4], batch_size=2, num_replicas=2, rank=1)
+    >>> len(sampler)
+    2
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True,
-                 drop_last: bool = False, pool_batches: int = 50, seed: int = 0):
+                 drop_last: bool = False, pool_batches: int = 50, seed: int = 0,
+                 num_replicas: int | None = None, rank: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if distributed else 0
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas), got rank {rank} of "
+                             f"num_replicas {num_replicas}")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.pool = batch_size * pool_batches
         self.seed, self.epoch = seed, 0
+        self.num_replicas, self.rank = num_replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch."""
         rng = np.random.default_rng((self.seed, self.epoch))
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
         batches = []
@@ -47,7 +69,17 @@ class LengthBucketSampler(torch.utils.data.Sampler):
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+        return self._share(batches)
+
+    def _share(self, batches: list[list[int]]) -> list[list[int]]:
+        """This rank's batches of the whole epoch's, cycled or cut to whole rounds."""
+        if self.num_replicas == 1 or not batches:
+            return batches
+        rounds = len(batches) // self.num_replicas if self.drop_last else \
+            -(-len(batches) // self.num_replicas)
+        total = rounds * self.num_replicas
+        cycled = (batches * -(-total // len(batches)))[:total]
+        return cycled[self.rank::self.num_replicas]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
