@@ -32,6 +32,15 @@ def raw_wav(tag: int, channels: int, rate: int, bits: int, payload: bytes) -> by
             b"data" + struct.pack("<I", len(payload)) + payload)
 
 
+def id3_tag(body_bytes: int, footer: bool = False) -> bytes:
+    """An ID3v2.4 tag of `body_bytes` zero bytes (its size "syncsafe": 7 bits a byte), with the
+    footer that the header's flag announces, if asked."""
+    size = bytes((body_bytes >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    flags = bytes([0x10 if footer else 0])
+    return (b"ID3\x04\x00" + flags + size + bytes(body_bytes) +
+            (b"3DI\x04\x00" + flags + size if footer else b""))
+
+
 def write_corpus(folder: Path, specs: list[tuple[str, float, int, int, str]],
                  lj_style: bool = True) -> Path:
     """specs: (id, seconds, rate, channels, format) -> folder with metadata.csv and wavs/."""

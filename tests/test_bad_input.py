@@ -16,7 +16,7 @@ from extract.input.audio import write_wav
 from extract.loader import FeatureStore
 from extract.store.layout import FRAME_ARRAYS, OFFSETS, SPANS
 
-from conftest import raw_wav
+from conftest import id3_tag, raw_wav
 
 GOOD = [  # id, seconds, rate, channels, format
     ("g_pcm16", 1.2, 22050, 1, "pcm16"),
@@ -58,6 +58,8 @@ def write_bad(wavs):
         soundfile.write(wavs / f"{name}.flac", y, 22050, subtype=subtype)
     data = (wavs / "b_flac_truncated.flac").read_bytes()
     (wavs / "b_flac_truncated.flac").write_bytes(data[: len(data) // 2])
+    (wavs / "b_id3_footer.flac").write_bytes(id3_tag(100, footer=True) + data)
+    (wavs / "b_id3_wav.wav").write_bytes(id3_tag(100) + (wavs / "b_long.wav").read_bytes())
     data = bytearray((wavs / "b_flac_no_length.flac").read_bytes())
     data[21] &= 0xF0                  # STREAMINFO's 36-bit total sample count set to 0
     data[22:26] = bytes(4)
@@ -77,7 +79,9 @@ def write_bad(wavs):
             "b_adpcm": "sample format (MS ADPCM 4-bit)",
             "b_ima_adpcm": "sample format (IMA ADPCM 4-bit)",
             "b_float16": "sample format (float 16-bit)",
-            "b_long": "longer than --max-duration"}
+            "b_long": "longer than --max-duration",
+            "b_id3_footer": "ID3 tag that has a footer",
+            "b_id3_wav": "ID3 tag not followed by FLAC data"}
 
 
 BAD_LINES = [  # metadata lines that are wrong themselves

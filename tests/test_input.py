@@ -13,7 +13,7 @@ from extract.input.corpus import CorpusError, load_corpus
 from extract.job import run_job
 from extract.loader import FeatureStore
 
-from conftest import raw_wav, write_corpus
+from conftest import id3_tag, raw_wav, write_corpus
 
 
 def test_ljspeech_and_seed_metadata_styles(tmp_path):
@@ -226,6 +226,23 @@ def test_wav_variants_give_the_store_of_plain_wavs(tmp_path, rewrite):
         assert read_audio_info(variant / "wavs" / f"{name}.wav").num_samples == \
             soundfile.info(plain / "wavs" / f"{name}.wav").frames
     assert_same_stores(plain, variant, ["a", "b"])
+
+
+def test_a_flac_after_an_id3_tag_gives_the_store_of_the_untagged_flac(tmp_path):
+    """Some taggers put an ID3v2 tag (here 300 kB, as with cover art) before FLAC data."""
+    plain = write_corpus(tmp_path / "plain", [("a", 0.8, 22050, 1, "pcm16"),
+                                              ("b", 0.6, 48000, 2, "pcm24")])
+    tagged = tmp_path / "tagged"
+    for folder in (plain, tagged):
+        (folder / "wavs").mkdir(parents=True, exist_ok=True)
+        (folder / "metadata.csv").write_text("a.flac|Text of a.|\nb.flac|Text of b.|\n")
+    for name in ("a", "b"):
+        samples, rate = soundfile.read(plain / "wavs" / f"{name}.wav", dtype="int32")
+        soundfile.write(plain / "wavs" / f"{name}.flac", samples, rate, subtype="PCM_24")
+        (tagged / "wavs" / f"{name}.flac").write_bytes(
+            id3_tag(300_000) + (plain / "wavs" / f"{name}.flac").read_bytes())
+        assert read_audio_info(tagged / "wavs" / f"{name}.flac").num_samples == len(samples)
+    assert_same_stores(plain, tagged, ["a", "b"])
 
 
 def test_not_a_wav_and_truncated(tmp_path):

@@ -51,6 +51,8 @@ def read_audio_info(path: Path) -> AudioInfo:
             file_size = f.seek(0, 2)
             f.seek(0)
             start = f.read(FLAC_HEADER_BYTES)
+            if start[:3] == b"ID3":
+                start = _after_id3_tag(path, f, start)
             if start[:4] == b"fLaC":
                 return _read_flac(path, start, file_size)
             if len(start) < 12 or start[:4] not in (b"RIFF", b"RF64") or start[8:12] != b"WAVE":
@@ -60,6 +62,24 @@ def read_audio_info(path: Path) -> AudioInfo:
         raise AudioError(f"{path}: file not found") from None
     except OSError as e:
         raise AudioError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _after_id3_tag(path: Path, f: BinaryIO, start: bytes) -> bytes:
+    """The first bytes after an ID3v2 tag that some taggers put before FLAC data (as libsndfile
+    does, the decoder skips it); raise `AudioError` for tags it cannot skip or misreads."""
+    if len(start) < 10 or start[5] & 0x10:
+        raise AudioError(f"{path}: starts with an ID3 tag that has a footer, which the decoder "
+                         "cannot skip; remove the tag (e.g. ffmpeg -i IN -map_metadata -1 OUT)")
+    size = 0
+    for byte in start[6:10]:            # "syncsafe": 7 bits a byte
+        size = size << 7 | byte & 0x7F
+    f.seek(10 + size)
+    after = f.read(FLAC_HEADER_BYTES)
+    if after[:4] != b"fLaC":
+        raise AudioError(f"{path}: starts with an ID3 tag not followed by FLAC data (the "
+                         "decoder reads FLAC after one tag, and misreads WAV); remove the tag "
+                         "(e.g. ffmpeg -i IN -map_metadata -1 OUT)")
+    return after
 
 
 def _read_wav(path: Path, f: BinaryIO, file_size: int) -> AudioInfo:
