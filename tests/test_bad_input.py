@@ -60,6 +60,8 @@ def write_bad(wavs):
     (wavs / "b_flac_truncated.flac").write_bytes(data[: len(data) // 2])
     (wavs / "b_id3_footer.flac").write_bytes(id3_tag(100, footer=True) + data)
     (wavs / "b_id3_wav.wav").write_bytes(id3_tag(100) + (wavs / "b_long.wav").read_bytes())
+    (wavs / "b_id3_twice.flac").write_bytes(id3_tag(100) + id3_tag(50) + data)
+    (wavs / "b_mp3.wav").write_bytes(id3_tag(100) + b"\xff\xfb\x90\x00" + bytes(400))
     data = bytearray((wavs / "b_flac_no_length.flac").read_bytes())
     data[21] &= 0xF0                  # STREAMINFO's 36-bit total sample count set to 0
     data[22:26] = bytes(4)
@@ -81,7 +83,8 @@ def write_bad(wavs):
             "b_float16": "sample format (float 16-bit)",
             "b_long": "longer than --max-duration",
             "b_id3_footer": "ID3 tag that has a footer",
-            "b_id3_wav": "ID3 tag not followed by FLAC data"}
+            "b_id3_wav": "a WAV after an ID3 tag, which the decoder misreads",
+            "b_id3_twice": "starts with two ID3 tags", "b_mp3": "neither a WAV"}
 
 
 BAD_LINES = [  # metadata lines that are wrong themselves

@@ -65,20 +65,22 @@ def read_audio_info(path: Path) -> AudioInfo:
 
 
 def _after_id3_tag(path: Path, f: BinaryIO, start: bytes) -> bytes:
-    """The first bytes after an ID3v2 tag that some taggers put before FLAC data (as libsndfile
-    does, the decoder skips it); raise `AudioError` for tags it cannot skip or misreads."""
+    """The first bytes after an ID3v2 tag, which some taggers put before FLAC data (the decoder
+    skips it, as libsndfile does); raise `AudioError` where the decoder would misread the file."""
+    remove = "; remove the tag (e.g. ffmpeg -i IN -map_metadata -1 OUT)"
     if len(start) < 10 or start[5] & 0x10:
         raise AudioError(f"{path}: starts with an ID3 tag that has a footer, which the decoder "
-                         "cannot skip; remove the tag (e.g. ffmpeg -i IN -map_metadata -1 OUT)")
+                         "cannot skip" + remove)
     size = 0
     for byte in start[6:10]:            # "syncsafe": 7 bits a byte
         size = size << 7 | byte & 0x7F
     f.seek(10 + size)
     after = f.read(FLAC_HEADER_BYTES)
-    if after[:4] != b"fLaC":
-        raise AudioError(f"{path}: starts with an ID3 tag not followed by FLAC data (the "
-                         "decoder reads FLAC after one tag, and misreads WAV); remove the tag "
-                         "(e.g. ffmpeg -i IN -map_metadata -1 OUT)")
+    if after[:4] in (b"RIFF", b"RF64"):
+        raise AudioError(f"{path}: a WAV after an ID3 tag, which the decoder misreads" + remove)
+    if after[:3] == b"ID3":
+        raise AudioError(f"{path}: starts with two ID3 tags, which the decoder cannot skip"
+                         + remove.replace("the tag", "them"))
     return after
 
 
