@@ -70,8 +70,10 @@ def write_bad(wavs):
     fields = int.from_bytes(data[18:26], "big") & ~(0x1F << 36)   # STREAMINFO bits - 1
     data[18:26] = (fields | 19 << 36).to_bytes(8, "big")
     (wavs / "b_flac_20bit.flac").write_bytes(bytes(data))
-    return {"b_decoder": "audio decoder failed", "b_missing": "file not found",
-            "b_flac_truncated": "audio decoder failed",
+    # the decoder's own words (libsndfile's, through DALI)
+    return {"b_decoder": "audio decoder failed on this file (Failed to open encoded data: Too "
+                         "many channels", "b_missing": "file not found",
+            "b_flac_truncated": "audio decoder failed on this file (Error decoding file",
             "b_flac_20bit": "unsupported FLAC sample width 20 bits",
             "b_flac_no_length": "does not give the number of samples",
             "b_zero_bytes": "neither a WAV (RIFF or RF64) nor a FLAC",

@@ -105,6 +105,15 @@ def _pipeline(paths, indices, batch_size: int, device: torch.device, threads: in
     return pipe
 
 
+def _decoder_words(error: RuntimeError) -> str:
+    """The decoder's own message in a DALI pipeline error: the line after "encountered:" (the
+    lines before it are DALI's frame around it), else the first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "encountered:" in lines[:-1]:
+        return lines[lines.index("encountered:") + 1][:200]
+    return lines[0][:200] if lines else type(error).__name__
+
+
 def _to_batch(outputs, device: torch.device) -> AudioBatch:
     audio, length, label = outputs
     lengths = torch.from_dlpack(length.as_tensor()).reshape(-1).to(torch.int64)
@@ -124,9 +133,8 @@ def _isolate(paths, indices, device: torch.device, threads: int) -> AudioBatch:
                 good.append(_to_batch(pipe.run(), device))
             except RuntimeError as e:
                 _raise_if_out_of_memory(e)
-                reason = str(e).strip().splitlines()[0][:200]
                 failed.append((indices[position], f"{paths[position]}: the audio decoder "
-                                                  f"failed on this file ({reason})"))
+                                                  f"failed on this file ({_decoder_words(e)})"))
                 position += 1
                 break
             position += 1
