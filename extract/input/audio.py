@@ -1,7 +1,8 @@
 """Audio headers (WAV and FLAC), read without decoding: rate, length, channels, sample format.
 
 Reading headers first gives every utterance's frame count before extraction, and catches files
-the decoder would fail on (its errors do not name the file).
+the decoder would fail on or misread (its errors do not name the file). WAV means RIFF or RF64,
+with chunks of any size before the samples; FLAC may follow one ID3 tag, as the decoder allows.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def _after_id3_tag(path: Path, f: BinaryIO, start: bytes) -> bytes:
     """The first bytes after an ID3v2 tag, which some taggers put before FLAC data (the decoder
     skips it, as libsndfile does); raise `AudioError` where the decoder would misread the file."""
     remove = "; remove the tag (e.g. ffmpeg -i IN -map_metadata -1 OUT)"
-    if len(start) < 10 or start[5] & 0x10:
+    if len(start) < 10:
+        return b""                      # too short for a tag: neither WAV nor FLAC
+    if start[5] & 0x10:
         raise AudioError(f"{path}: starts with an ID3 tag that has a footer, which the decoder "
                          "cannot skip" + remove)
     size = 0
