@@ -1,6 +1,10 @@
+import os
+import resource
+
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from extract.loader import FeatureStore, LengthBucketSampler, pad_collate
 
@@ -91,6 +95,31 @@ def sample_in_a_group(rank: int, world_size: int, folder: str) -> None:
 def test_a_rank_outside_the_replicas_is_refused():
     with pytest.raises(ValueError, match=r"rank must be in \[0, num_replicas\), got rank 3"):
         LengthBucketSampler([5, 6], 1, num_replicas=3, rank=3)
+
+
+def test_random_access_to_many_shards_stays_within_the_open_file_limit(mixed_corpus,
+                                                                        tmp_path):
+    """A store of over 100 shards per array (8 frames each), read in random order under a
+    limit of 256 open files, which one open file per shard and array would pass: every
+    utterance equals zarr-python's read of it, and the files left open are few."""
+    from extract.job import run_job
+
+    out = tmp_path / "small_shards.zarr"
+    run_job(mixed_corpus, out, device="cpu", shard_frames=8, show_progress=False)
+    group = zarr.open_group(str(out), mode="r")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        store = FeatureStore(out)
+        assert group["mel"].shape[0] // 8 > 100          # shards per array
+        before = len(os.listdir("/proc/self/fd"))
+        for i in np.random.default_rng(0).permutation(len(store)):
+            item, (start, stop) = store[int(i)], store.offsets[i:i + 2]
+            for name in ("mel", "f0", "voiced", "voiced_prob", "energy"):
+                np.testing.assert_array_equal(item[name].numpy(), group[name][start:stop])
+        assert len(os.listdir("/proc/self/fd")) - before <= 5 * 16
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_item_access_by_position_and_id(mixed_store):

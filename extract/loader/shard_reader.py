@@ -11,11 +11,28 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from extract.store.layout import ABSENT_CHUNK, shard_file
+
+# Share of the process's open-file limit that one reader may hold open. Random access touches
+# every shard, and one open file per shard and array would pass the common limit of 1024 from
+# about 200 shards (an LJSpeech-sized store) on; a store has up to 7 arrays, and a training
+# loop may open a few stores.
+OPEN_FILES_SHARE = 1 / 32
+MIN_OPEN_SHARDS = 16
+
+
+def max_open_shards() -> int:
+    """Shard files one reader keeps open: its share of the open-file limit (RLIMIT_NOFILE)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 16
+    return max(MIN_OPEN_SHARDS, int(soft * OPEN_FILES_SHARE))
 
 
 def raw_layout(metadata: dict) -> dict | None:
@@ -41,9 +58,13 @@ def raw_layout(metadata: dict) -> dict | None:
 
 
 class ShardReader:
-    """Reads rows [start, stop) of one array; open files and shard indexes are cached."""
+    """Reads rows [start, stop) of one array. Shard indexes are cached; at most
+    max_open_shards() shard files stay open, the least recently read closed first."""
 
     def __init__(self, array_dir: Path):
+        self.indexes: dict[int, np.ndarray | None] = {}      # None: the shard was never written
+        self.files: OrderedDict[int, int] = OrderedDict()    # shard -> descriptor, oldest first
+        self.max_open = max_open_shards()
         self.dir = Path(array_dir)
         metadata = json.loads((self.dir / "zarr.json").read_text())
         layout = raw_layout(metadata)
@@ -57,22 +78,29 @@ class ShardReader:
         self.chunks_per_shard = self.shard_rows // self.chunk_rows
         self.index_bytes = 16 * self.chunks_per_shard + (4 if layout["index_checksum"] else 0)
         self.separator = layout["separator"]
-        self.shards: dict[int, tuple[int, np.ndarray] | None] = {}
 
     def _shard(self, shard: int) -> tuple[int, np.ndarray] | None:
         """(file descriptor, index [chunks, 2]) of a shard, or None when it was never written."""
-        if shard not in self.shards:
-            path = shard_file(self.dir, shard, len(self.shape), self.separator)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                self.shards[shard] = None
-                return None
+        fd = self.files.get(shard)
+        if fd is not None:
+            self.files.move_to_end(shard)
+            return fd, self.indexes[shard]
+        if shard in self.indexes and self.indexes[shard] is None:
+            return None
+        try:
+            fd = os.open(shard_file(self.dir, shard, len(self.shape), self.separator), os.O_RDONLY)
+        except FileNotFoundError:
+            self.indexes[shard] = None
+            return None
+        if len(self.files) >= self.max_open:
+            os.close(self.files.popitem(last=False)[1])
+        self.files[shard] = fd
+        if shard not in self.indexes:
             size = os.fstat(fd).st_size
             raw = os.pread(fd, self.index_bytes, size - self.index_bytes)
             index = np.frombuffer(raw, dtype="<u8", count=2 * self.chunks_per_shard)
-            self.shards[shard] = (fd, index.reshape(-1, 2))
-        return self.shards[shard]
+            self.indexes[shard] = index.reshape(-1, 2)
+        return fd, self.indexes[shard]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
@@ -94,7 +122,8 @@ class ShardReader:
         return out
 
     def close(self) -> None:
-        for entry in self.shards.values():
-            if entry is not None:
-                os.close(entry[0])
-        self.shards.clear()
+        while self.files:
+            os.close(self.files.popitem()[1])
+
+    def __del__(self) -> None:
+        self.close()
