@@ -14,6 +14,7 @@ import torch
 import zarr
 
 from extract.export import ExportError, export_store
+from extract.input.audio import write_wav
 from extract.job import run_job
 from extract.loader import FeatureStore, pad_collate
 
@@ -126,6 +127,30 @@ def test_export_refuses_ids_outside_and_non_empty_folders(store, tmp_path):
         export_store(store, "nemo", tmp_path / "full")
     with pytest.raises(ExportError, match="--to must be one of"):
         export_store(store, "espnet", tmp_path / "x")
+
+
+def test_a_speaker_without_voiced_frames_is_normalised_by_the_corpus(tmp_path):
+    """Speaker "mute" has one silent file and so no f0 statistics: its energy is standardised
+    by the corpus's voiced-frame statistics, its f0 is 0. A store without any voiced frame
+    cannot be normalised, and says so."""
+    corpus = write_corpus(tmp_path / "c", [("a", 1.0, 22050, 1, "pcm16"),
+                                           ("b", 1.2, 22050, 1, "pcm16")])
+    write_wav(corpus / "wavs" / "quiet.wav", np.zeros(22050), 22050)
+    with open(corpus / "metadata.csv") as f:
+        lines = [f"{line}|p1" for line in f.read().splitlines()] + ["quiet|Quiet.|Quiet.|mute"]
+    (corpus / "metadata.csv").write_text("\n".join(lines) + "\n")
+    run_job(corpus, tmp_path / "s.zarr", device="cpu", show_progress=False)
+    plain, normal = FeatureStore(tmp_path / "s.zarr"), FeatureStore(tmp_path / "s.zarr",
+                                                                    normalize=True)
+    assert plain.stats["speakers"]["mute"]["f0_mean"] is None
+    raw, item, s = plain["quiet"], normal["quiet"], plain.stats
+    assert not raw["voiced"].any() and not item["f0"].any()
+    expected = (raw["energy"].double() - s["energy_voiced_mean"]) / s["energy_voiced_std"]
+    torch.testing.assert_close(item["energy"].double(), expected, rtol=1e-5, atol=1e-5)
+    (corpus / "metadata.csv").write_text("quiet|Quiet.|Quiet.|mute\n")
+    run_job(corpus, tmp_path / "silent.zarr", device="cpu", show_progress=False)
+    with pytest.raises(ValueError, match="no voiced frame to normalise by"):
+        FeatureStore(tmp_path / "silent.zarr", normalize=True)
 
 
 def test_loader_layout_and_per_speaker_normalisation(store):

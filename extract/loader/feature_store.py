@@ -47,7 +47,8 @@ class FeatureStore:
         and HiFi-GAN models take it); applies to linear too.
     normalize: f0 becomes (f0 - mean) / std on voiced frames and 0 elsewhere, energy
         (energy - mean) / std, with mean and std over voiced frames, per speaker when the store
-        has speakers (stats["speakers"]), else over the corpus.
+        has speakers (stats["speakers"]; the corpus's for a speaker with no voiced frame), else
+        over the corpus.
     """
 
     def __init__(self, path: str | Path, in_memory: bool = False,
@@ -86,6 +87,9 @@ class FeatureStore:
             if f"{UTTERANCE_GROUP}/speaker" in group else None
         self._fields = [f for f in UTTERANCE_FIELDS if f"{UTTERANCE_GROUP}/{f}" in group]
         self._check_consistency(group)
+        if normalize and self.stats["f0_mean"] is None:
+            raise ValueError(f"{self.path} has no voiced frame to normalise by; open it "
+                             "without normalize=True")
         self._position = {utt_id: i for i, utt_id in enumerate(self.ids)}
         self._pid: int | None = None
         self._readers: dict = {}
@@ -182,10 +186,10 @@ class FeatureStore:
 
     def _normalize(self, item: dict) -> None:
         s = self.stats["speakers"][item["speaker"]] if "speaker" in item else self.stats
+        if s["f0_mean"] is None:        # a speaker without a voiced frame: the corpus's
+            s = self.stats
         f0_mean, f0_std = s["f0_mean"], s["f0_std"]
         energy_mean, energy_std = s["energy_voiced_mean"], s["energy_voiced_std"]
-        if f0_mean is None:          # no voiced frame: nothing to normalise by
-            return
         voiced = item["voiced"]
         item["f0"] = torch.where(voiced, (item["f0"] - f0_mean) / max(f0_std, 1e-8), 0.0)
         item["energy"] = (item["energy"] - energy_mean) / max(energy_std, 1e-8)
