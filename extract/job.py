@@ -95,7 +95,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     torch_device = device_for(ranks, resolve_device(device))
     if batch_size is None:
         batch_size = default_batch_size(preset_obj, torch_device, ranks)
-    check_options(batch_size, shard_frames, max_duration_s)
+    check_options(batch_size, shard_frames, max_duration_s, overwrite, resume)
     if ranks.distributed:
         torch.set_num_threads(ranks.cpu_threads())
     ranks.start()
@@ -177,7 +177,11 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                      str(torch_device), extracted, main=ranks.is_main, stage_s=stage_s)
 
 
-def check_options(batch_size: int, shard_frames: int, max_duration_s: float) -> None:
+def check_options(batch_size: int, shard_frames: int, max_duration_s: float,
+                  overwrite: bool = False, resume: bool = False) -> None:
+    if overwrite and resume:
+        raise ValueError("--overwrite and --resume exclude each other: --resume keeps an "
+                         "interrupted run's work, --overwrite deletes it")
     for flag, value in (("--batch-size", batch_size), ("--shard-frames", shard_frames),
                         ("--max-duration", max_duration_s)):
         if value <= 0:

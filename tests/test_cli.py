@@ -55,6 +55,7 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     (["run", "{tmp}/missing", "{tmp}/o.zarr"], "does not exist"),
     (["run", "{demo}", "{tmp}/o.zarr", "--batch-size", "0"], "--batch-size must be positive"),
     (["run", "{demo}", "{tmp}/o.zarr", "--shard-frames", "0"], "--shard-frames must be positive"),
+    (["run", "{demo}", "{tmp}/o.zarr", "--overwrite", "--resume"], "exclude each other"),
     (["inspect", "{tmp}"], "not a Zarr store"),
 ])
 def test_errors_are_one_clear_line(demo_corpus, tmp_path, args, message):
