@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except KeyboardInterrupt:       # Ctrl-C outside extraction (imports, headers, exports)
+        print("tts-extract: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The command's exit status; its errors as one line each."""
     from extract.config import PresetError, UnknownPresetError
     from extract.export import ExportError
     from extract.input.corpus import CorpusError

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from extract import cli as cli_module
 from extract.loader import FeatureStore
 
 from conftest import ROOT
@@ -79,6 +80,17 @@ def test_presets_lists_every_preset_and_an_unknown_name_prints_the_list(demo_cor
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("tts-extract: error: unknown preset 'nope'; known presets:")
     assert unknown.stderr.strip().splitlines()[1:] == lines
+
+
+def test_ctrl_c_outside_extraction_is_one_line_and_status_130(monkeypatch, capsys):
+    """Before extraction starts (reading a large corpus's headers) or in an export, SIGINT
+    arrives as KeyboardInterrupt: no traceback, exit status 128 + SIGINT."""
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_module.COMMANDS, "presets", interrupted)
+    assert cli_module.main(["presets"]) == 130
+    assert capsys.readouterr().err == "tts-extract: interrupted\n"
 
 
 def test_a_closed_output_pipe_stops_quietly():
