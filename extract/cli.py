@@ -146,6 +146,7 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     from extract.config import load_preset
+    from extract.features.spectral import empty_mel_band_note
     from extract.input.corpus import load_corpus
     from extract.plan import describe_plan, plan
 
@@ -153,6 +154,9 @@ def cmd_check(args) -> int:
     corpus = load_corpus(args.dataset, show_progress=True)
     utterances, counts, rejected = plan(corpus, preset, args.max_duration)
     print(describe_plan(corpus, preset, utterances, counts, rejected))
+    note = empty_mel_band_note(preset)
+    if note:
+        print(note, file=sys.stderr)
     return EXIT_SKIPPED if rejected and not args.allow_skipped else EXIT_OK
 
 

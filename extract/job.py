@@ -22,6 +22,7 @@ from extract.decode.dali import DecoderOutOfMemory
 from extract.decode.trim import cut_spans
 from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
+from extract.features.spectral import empty_mel_band_note
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
 from extract.plan import (LONG_UTTERANCE_S, complete_batches, default_batch_size, plan,
@@ -252,6 +253,9 @@ def _open(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
     """Read the corpus and lock the output: (corpus, lock, whether a store is resumed)."""
     corpus = load_corpus(dataset, limit, show_progress)
     plan(corpus, preset, max_duration_s)          # nothing usable: fail before touching `out`
+    note = empty_mel_band_note(preset)
+    if note:                                      # about the data: shown even when quiet
+        print(note, file=sys.stderr)
     out = Path(out)
     lock, resuming = open_output(out, overwrite, resume)
     if lock.stale_owner and show_progress:

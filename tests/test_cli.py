@@ -93,6 +93,18 @@ def test_ctrl_c_outside_extraction_is_one_line_and_status_130(monkeypatch, capsy
     assert capsys.readouterr().err == "tts-extract: interrupted\n"
 
 
+def test_check_and_run_note_mel_bands_without_an_fft_bin(demo_corpus, tmp_path):
+    dense = tmp_path / "dense.yaml"
+    dense.write_text((ROOT / "configs" / "hifigan.yaml").read_text()
+                     .replace("n_mels: 80", "n_mels: 400"))
+    for args in (["check", demo_corpus], ["run", demo_corpus, tmp_path / "o.zarr", "--quiet",
+                                          "--limit", "2", "--device", "cpu"]):
+        result = cli(*args, "--preset", dense)
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"note: preset dense: \d+ of 400 mel bands cover no FFT bin",
+                         result.stderr)
+
+
 def test_a_closed_output_pipe_stops_quietly():
     """`tts-extract presets | head -1`: no error message when the reader has gone."""
     child = subprocess.Popen([sys.executable, "-m", "extract", "presets"], stdout=subprocess.PIPE,

@@ -1,10 +1,12 @@
+import dataclasses
+
 import librosa
 import numpy as np
 import pytest
 import torch
 
-from extract.config import load_preset
-from extract.features.spectral import mel_filterbank, reflect_pad
+from extract.config import load_preset, preset_names
+from extract.features.spectral import empty_mel_band_note, mel_filterbank, reflect_pad
 from extract.loader import FeatureStore
 from reference import frame_energy_reference, hifigan_mel, load_for_hifigan
 
@@ -70,3 +72,15 @@ def test_preset_frame_geometry():
     p = load_preset("hifigan")
     assert p.num_frames(22050) == 86
     assert p.frame_center_offset_s == pytest.approx(128 / 22050)
+
+
+def test_mel_bands_without_an_fft_bin_are_noted():
+    """400 Slaney mels on a 1024-point FFT at 22.05 kHz: as many empty bands as librosa's own
+    filters have (it warns "Empty filters detected"); no shipped preset has one."""
+    preset = dataclasses.replace(load_preset("hifigan"), name="dense", n_mels=400)
+    with pytest.warns(UserWarning, match="Empty filters detected"):
+        reference = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=400, fmin=0.0, fmax=8000.0)
+    empty = int((reference.max(axis=1) == 0).sum())
+    assert empty > 0
+    assert empty_mel_band_note(preset).startswith(f"note: preset dense: {empty} of 400 mel bands")
+    assert [name for name in preset_names() if empty_mel_band_note(load_preset(name))] == []

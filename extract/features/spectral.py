@@ -61,6 +61,19 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
     return weights.astype(np.float32)
 
 
+def empty_mel_band_note(preset: Preset) -> str | None:
+    """A note when some mel filters cover no FFT bin (librosa warns "Empty filters detected"):
+    those bands hold only the log floor. None when every band has weight."""
+    basis = mel_filterbank(preset.sample_rate, preset.n_fft, preset.n_mels, preset.fmin,
+                           preset.fmax, preset.mel_scale, preset.mel_norm)
+    empty = int((basis.max(axis=1) <= 0).sum())
+    if not empty:
+        return None
+    return (f"note: preset {preset.name}: {empty} of {preset.n_mels} mel bands cover no FFT bin "
+            f"(bins {preset.sample_rate / preset.n_fft:.1f} Hz apart), so they hold only the "
+            "log floor; use fewer mels or a larger n_fft")
+
+
 @lru_cache(maxsize=16)
 def _device_constants(preset: Preset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     periodic = preset.window == "hann_periodic"
