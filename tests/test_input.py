@@ -245,6 +245,31 @@ def test_a_flac_after_an_id3_tag_gives_the_store_of_the_untagged_flac(tmp_path):
     assert_same_stores(plain, tagged, ["a", "b"])
 
 
+def test_cut_or_corrupted_headers_give_audio_errors_only(tmp_path):
+    """Every prefix of the first 160 bytes, and 300 single-byte corruptions of the first 100,
+    of a WAV, an RF64 WAV, a FLAC and a FLAC after an ID3 tag: read_audio_info returns or
+    raises AudioError (which names the file), never another exception."""
+    y = (np.sin(np.arange(3000) * 0.05) * 9000).astype(np.int16)
+    soundfile.write(tmp_path / "a.wav", y, 22050)
+    soundfile.write(tmp_path / "b.wav", y, 22050, format="RF64")
+    soundfile.write(tmp_path / "c.flac", y, 22050)
+    originals = [(tmp_path / name).read_bytes() for name in ("a.wav", "b.wav", "c.flac")]
+    originals.append(id3_tag(30) + originals[-1])
+    rng = np.random.default_rng(0)
+    for data in originals:
+        variants = [data[:k] for k in range(160)]
+        for _ in range(300):
+            corrupted = bytearray(data)
+            corrupted[rng.integers(0, 100)] = rng.integers(0, 256)
+            variants.append(bytes(corrupted))
+        for variant in variants:
+            (tmp_path / "x.wav").write_bytes(variant)
+            try:
+                read_audio_info(tmp_path / "x.wav")
+            except AudioError as e:
+                assert str(e).startswith(str(tmp_path / "x.wav"))
+
+
 def test_not_a_wav_and_truncated(tmp_path):
     (tmp_path / "t.wav").write_text("hello")
     with pytest.raises(AudioError, match=r"neither a WAV \(RIFF or RF64\) nor a FLAC"):

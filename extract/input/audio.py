@@ -98,7 +98,8 @@ def _read_wav(path: Path, f: BinaryIO, file_size: int) -> AudioInfo:
         chunk_id, size = struct.unpack("<4sI", f.read(8))
         body = pos + 8
         if chunk_id == b"ds64" and size >= 16:
-            ds64_data_size = struct.unpack("<8xQ", f.read(16))[0]
+            sizes = f.read(16)                    # RIFF size, data size
+            ds64_data_size = struct.unpack("<8xQ", sizes)[0] if len(sizes) == 16 else None
         elif chunk_id == b"fmt ":
             fmt = _parse_fmt(path, f.read(min(size, MAX_FMT_BYTES)))
         elif chunk_id == b"data":
