@@ -21,7 +21,7 @@ from extract.store.layout import ABSENT_CHUNK, shard_file
 
 # Share of the process's open-file limit that one reader may hold open. Random access touches
 # every shard, and one open file per shard and array would pass the common limit of 1024 from
-# about 200 shards (an LJSpeech-sized store) on; a store has up to 7 arrays, and a training
+# about 200 shards (an LJSpeech-sized store) on; a store has up to 6 such arrays, and a training
 # loop may open a few stores.
 OPEN_FILES_SHARE = 1 / 32
 MIN_OPEN_SHARDS = 16
