@@ -8,7 +8,8 @@ nemo: NVIDIA NeMo's feature layout (scripts/dataset_processing/tts/compute_featu
 compute_feature_stats.py), with the dataset's wavs/ folder as NeMo's audio_dir:
     DIR/<feature>/<id>.npy   mel_spec [n_mels, T], pitch [T], voiced_mask [T], energy [T]
     DIR/feature_stats.json   pitch and energy mean and std over voiced frames (std with
-                             ddof=1, as torch.std), under "default" and per speaker
+                             ddof=1, as torch.std), under "default" and per speaker; NaN
+                             where torch gives NaN (fewer than 2 voiced frames)
     DIR/manifest.json        one JSON line per utterance: audio_filepath, text, duration,
                              speaker when the corpus has speakers
 coqui: Coqui TTS's F0 cache (TTS/tts/datasets/dataset.py F0Dataset), for `f0_cache_path`:
@@ -27,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,21 +106,31 @@ def export_nemo(store: FeatureStore, utterances: Iterator[tuple[int, str]],
             entry["speaker"] = item["speaker"]
         manifest.append(json.dumps(entry, ensure_ascii=False))
     (out_dir / "manifest.json").write_text("\n".join(manifest) + "\n", encoding="utf-8")
-    stats = {"default": _nemo_stats(store.stats)}
-    for speaker, values in store.stats.get("speakers", {}).items():
-        stats[speaker] = _nemo_stats(values)
+    groups = {"default": store.stats, **store.stats.get("speakers", {})}
+    stats = {name: _nemo_stats(values) for name, values in groups.items()}
     (out_dir / "feature_stats.json").write_text(json.dumps(stats, indent=4))
+    few = [name for name, values in groups.items() if values["f0_voiced_frames"] < 2]
+    if few:
+        print(f"note: {', '.join(few)} {'has' if len(few) == 1 else 'have'} fewer than 2 voiced "
+              "frames, so feature_stats.json gives NaN for the std (and for the mean without "
+              "any), as compute_feature_stats.py does; NeMo's normalisation zeroes unvoiced "
+              "frames but turns a voiced frame of theirs into NaN", file=sys.stderr)
 
 
 def _nemo_stats(s: dict) -> dict:
-    """compute_feature_stats.py's entry: means, and torch.std's unbiased std (from ours, ddof=0)."""
+    """compute_feature_stats.py's entry: means, and torch.std's unbiased std (from ours, ddof=0);
+    NaN where torch gives NaN (no voiced frame; one for the std)."""
     n = s["f0_voiced_frames"]
 
     def std(value):
-        return None if value is None or n < 2 else value * math.sqrt(n / (n - 1))
+        return value * math.sqrt(n / (n - 1)) if n >= 2 else math.nan
 
-    return {"pitch_mean": s["f0_mean"], "pitch_std": std(s["f0_std"]),
-            "energy_mean": s["energy_voiced_mean"], "energy_std": std(s["energy_voiced_std"])}
+    def mean(value):
+        return value if n else math.nan
+
+    return {"pitch_mean": mean(s["f0_mean"]), "pitch_std": std(s["f0_std"]),
+            "energy_mean": mean(s["energy_voiced_mean"]),
+            "energy_std": std(s["energy_voiced_std"])}
 
 
 def export_coqui(store: FeatureStore, utterances: Iterator[tuple[int, str]], out_dir: Path,

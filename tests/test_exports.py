@@ -3,6 +3,7 @@ them, and the loader's layout and normalisation options, per speaker."""
 
 import base64
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -129,10 +130,11 @@ def test_export_refuses_ids_outside_and_non_empty_folders(store, tmp_path):
         export_store(store, "espnet", tmp_path / "x")
 
 
-def test_a_speaker_without_voiced_frames_is_normalised_by_the_corpus(tmp_path):
+def test_a_speaker_without_voiced_frames_is_normalised_by_the_corpus(tmp_path, capsys):
     """Speaker "mute" has one silent file and so no f0 statistics: its energy is standardised
-    by the corpus's voiced-frame statistics, its f0 is 0. A store without any voiced frame
-    cannot be normalised, and says so."""
+    by the corpus's voiced-frame statistics, its f0 is 0. NeMo's export gives it NaN
+    statistics, as compute_feature_stats.py does, which NeMo's normalisation survives. A store
+    without any voiced frame cannot be normalised, and says so."""
     corpus = write_corpus(tmp_path / "c", [("a", 1.0, 22050, 1, "pcm16"),
                                            ("b", 1.2, 22050, 1, "pcm16")])
     write_wav(corpus / "wavs" / "quiet.wav", np.zeros(22050), 22050)
@@ -147,6 +149,17 @@ def test_a_speaker_without_voiced_frames_is_normalised_by_the_corpus(tmp_path):
     assert not raw["voiced"].any() and not item["f0"].any()
     expected = (raw["energy"].double() - s["energy_voiced_mean"]) / s["energy_voiced_std"]
     torch.testing.assert_close(item["energy"].double(), expected, rtol=1e-5, atol=1e-5)
+    export_store(tmp_path / "s.zarr", "nemo", tmp_path / "nemo")
+    assert "mute has fewer than 2 voiced frames" in capsys.readouterr().err
+    stats = json.loads((tmp_path / "nemo" / "feature_stats.json").read_text())
+    assert all(math.isnan(value) for value in stats["mute"].values())
+    for utt_id, speaker in (("quiet", "mute"), ("a", "p1")):
+        # NeMo's MeanVarianceSpeakerNormalization.process on what compute_features.py loads
+        pitch, voiced = (torch.from_numpy(np.load(tmp_path / "nemo" / name / f"{utt_id}.npy"))
+                         for name in ("pitch", "voiced_mask"))
+        pitch = (pitch - stats[speaker]["pitch_mean"]) / stats[speaker]["pitch_std"]
+        pitch[~voiced] = 0.0
+        assert pitch.isfinite().all() and voiced.any() == (speaker == "p1")
     (corpus / "metadata.csv").write_text("quiet|Quiet.|Quiet.|mute\n")
     run_job(corpus, tmp_path / "silent.zarr", device="cpu", show_progress=False)
     with pytest.raises(ValueError, match="no voiced frame to normalise by"):
