@@ -15,8 +15,6 @@ import torchaudio
 from librosa.filters import mel as librosa_mel_fn
 from librosa.util import normalize
 
-MAX_WAV_VALUE = 32768.0
-
 
 def hifigan_magnitude(y: torch.Tensor, n_fft=1024, hop_size=256, win_size=1024) -> torch.Tensor:
     """The magnitude step of jik876/hifi-gan meldataset.py mel_spectrogram (center=False), for
