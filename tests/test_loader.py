@@ -133,3 +133,16 @@ def test_item_access_by_position_and_id(mixed_store):
     assert store[np.int64(1)]["id"] == store[torch.tensor(1)]["id"] == store.ids[1]
     with pytest.raises(TypeError, match=r"position \(int\), not float"):
         store[1.5]
+
+
+def test_check_config_names_each_setting_that_differs_from_a_vocoders(mixed_store):
+    store = FeatureStore(mixed_store)
+    # jik876/hifi-gan config_v1.json: the default preset's vocoder
+    store.check_config(sample_rate=22050, n_fft=1024, hop_length=256, win_length=1024,
+                       n_mels=80, fmin=0, fmax=8000)
+    # NVIDIA/BigVGAN bigvgan_v2_22khz_80band_256x: fmax null, that is sr / 2
+    with pytest.raises(ValueError, match=r"\(preset 'hifigan'\) does not match: "
+                                         r"fmax is 8000.0, not 11025.0$"):
+        store.check_config(sample_rate=22050, hop_length=256, n_mels=80, fmax=11025.0)
+    with pytest.raises(ValueError, match="config has no hop_size, num_mels; it has name, "):
+        store.check_config(num_mels=80, hop_size=256)

@@ -124,6 +124,25 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def check_config(self, **expected) -> None:
+        """Raise ValueError naming every setting in which the store differs from `expected`,
+        such as the vocoder's own, so that its mels cannot silently mismatch:
+
+        >>> store.check_config(sample_rate=22050, n_fft=1024, hop_length=256,  # doctest: +SKIP
+        ...                    win_length=1024, n_mels=80, fmin=0, fmax=8000)
+
+        Names are the store's config keys (`fmax` is in Hz, also where a toolkit writes None
+        for sample_rate / 2); a name the config lacks is an error too."""
+        unknown = sorted(set(expected) - set(self.config))
+        if unknown:
+            raise ValueError(f"{self.path}: the store's config has no {', '.join(unknown)}; "
+                             f"it has {', '.join(self.config)}")
+        differ = [f"{name} is {self.config[name]!r}, not {value!r}"
+                  for name, value in expected.items() if self.config[name] != value]
+        if differ:
+            raise ValueError(f"{self.path} (preset {self.config.get('name')!r}) does not match: "
+                             + "; ".join(differ))
+
     @property
     def lengths(self) -> np.ndarray:
         """Frames per utterance."""
