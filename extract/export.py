@@ -4,6 +4,7 @@ fastpitch: NVIDIA DeepLearningExamples FastPitch, as prepare_dataset.py leaves i
     DIR/mels/<id>.pt    torch.save of a [n_mels, T] float32 tensor
     DIR/pitch/<id>.pt   torch.save of a [1, T] float32 tensor (Hz, 0 when unvoiced)
     DIR/filelist.txt    mels/<id>.pt|pitch/<id>.pt|text, for --load-mel-from-disk
+    train.py normalises pitch by --pitch-mean and --pitch-std: fastpitch_pitch_flags gives them
 nemo: NVIDIA NeMo's feature layout (scripts/dataset_processing/tts/compute_features.py and
 compute_feature_stats.py), with the dataset's wavs/ folder as NeMo's audio_dir:
     DIR/<feature>/<id>.npy   mel_spec [n_mels, T], pitch [T], voiced_mask [T], energy [T]
@@ -89,6 +90,16 @@ def export_fastpitch(store: FeatureStore, utterances: Iterator[tuple[int, str]],
         torch.save(item["f0"][None].clone(), _in_place(out_dir / "pitch" / f"{utt_id}.pt"))
         lines.append(f"mels/{utt_id}.pt|pitch/{utt_id}.pt|{item['text']}")
     (out_dir / "filelist.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def fastpitch_pitch_flags(stats: dict) -> str:
+    """The flags of FastPitch's train.py that normalise its pitch targets by this store's f0
+    statistics (its defaults are LJSpeech's: 214.72203 and 65.72038)."""
+    if not stats["f0_voiced_frames"]:
+        return "the store has no voiced frame: FastPitch's pitch statistics are undefined"
+    return (f"train with FastPitch's --pitch-mean {stats['f0_mean']:.5f} --pitch-std "
+            f"{stats['f0_std']:.5f} (f0 over this store's voiced frames; its defaults are "
+            "LJSpeech's)")
 
 
 def export_nemo(store: FeatureStore, utterances: Iterator[tuple[int, str]],

@@ -5,6 +5,7 @@ import base64
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,20 @@ def test_fastpitch_export_loads_like_prepare_dataset_output(store, tmp_path):
         torch.testing.assert_close(mel, item["mel"].T, rtol=0, atol=0)
         torch.testing.assert_close(pitch[0], item["f0"], rtol=0, atol=0)
         assert text == item["text"]
+
+
+def test_fastpitch_export_gives_train_py_the_corpus_pitch_statistics(store, tmp_path):
+    """FastPitch's normalize_pitch standardises the nonzero pitch of the exported files by
+    --pitch-mean and --pitch-std; the export prints them for this corpus."""
+    result = subprocess.run([sys.executable, "-m", "extract", "export", str(store), "--to",
+                             "fastpitch", str(tmp_path / "fp"), "--quiet"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    flags = re.search(r"--pitch-mean (\S+) --pitch-std (\S+)", result.stdout)
+    pitch = torch.cat([torch.load(path)[0] for path in (tmp_path / "fp" / "pitch").iterdir()])
+    voiced = pitch[pitch != 0].double()
+    assert float(flags[1]) == pytest.approx(voiced.mean().item(), abs=1e-5)
+    assert float(flags[2]) == pytest.approx(voiced.std(unbiased=False).item(), abs=1e-5)
 
 
 def coqui_string2filename(string):
