@@ -181,7 +181,7 @@ def print_presets(stream) -> None:
 
 
 def cmd_export(args) -> int:
-    from extract.export import RECIPE_PRESETS, export_store, fastpitch_pitch_flags
+    from extract.export import RECIPE_PRESETS, export_store, fastpitch_train_flags
     from extract.loader.feature_store import FeatureStore
 
     store = FeatureStore(args.store)
@@ -193,7 +193,7 @@ def cmd_export(args) -> int:
                          show_progress=not args.quiet)
     print(f"exported {count} utterances to {args.dir} ({args.to} layout)")
     if args.to == "fastpitch":
-        print(fastpitch_pitch_flags(store.stats))
+        print(fastpitch_train_flags(store))
     return EXIT_OK
 
 

@@ -3,8 +3,10 @@
 fastpitch: NVIDIA DeepLearningExamples FastPitch, as prepare_dataset.py leaves it:
     DIR/mels/<id>.pt    torch.save of a [n_mels, T] float32 tensor
     DIR/pitch/<id>.pt   torch.save of a [1, T] float32 tensor (Hz, 0 when unvoiced)
-    DIR/filelist.txt    mels/<id>.pt|pitch/<id>.pt|text, for --load-mel-from-disk
-    train.py normalises pitch by --pitch-mean and --pitch-std: fastpitch_pitch_flags gives them
+    DIR/filelist.txt    mels/<id>.pt|pitch/<id>.pt|text, for --load-mel-from-disk, plus
+                        |<speaker number> when the corpus has speakers (DIR/speakers.txt:
+                        <number>|<name> lines)
+    train.py's --pitch-mean, --pitch-std and --n-speakers: fastpitch_train_flags gives them
 nemo: NVIDIA NeMo's feature layout (scripts/dataset_processing/tts/compute_features.py and
 compute_feature_stats.py), with the dataset's wavs/ folder as NeMo's audio_dir:
     DIR/<feature>/<id>.npy   mel_spec [n_mels, T], pitch [T], voiced_mask [T], energy [T]
@@ -83,23 +85,36 @@ def _each_utterance(store: FeatureStore, show_progress: bool) -> Iterator[tuple[
 
 def export_fastpitch(store: FeatureStore, utterances: Iterator[tuple[int, str]],
                      out_dir: Path) -> None:
+    numbers = fastpitch_speaker_numbers(store)
+    if numbers:
+        _in_place(out_dir / "speakers.txt").write_text(
+            "".join(f"{n}|{name}\n" for name, n in numbers.items()), encoding="utf-8")
     lines = []
     for i, utt_id in utterances:
         item = store[i]
         torch.save(item["mel"].clone(), _in_place(out_dir / "mels" / f"{utt_id}.pt"))
         torch.save(item["f0"][None].clone(), _in_place(out_dir / "pitch" / f"{utt_id}.pt"))
-        lines.append(f"mels/{utt_id}.pt|pitch/{utt_id}.pt|{item['text']}")
+        speaker = f"|{numbers[item['speaker']]}" if numbers else ""
+        lines.append(f"mels/{utt_id}.pt|pitch/{utt_id}.pt|{item['text']}{speaker}")
     (out_dir / "filelist.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def fastpitch_pitch_flags(stats: dict) -> str:
-    """The flags of FastPitch's train.py that normalise its pitch targets by this store's f0
-    statistics (its defaults are LJSpeech's: 214.72203 and 65.72038)."""
+def fastpitch_speaker_numbers(store: FeatureStore) -> dict[str, int]:
+    """FastPitch's integer speaker ids (its filelists' last column): the names in sorted order;
+    empty when the store has no speakers."""
+    return {name: n for n, name in enumerate(sorted(set(store.speakers or ())))}
+
+
+def fastpitch_train_flags(store: FeatureStore) -> str:
+    """The flags of FastPitch's train.py for this store: the f0 statistics that normalise its
+    pitch targets (its defaults are LJSpeech's: 214.72203 and 65.72038), and --n-speakers."""
+    stats = store.stats
     if not stats["f0_voiced_frames"]:
         return "the store has no voiced frame: FastPitch's pitch statistics are undefined"
+    speakers = len(fastpitch_speaker_numbers(store))
     return (f"train with FastPitch's --pitch-mean {stats['f0_mean']:.5f} --pitch-std "
-            f"{stats['f0_std']:.5f} (f0 over this store's voiced frames; its defaults are "
-            "LJSpeech's)")
+            f"{stats['f0_std']:.5f}" + (f" --n-speakers {speakers}" if speakers else "") +
+            " (f0 over this store's voiced frames; its defaults are LJSpeech's)")
 
 
 def export_nemo(store: FeatureStore, utterances: Iterator[tuple[int, str]],

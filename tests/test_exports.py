@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,31 +40,64 @@ def store(tmp_path_factory):
     return out
 
 
-def test_fastpitch_export_loads_like_prepare_dataset_output(store, tmp_path):
+def dle_filelist(dataset_path, filelist, has_speakers: bool) -> list[tuple]:
+    """DeepLearningExamples FastPitch common/utils.py load_filepaths_and_text."""
+    def split_line(root, line):
+        parts = line.strip().split("|")
+        if has_speakers:
+            paths, non_paths = parts[:-2], parts[-2:]
+        else:
+            paths, non_paths = parts[:-1], parts[-1:]
+        return tuple(str(Path(root, p)) for p in paths) + tuple(non_paths)
+
+    with open(filelist, encoding="utf-8") as f:
+        return [split_line(dataset_path, line) for line in f]
+
+
+@pytest.mark.parametrize("with_speakers", [True, False])
+def test_fastpitch_export_loads_like_prepare_dataset_output(store, tmp_path, with_speakers):
+    """TTSDataset with --load-mel-from-disk reads the filelist's paths, text and (with
+    --n-speakers > 1) an integer speaker; speakers.txt names them."""
+    if not with_speakers:
+        store = shutil.copytree(store, tmp_path / "one_speaker.zarr")
+        shutil.rmtree(store / "utterances" / "speaker")
     assert export_store(store, "fastpitch", tmp_path / "fp") == 5
     features = FeatureStore(store)
-    lines = (tmp_path / "fp" / "filelist.txt").read_text().splitlines()
-    assert lines[0] == "mels/s0.pt|pitch/s0.pt|Normalized s0."
-    for line in lines:
-        mel_path, pitch_path, text = line.split("|")
-        mel = torch.load(tmp_path / "fp" / mel_path)            # data_function.py, from disk
-        pitch = torch.load(tmp_path / "fp" / pitch_path)
-        item = features[mel_path[5:-3]]
+    names = {}
+    if with_speakers:
+        for line in (tmp_path / "fp" / "speakers.txt").read_text().splitlines():
+            number, name = line.split("|")
+            names[int(number)] = name
+        assert sorted(names) == list(range(len(set(SPEAKERS))))
+    else:
+        assert not (tmp_path / "fp" / "speakers.txt").exists()
+    for row in dle_filelist(tmp_path / "fp", tmp_path / "fp" / "filelist.txt", with_speakers):
+        if with_speakers:                           # data_function.py TTSDataset.__getitem__
+            mel_path, pitch_path, text, speaker = row
+            speaker = int(speaker)
+        else:
+            mel_path, pitch_path, text = row
+        mel = torch.load(mel_path)                  # get_mel, load_mel_from_disk
+        pitch = torch.load(pitch_path)              # get_pitch, load_pitch_from_disk
+        item = features[Path(mel_path).stem]
         assert mel.dtype == torch.float32 and mel.shape == (80, len(item["f0"]))
         assert pitch.shape == (1, mel.shape[1])
         torch.testing.assert_close(mel, item["mel"].T, rtol=0, atol=0)
         torch.testing.assert_close(pitch[0], item["f0"], rtol=0, atol=0)
         assert text == item["text"]
+        if with_speakers:
+            assert names[speaker] == item["speaker"]
 
 
 def test_fastpitch_export_gives_train_py_the_corpus_pitch_statistics(store, tmp_path):
     """FastPitch's normalize_pitch standardises the nonzero pitch of the exported files by
-    --pitch-mean and --pitch-std; the export prints them for this corpus."""
+    --pitch-mean and --pitch-std; the export prints them for this corpus, and the number of
+    speakers."""
     result = subprocess.run([sys.executable, "-m", "extract", "export", str(store), "--to",
                              "fastpitch", str(tmp_path / "fp"), "--quiet"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    flags = re.search(r"--pitch-mean (\S+) --pitch-std (\S+)", result.stdout)
+    flags = re.search(r"--pitch-mean (\S+) --pitch-std (\S+) --n-speakers 2 ", result.stdout)
     pitch = torch.cat([torch.load(path)[0] for path in (tmp_path / "fp" / "pitch").iterdir()])
     voiced = pitch[pitch != 0].double()
     assert float(flags[1]) == pytest.approx(voiced.mean().item(), abs=1e-5)
