@@ -15,6 +15,8 @@ compute_feature_stats.py), with the dataset's wavs/ folder as NeMo's audio_dir:
                              where torch gives NaN (fewer than 2 voiced frames)
     DIR/manifest.json        one JSON line per utterance: audio_filepath, text, duration,
                              speaker when the corpus has speakers
+    DIR/speakers.json        with speakers: name -> index, as create_speaker_map.py writes it
+                             (TextToSpeechDataset's speaker_path)
 coqui: Coqui TTS's F0 cache (TTS/tts/datasets/dataset.py F0Dataset), for `f0_cache_path`:
     DIR/<name>_pitch.npy     f0 [T] (Hz, 0 when unvoiced); <name> is Coqui's
                              string2filename(f"{dataset_name}#wavs/<id>"), what its ljspeech
@@ -85,7 +87,7 @@ def _each_utterance(store: FeatureStore, show_progress: bool) -> Iterator[tuple[
 
 def export_fastpitch(store: FeatureStore, utterances: Iterator[tuple[int, str]],
                      out_dir: Path) -> None:
-    numbers = fastpitch_speaker_numbers(store)
+    numbers = speaker_numbers(store)
     if numbers:
         _in_place(out_dir / "speakers.txt").write_text(
             "".join(f"{n}|{name}\n" for name, n in numbers.items()), encoding="utf-8")
@@ -99,9 +101,9 @@ def export_fastpitch(store: FeatureStore, utterances: Iterator[tuple[int, str]],
     (out_dir / "filelist.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def fastpitch_speaker_numbers(store: FeatureStore) -> dict[str, int]:
-    """FastPitch's integer speaker ids (its filelists' last column): the names in sorted order;
-    empty when the store has no speakers."""
+def speaker_numbers(store: FeatureStore) -> dict[str, int]:
+    """Integer speaker ids, the names in sorted order (as NeMo's create_speaker_map.py numbers
+    them); empty when the store has no speakers."""
     return {name: n for n, name in enumerate(sorted(set(store.speakers or ())))}
 
 
@@ -111,7 +113,7 @@ def fastpitch_train_flags(store: FeatureStore) -> str:
     stats = store.stats
     if not stats["f0_voiced_frames"]:
         return "the store has no voiced frame: FastPitch's pitch statistics are undefined"
-    speakers = len(fastpitch_speaker_numbers(store))
+    speakers = len(speaker_numbers(store))
     return (f"train with FastPitch's --pitch-mean {stats['f0_mean']:.5f} --pitch-std "
             f"{stats['f0_std']:.5f}" + (f" --n-speakers {speakers}" if speakers else "") +
             " (f0 over this store's voiced frames; its defaults are LJSpeech's)")
@@ -132,6 +134,8 @@ def export_nemo(store: FeatureStore, utterances: Iterator[tuple[int, str]],
             entry["speaker"] = item["speaker"]
         manifest.append(json.dumps(entry, ensure_ascii=False))
     (out_dir / "manifest.json").write_text("\n".join(manifest) + "\n", encoding="utf-8")
+    if store.speakers:
+        (out_dir / "speakers.json").write_text(json.dumps(speaker_numbers(store), indent=4))
     groups = {"default": store.stats, **store.stats.get("speakers", {})}
     stats = {name: _nemo_stats(values) for name, values in groups.items()}
     (out_dir / "feature_stats.json").write_text(json.dumps(stats, indent=4))

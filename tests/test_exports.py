@@ -154,6 +154,10 @@ def test_nemo_export_loads_like_compute_features_output(store, tmp_path):
         for by_speaker, key in ((pitch_by_speaker, "pitch"), (energy_by_speaker, "energy")):
             for group in ("default", entry["speaker"]):
                 by_speaker.setdefault(group, []).append(loaded[key][mask])
+    # create_speaker_map.py over the manifest; TextToSpeechDataset looks each speaker up
+    speaker_list = sorted({str(entry["speaker"]) for entry in manifest})
+    speaker_map = json.loads((tmp_path / "nemo" / "speakers.json").read_text())
+    assert speaker_map == {speaker_list[i]: i for i in range(len(speaker_list))}
     stats = json.loads((tmp_path / "nemo" / "feature_stats.json").read_text())
     assert set(stats) == {"default", "p1", "p2"}
     for group in stats:
