@@ -245,9 +245,35 @@ def test_loader_layout_and_per_speaker_normalisation(store):
     assert batch["speakers"] == ["p1", "p2"]
 
 
+def matcha_data_statistics(mels: list[torch.Tensor], out_channels: int = 80) -> dict:
+    """Matcha-TTS matcha/utils/generate_data_statistics.py compute_data_statistics, over batches
+    of 2 [n_feats, T] mels zero-padded as its TextMelBatchCollate pads them."""
+    total_mel_sum = 0
+    total_mel_sq_sum = 0
+    total_mel_len = 0
+    for first in range(0, len(mels), 2):
+        batch = mels[first:first + 2]
+        y = torch.zeros((len(batch), out_channels, max(m.shape[1] for m in batch)))
+        for k, mel in enumerate(batch):
+            y[k, :, :mel.shape[1]] = mel
+        total_mel_len += torch.sum(torch.tensor([m.shape[1] for m in batch]))
+        total_mel_sum += torch.sum(y)
+        total_mel_sq_sum += torch.sum(torch.pow(y, 2))
+    data_mean = total_mel_sum / (total_mel_len * out_channels)
+    data_std = torch.sqrt((total_mel_sq_sum / (total_mel_len * out_channels))
+                          - torch.pow(data_mean, 2))
+    return {"mel_mean": data_mean.item(), "mel_std": data_std.item()}
+
+
 def test_matcha_statistics_are_one_mean_and_std_over_all_bins(mixed_store):
-    store = FeatureStore(mixed_store)
-    mel = torch.cat([store[i]["mel"] for i in range(len(store))]).double()
+    """The store's statistics and `inspect` give what Matcha's data_statistics would be."""
+    store = FeatureStore(mixed_store, mel_layout="bins_first")
+    mel = torch.cat([store[i]["mel"] for i in range(len(store))], dim=1).double()
     assert store.stats["mel_mean_global"] == pytest.approx(mel.mean().item(), rel=1e-9)
     assert store.stats["mel_std_global"] == pytest.approx(mel.std(unbiased=False).item(),
                                                           rel=1e-6)
+    expected = matcha_data_statistics([store[i]["mel"] for i in range(len(store))])
+    shown = re.search(r"log-mel mean (\S+) std (\S+) over all bins \(Matcha's data_statistics",
+                      store.describe())
+    assert float(shown[1]) == pytest.approx(expected["mel_mean"], rel=1e-5)
+    assert float(shown[2]) == pytest.approx(expected["mel_std"], rel=1e-5)

@@ -240,6 +240,8 @@ class FeatureStore:
             f"f0 mean {_fmt(s['f0_mean'])} std {_fmt(s['f0_std'])} Hz over "
             f"{s['f0_voiced_frames']} voiced frames",
             f"  energy mean {_fmt(s['energy_mean'])} std {_fmt(s['energy_std'])}",
+            f"  log-mel mean {s['mel_mean_global']:.6f} std {s['mel_std_global']:.6f} over all "
+            "bins (Matcha's data_statistics: mel_mean, mel_std)",
             "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in
                                      {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items()
                                      if n in self.array_names)
