@@ -34,7 +34,7 @@ def write_store(folder: Path, counts: np.ndarray, features: list[dict]) -> float
     ids = [f"utt{i}" for i in range(len(counts))]
     index = UtteranceIndex(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
                            np.zeros((len(counts), 2), dtype=np.int64),
-                           {"id": ids, "text": ids})
+                           {"id": ids, "text": ids, "audio": [f"{i}.wav" for i in ids]})
     out = folder / "features.zarr"
     out.mkdir()
     start = time.perf_counter()

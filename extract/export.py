@@ -13,8 +13,8 @@ compute_feature_stats.py), with the dataset's wavs/ folder as NeMo's audio_dir:
     DIR/feature_stats.json   pitch and energy mean and std over voiced frames (std with
                              ddof=1, as torch.std), under "default" and per speaker; NaN
                              where torch gives NaN (fewer than 2 voiced frames)
-    DIR/manifest.json        one JSON line per utterance: audio_filepath, text, duration,
-                             speaker when the corpus has speakers
+    DIR/manifest.json        one JSON line per utterance: audio_filepath (relative to wavs/),
+                             text, duration, speaker when the corpus has speakers
     DIR/speakers.json        with speakers: name -> index, as create_speaker_map.py writes it
                              (TextToSpeechDataset's speaker_path)
 coqui: Coqui TTS's F0 cache (TTS/tts/datasets/dataset.py F0Dataset), for `f0_cache_path`:
@@ -128,7 +128,7 @@ def export_nemo(store: FeatureStore, utterances: Iterator[tuple[int, str]],
         for name, value in (("mel_spec", item["mel"]), ("pitch", item["f0"]),
                             ("voiced_mask", item["voiced"]), ("energy", item["energy"])):
             np.save(_in_place(out_dir / name / f"{utt_id}.npy"), value.numpy())
-        entry = {"audio_filepath": f"{utt_id}.wav", "text": item["text"],
+        entry = {"audio_filepath": store.audio_files[i], "text": item["text"],
                  "duration": round(len(item["f0"]) * seconds_per_frame, 3)}
         if "speaker" in item:
             entry["speaker"] = item["speaker"]

@@ -127,7 +127,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                 job = e
         job = ranks.share(job)
         utts, counts, rejected = job.utterances, job.counts, job.rejected
-        writer = StoreWriter(Path(out), store_index(utts, counts), {}, {},
+        writer = StoreWriter(Path(out), store_index(utts, counts, job.root), {}, {},
                              shard_frames=shard_frames, mode="attach",
                              owned=ranks.shards(-(-int(counts.sum()) // shard_frames)))
         if writer.complete:
@@ -219,10 +219,12 @@ def memory_that_ran_out(error: BaseException) -> str | None:
     return None
 
 
-def store_index(utts: list[Utterance], counts: np.ndarray) -> UtteranceIndex:
-    """The store's per-utterance arrays for planned utterances (`extract.plan.plan`): frame
-    offsets, sample spans, and the string fields, speaker only when the corpus names speakers."""
-    fields = {"id": [u.id for u in utts], "text": [u.text for u in utts]}
+def store_index(utts: list[Utterance], counts: np.ndarray, root: Path) -> UtteranceIndex:
+    """The store's per-utterance arrays for planned utterances (`extract.plan.plan`) of the
+    dataset at `root`: frame offsets, sample spans, and the string fields (the audio file
+    relative to root/wavs), speaker only when the corpus names speakers."""
+    fields = {"id": [u.id for u in utts], "text": [u.text for u in utts],
+              "audio": [u.path.relative_to(root / "wavs").as_posix() for u in utts]}
     if any(u.speaker for u in utts):
         fields["speaker"] = [u.speaker for u in utts]
     return UtteranceIndex(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
@@ -268,7 +270,8 @@ def _create_store(corpus: Corpus, out, preset: Preset, resuming: bool, max_durat
                   shard_frames: int, show_progress: bool) -> _Job:
     """Plan the job and create (or reopen) its store."""
     utts, counts, rejected = plan(corpus, preset, max_duration_s)
-    writer = StoreWriter(Path(out), store_index(utts, counts), store_widths(preset),
+    writer = StoreWriter(Path(out), store_index(utts, counts, corpus.root),
+                         store_widths(preset),
                          {"config": preset.to_dict(),
                           "manifest_sha256": manifest_sha256(corpus.root, utts),
                           "versions": dependency_versions(),

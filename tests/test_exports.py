@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 import zarr
 
+from extract.demo import synth_utterance
 from extract.export import ExportError, export_store
 from extract.input.audio import write_wav
 from extract.job import run_job
@@ -277,3 +279,26 @@ def test_matcha_statistics_are_one_mean_and_std_over_all_bins(mixed_store):
                       store.describe())
     assert float(shown[1]) == pytest.approx(expected["mel_mean"], rel=1e-5)
     assert float(shown[2]) == pytest.approx(expected["mel_std"], rel=1e-5)
+
+
+def test_nemo_manifest_names_each_utterances_own_audio_file(tmp_path):
+    """FLAC, upper-case suffixes and subfolders: the store records each utterance's file, and
+    NeMo finds the audio (audio_dir / audio_filepath) and its features where
+    features.py _get_feature_filepath puts them (the relative path, suffix .npy)."""
+    corpus = write_corpus(tmp_path / "c", [("a", 0.6, 22050, 1, "pcm16"),
+                                           ("up", 0.7, 22050, 1, "pcm16")])
+    (corpus / "wavs" / "up.wav").rename(corpus / "wavs" / "up.WAV")
+    y = synth_utterance(0.8, 22050, np.random.default_rng(1))
+    soundfile.write(corpus / "wavs" / "fl.flac", y, 22050, subtype="PCM_16")
+    (corpus / "wavs" / "sub").mkdir()
+    write_wav(corpus / "wavs" / "sub" / "n.wav", y, 22050)
+    with open(corpus / "metadata.csv", "a") as f:
+        f.write("fl|Text of fl.|\nsub/n.wav|Text of n.|\n")
+    run_job(corpus, tmp_path / "s.zarr", device="cpu", show_progress=False)
+    store = FeatureStore(tmp_path / "s.zarr")
+    assert store.audio_files == ["a.wav", "up.WAV", "fl.flac", "sub/n.wav"]
+    export_store(tmp_path / "s.zarr", "nemo", tmp_path / "nemo")
+    for line in (tmp_path / "nemo" / "manifest.json").read_text().splitlines():
+        relative = Path(json.loads(line)["audio_filepath"])
+        assert (corpus / "wavs" / relative).is_file()
+        assert (tmp_path / "nemo" / "mel_spec" / relative.with_suffix(".npy")).is_file()

@@ -129,7 +129,8 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
     features[3]["f0"][:] = 0
     spans = np.stack([np.zeros(40), lengths * 256], axis=1)
     w = StoreWriter(tmp_path / "s.zarr",
-                    UtteranceIndex(offsets, spans, {"id": ids, "text": [f"t{i}" for i in ids]}),
+                    UtteranceIndex(offsets, spans, {"id": ids, "text": [f"t{i}" for i in ids],
+                                                    "audio": [f"{i}.wav" for i in ids]}),
                     {"n_mels": 5}, {"config": {}, "manifest_sha256": "x", "versions": {}},
                     chunk_frames=16, shard_frames=64)
     for i in rng.permutation(40):
@@ -150,7 +151,7 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
 def test_unfinished_store_is_refused(tmp_path):
     w = StoreWriter(tmp_path / "s.zarr",
                     UtteranceIndex(np.array([0, 10]), np.array([[0, 2560]]),
-                                   {"id": ["a"], "text": ["t"]}),
+                                   {"id": ["a"], "text": ["t"], "audio": ["a.wav"]}),
                     {"n_mels": 3}, {"config": {}, "manifest_sha256": "x", "versions": {}})
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(tmp_path / "s.zarr")

@@ -41,6 +41,7 @@ class FeatureStore:
     "speaker" when the corpus names speakers and "linear" when the preset stores it.
     `spans[i]` is the [start, end) of the samples (at config["sample_rate"], after resampling)
     that utterance i's frames cover: the whole file unless the preset trims silence.
+    `audio_files[i]` is its audio file, relative to the dataset's wavs/ folder.
 
     in_memory: read every array once at open (per process) and serve from RAM.
     mel_layout: "frames_first" ([T, n_mels]) or "bins_first" ([n_mels, T], as NeMo, FastPitch
@@ -75,7 +76,9 @@ class FeatureStore:
         self.config: dict = record["config"]
         self.stats: dict = record["stats"]
         self.attrs: dict = record
-        missing = [n for n in (*FRAME_ARRAYS, OFFSETS, SPANS) if n not in group]
+        missing = [n for n in (*FRAME_ARRAYS, OFFSETS, SPANS,
+                                *(f"{UTTERANCE_GROUP}/{f}" for f in ("id", "text", "audio")))
+                   if n not in group]
         if missing:
             raise StoreFormatError(f"{self.path} lacks array(s) {missing}")
         self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in group]
@@ -83,6 +86,7 @@ class FeatureStore:
         self.spans = np.asarray(group[SPANS][:], dtype=np.int64)
         self.ids = [str(v) for v in group[f"{UTTERANCE_GROUP}/id"][:]]
         self.texts = [str(v) for v in group[f"{UTTERANCE_GROUP}/text"][:]]
+        self.audio_files = [str(v) for v in group[f"{UTTERANCE_GROUP}/audio"][:]]
         self.speakers = [str(v) for v in group[f"{UTTERANCE_GROUP}/speaker"][:]] \
             if f"{UTTERANCE_GROUP}/speaker" in group else None
         self._fields = [f for f in UTTERANCE_FIELDS if f"{UTTERANCE_GROUP}/{f}" in group]
@@ -109,9 +113,10 @@ class FeatureStore:
                 or self.offsets[-1] != n_frames:
             raise StoreFormatError(f"{self.path}: offsets are not monotonic from 0 to the "
                                    f"{n_frames} stored frames")
-        if not len(self.ids) == len(self.texts) == len(lengths):
-            raise StoreFormatError(f"{self.path}: {len(self.ids)} ids, {len(self.texts)} texts "
-                                   f"and {len(lengths)} utterances disagree")
+        if not len(self.ids) == len(self.texts) == len(self.audio_files) == len(lengths):
+            raise StoreFormatError(f"{self.path}: {len(self.ids)} ids, {len(self.texts)} texts, "
+                                   f"{len(self.audio_files)} audio files and {len(lengths)} "
+                                   "utterances disagree")
         if self.spans.shape != (len(lengths), 2) or (self.spans[:, 0] < 0).any() \
                 or (self.spans[:, 1] < self.spans[:, 0]).any():
             raise StoreFormatError(f"{self.path}: spans must hold {len(lengths)} [start, end) "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 ATTRS_KEY = "tts_extract"          # group attribute holding everything the job records
 
 CHUNK_FRAMES = 1024                # one utterance touches one or two chunks
@@ -28,8 +28,9 @@ ABSENT_CHUNK = 2**64 - 1           # a shard index's (offset, nbytes) for a chun
 OFFSETS = "offsets"                # int64 [utterances + 1]
 SPANS = "spans"                    # int64 [utterances, 2]: samples the frames cover
 PROGRESS = "progress"              # while a job runs: one JSON file per finished shard
-UTTERANCE_GROUP = "utterances"     # string arrays: id, text, and speaker when the corpus has one
-UTTERANCE_FIELDS = ("id", "text", "speaker")
+UTTERANCE_GROUP = "utterances"     # string arrays: id, text, audio (the file, relative to the
+#                                    dataset's wavs/), and speaker when the corpus has one
+UTTERANCE_FIELDS = ("id", "text", "audio", "speaker")
 
 
 def frame_arrays(widths: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...], tuple]]:
