@@ -22,8 +22,8 @@ import zarr
 from extract.loader.shard_reader import ShardReader, raw_layout
 from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
-                                  OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS,
-                                  UTTERANCE_GROUP)
+                                  OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS, SPANS,
+                                  UTTERANCE_FIELDS, UTTERANCE_GROUP)
 
 
 SHOWN_REJECTIONS = 20
@@ -77,7 +77,7 @@ class FeatureStore:
         self.stats: dict = record["stats"]
         self.attrs: dict = record
         missing = [n for n in (*FRAME_ARRAYS, OFFSETS, SPANS,
-                                *(f"{UTTERANCE_GROUP}/{f}" for f in ("id", "text", "audio")))
+                                *(f"{UTTERANCE_GROUP}/{f}" for f in UTTERANCE_FIELDS))
                    if n not in group]
         if missing:
             raise StoreFormatError(f"{self.path} lacks array(s) {missing}")
@@ -89,7 +89,8 @@ class FeatureStore:
         self.audio_files = [str(v) for v in group[f"{UTTERANCE_GROUP}/audio"][:]]
         self.speakers = [str(v) for v in group[f"{UTTERANCE_GROUP}/speaker"][:]] \
             if f"{UTTERANCE_GROUP}/speaker" in group else None
-        self._fields = [f for f in UTTERANCE_FIELDS if f"{UTTERANCE_GROUP}/{f}" in group]
+        self._fields = [f for f in (*UTTERANCE_FIELDS, *OPTIONAL_UTTERANCE_FIELDS)
+                        if f"{UTTERANCE_GROUP}/{f}" in group]
         self._check_consistency(group)
         if normalize and self.stats["f0_mean"] is None:
             raise ValueError(f"{self.path} has no voiced frame to normalise by; open it "

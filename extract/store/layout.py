@@ -28,9 +28,9 @@ ABSENT_CHUNK = 2**64 - 1           # a shard index's (offset, nbytes) for a chun
 OFFSETS = "offsets"                # int64 [utterances + 1]
 SPANS = "spans"                    # int64 [utterances, 2]: samples the frames cover
 PROGRESS = "progress"              # while a job runs: one JSON file per finished shard
-UTTERANCE_GROUP = "utterances"     # string arrays: id, text, audio (the file, relative to the
-#                                    dataset's wavs/), and speaker when the corpus has one
-UTTERANCE_FIELDS = ("id", "text", "audio", "speaker")
+UTTERANCE_GROUP = "utterances"     # string arrays, one value per utterance
+UTTERANCE_FIELDS = ("id", "text", "audio")     # audio: the file, relative to the dataset's wavs/
+OPTIONAL_UTTERANCE_FIELDS = ("speaker",)       # written when the corpus names speakers
 
 
 def frame_arrays(widths: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...], tuple]]:
