@@ -84,14 +84,13 @@ class FeatureStore:
         self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in group]
         self.offsets = np.asarray(group[OFFSETS][:], dtype=np.int64)
         self.spans = np.asarray(group[SPANS][:], dtype=np.int64)
-        self.ids = [str(v) for v in group[f"{UTTERANCE_GROUP}/id"][:]]
-        self.texts = [str(v) for v in group[f"{UTTERANCE_GROUP}/text"][:]]
-        self.audio_files = [str(v) for v in group[f"{UTTERANCE_GROUP}/audio"][:]]
-        self.speakers = [str(v) for v in group[f"{UTTERANCE_GROUP}/speaker"][:]] \
-            if f"{UTTERANCE_GROUP}/speaker" in group else None
-        self._fields = [f for f in (*UTTERANCE_FIELDS, *OPTIONAL_UTTERANCE_FIELDS)
-                        if f"{UTTERANCE_GROUP}/{f}" in group]
-        self._check_consistency(group)
+        fields = {f: [str(v) for v in group[f"{UTTERANCE_GROUP}/{f}"][:]]
+                  for f in (*UTTERANCE_FIELDS, *OPTIONAL_UTTERANCE_FIELDS)
+                  if f"{UTTERANCE_GROUP}/{f}" in group}
+        self._check_consistency(group, fields)
+        self.ids, self.texts, self.audio_files = fields["id"], fields["text"], fields["audio"]
+        self.speakers = fields.get("speaker")
+        self._fields = list(fields)
         if normalize and self.stats["f0_mean"] is None:
             raise ValueError(f"{self.path} has no voiced frame to normalise by; open it "
                              "without normalize=True")
@@ -107,17 +106,22 @@ class FeatureStore:
         except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
             raise StoreFormatError(f"{self.path} cannot be opened: {e}") from e
 
-    def _check_consistency(self, group: zarr.Group) -> None:
+    def _check_consistency(self, group: zarr.Group, fields: dict[str, list[str]]) -> None:
         n_frames = group["mel"].shape[0]
         lengths = np.diff(self.offsets)
         if len(self.offsets) < 1 or self.offsets[0] != 0 or (lengths < 0).any() \
                 or self.offsets[-1] != n_frames:
             raise StoreFormatError(f"{self.path}: offsets are not monotonic from 0 to the "
                                    f"{n_frames} stored frames")
-        if not len(self.ids) == len(self.texts) == len(self.audio_files) == len(lengths):
-            raise StoreFormatError(f"{self.path}: {len(self.ids)} ids, {len(self.texts)} texts, "
-                                   f"{len(self.audio_files)} audio files and {len(lengths)} "
-                                   "utterances disagree")
+        if any(len(values) != len(lengths) for values in fields.values()):
+            counts = ", ".join(f"{len(values)} {UTTERANCE_GROUP}/{name}"
+                               for name, values in fields.items())
+            raise StoreFormatError(f"{self.path}: {counts} and {len(lengths)} utterances (from "
+                                   f"{OFFSETS}) disagree")
+        unknown = sorted(set(fields.get("speaker", ())) - set(self.stats.get("speakers", ())))
+        if unknown:
+            raise StoreFormatError(f"{self.path}: speaker(s) {unknown[:5]} have no statistics "
+                                   "(stats.speakers)")
         if self.spans.shape != (len(lengths), 2) or (self.spans[:, 0] < 0).any() \
                 or (self.spans[:, 1] < self.spans[:, 0]).any():
             raise StoreFormatError(f"{self.path}: spans must hold {len(lengths)} [start, end) "
