@@ -2,6 +2,7 @@
 never unpickles anything, a full disk or unwritable output is a clear error that leaves the
 dataset untouched, and nothing lands outside the output folder."""
 
+import copy
 import hashlib
 import json
 import os
@@ -61,6 +62,44 @@ def test_inconsistent_stores_give_clear_errors(mixed_store, tmp_path, damage, me
     damage(group, path)
     with pytest.raises(StoreFormatError, match=message):
         FeatureStore(path)
+
+
+def change_record(group: zarr.Group, change) -> None:
+    record = copy.deepcopy(group.attrs[ATTRS_KEY])
+    change(record)
+    group.attrs.put({ATTRS_KEY: record})
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda r: r.pop("stats"), "damaged: stats is missing"),
+    (lambda r: r["config"].update(hop_length="256"),
+     "config.hop_length is '256', not an integer"),
+    (lambda r: r["config"]["pitch"].pop("method"), "config.pitch.method is missing"),
+    (lambda r: r["stats"].update(speakers={"p1": {}}),
+     r"stats.speakers\['p1'\].f0_mean is missing"),
+    (lambda r: r["stats"].update(f0_voiced_frames=True),
+     "f0_voiced_frames is True, not an integer"),
+    (lambda r: r["run"]["stage_s"].update(decode=None), r"run.stage_s\['decode'\] is None, not a"),
+    (lambda r: r.update(rejected=[{"line": 1}]), r"rejected\[0\].entry is missing"),
+    (lambda r: r.update(versions=[]), r"versions is \[\], not a mapping"),
+])
+def test_a_damaged_record_is_named_at_open(mixed_store, tmp_path, change, message):
+    """Every field of the tts_extract attribute that reading or describing a store uses is
+    checked when it opens, so a damaged one cannot fail later in a DataLoader worker."""
+    path, group = copy_store(mixed_store, tmp_path)
+    change_record(group, change)
+    with pytest.raises(StoreFormatError, match=message):
+        FeatureStore(path)
+    result = subprocess.run([sys.executable, "-m", "extract", "inspect", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"tts-extract: error: {path}: its tts_extract attribute")
+
+
+def test_a_store_with_a_zero_run_time_still_describes(mixed_store, tmp_path):
+    path, group = copy_store(mixed_store, tmp_path)
+    change_record(group, lambda r: r["run"].update(elapsed_s=0))
+    assert "in 0.0 s, batch size" in FeatureStore(path).describe()
 
 
 def test_opening_and_reading_a_store_never_unpickles(mixed_store, monkeypatch):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import zarr
 
+from extract.loader.record import record_problem
 from extract.loader.shard_reader import ShardReader, raw_layout
 from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
@@ -73,6 +74,9 @@ class FeatureStore:
             raise StoreFormatError(f"{self.path} is incomplete: the job that wrote it did not "
                                    "finish; rerun the same `tts-extract run` with --resume to "
                                    "finish it")
+        problem = record_problem(record)
+        if problem:
+            raise StoreFormatError(f"{self.path}: its {ATTRS_KEY} attribute is damaged: {problem}")
         self.config: dict = record["config"]
         self.stats: dict = record["stats"]
         self.attrs: dict = record
@@ -269,19 +273,18 @@ class FeatureStore:
 
 
 def _run_lines(run: dict | None) -> list[str]:
-    """How the job that finished the store ran (older stores lack some of it)."""
+    """How the job that finished the store ran."""
     if not run:
         return []
-    took = f"{run['elapsed_s']:.1f} s"
-    line = (f"  finished by a resumed run on {run['device']} in {took}" if run.get("resumed")
-            else f"  written on {run['device']} in {took} "
-                 f"({run['audio_s'] / run['elapsed_s']:.0f}x real time)")
-    if run.get("ranks", 1) > 1:
+    elapsed = run["elapsed_s"]
+    line = f"  {'finished by a resumed run' if run['resumed'] else 'written'} on {run['device']} " \
+           f"in {elapsed:.1f} s"
+    if elapsed > 0 and not run["resumed"]:
+        line += f" ({run['audio_s'] / elapsed:.0f}x real time)"
+    if run["ranks"] > 1:
         line += f" by {run['ranks']} ranks"
-    if "batch_size" in run:
-        line += f", batch size {run['batch_size']}"
-    return [line] + (["  " + summary(run["stage_s"], run["elapsed_s"])]
-                     if run.get("stage_s") else [])
+    line += f", batch size {run['batch_size']}"
+    return [line] + (["  " + summary(run["stage_s"], elapsed)] if elapsed > 0 else [])
 
 
 def _fmt(value) -> str:
