@@ -10,6 +10,7 @@ import torch
 import torchaudio
 import zarr
 
+from extract.config import load_preset
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY, shard_file
 from extract.store.index import UtteranceIndex
@@ -131,7 +132,8 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
     w = StoreWriter(tmp_path / "s.zarr",
                     UtteranceIndex(offsets, spans, {"id": ids, "text": [f"t{i}" for i in ids],
                                                     "audio": [f"{i}.wav" for i in ids]}),
-                    {"n_mels": 5}, {"config": {}, "manifest_sha256": "x", "versions": {}},
+                    {"n_mels": 5}, {"config": {**load_preset("hifigan").to_dict(), "n_mels": 5},
+                                    "manifest_sha256": "x", "versions": {}},
                     chunk_frames=16, shard_frames=64)
     for i in rng.permutation(40):
         w.add(int(i), features[i])

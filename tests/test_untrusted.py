@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import resource
 import shutil
 import signal
@@ -54,6 +55,8 @@ def rewrite(group: zarr.Group, name: str, values: np.ndarray) -> None:
      "format version 99"),
     (lambda g, p: shutil.rmtree(p / "f0"), "lacks array"),
     (lambda g, p: g["energy"].resize((5,)), "energy has 5 frames"),
+    (lambda g, p: change_record(g, lambda r: r["config"].update(n_mels=81)),
+     r"mel has shape \(\d+, 80\), not \(frames, config.n_mels = 81\)"),
     (lambda g, p: (p / "zarr.json").write_text("{not json"), "cannot be opened"),
     (lambda g, p: g.attrs.put({}), "not a tts-extract store"),
 ])
@@ -100,6 +103,26 @@ def test_a_store_with_a_zero_run_time_still_describes(mixed_store, tmp_path):
     path, group = copy_store(mixed_store, tmp_path)
     change_record(group, lambda r: r["run"].update(elapsed_s=0))
     assert "in 0.0 s, batch size" in FeatureStore(path).describe()
+
+
+@pytest.mark.parametrize("array,cut_to,message", [
+    ("mel", 0.5, "its index names chunks that are not in it"),
+    ("f0", 0.5, "its index names chunks that are not in it"),
+    ("energy", 100, "100 bytes, too few for its index"),
+])
+def test_a_cut_shard_file_is_named_when_read(mixed_store, tmp_path, array, cut_to, message):
+    """A shard file cut short (a copy that stopped, a full disk elsewhere) would have its index
+    read from the middle of its data: the reader checks the index against the file instead of
+    returning whatever that index points at. zarr-python (in_memory) checks its checksum."""
+    path, _ = copy_store(mixed_store, tmp_path)
+    shard = next(p for p in (path / array / "c").rglob("*") if p.is_file())
+    os.truncate(shard, int(shard.stat().st_size * cut_to) if cut_to < 1 else cut_to)
+    for in_memory, expected in ((False, f"shard file {shard} is damaged: {message}"),
+                                (True, f"{path / array} cannot be read")):
+        store = FeatureStore(path, in_memory=in_memory)        # opening reads no frames
+        with pytest.raises(StoreFormatError, match=re.escape(expected)):
+            for i in range(len(store)):
+                store[i]
 
 
 def test_opening_and_reading_a_store_never_unpickles(mixed_store, monkeypatch):

@@ -20,7 +20,7 @@ import torch
 import zarr
 
 from extract.loader.record import record_problem
-from extract.loader.shard_reader import ShardReader, raw_layout
+from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
 from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS, SPANS,
@@ -28,10 +28,6 @@ from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSE
 
 
 SHOWN_REJECTIONS = 20
-
-
-class StoreFormatError(ValueError):
-    """The path is not a complete tts-extract store this version can read."""
 
 
 class FeatureStore:
@@ -134,6 +130,9 @@ class FeatureStore:
             if group[name].shape[0] != n_frames:
                 raise StoreFormatError(f"{self.path}: {name} has {group[name].shape[0]} frames, "
                                        f"mel has {n_frames}")
+        if group["mel"].shape[1:] != (self.config["n_mels"],):
+            raise StoreFormatError(f"{self.path}: mel has shape {group['mel'].shape}, not "
+                                   f"(frames, config.n_mels = {self.config['n_mels']})")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -171,7 +170,7 @@ class FeatureStore:
             group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
             for name in self.array_names:
                 if self.in_memory:
-                    self._readers[name] = group[name][:]
+                    self._readers[name] = self._zarr_read(name, group[name], slice(None))
                 elif raw_layout(json.loads((self.path / name / "zarr.json").read_text())):
                     self._readers[name] = ShardReader(self.path / name)
                 else:
@@ -182,8 +181,20 @@ class FeatureStore:
         """Array `name` for utterance `index`, as numpy."""
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
         reader = self._arrays()[name]
-        return reader.read(start, stop) if isinstance(reader, ShardReader) else \
-            np.asarray(reader[start:stop])
+        if isinstance(reader, ShardReader):
+            return reader.read(start, stop)
+        if isinstance(reader, np.ndarray):
+            return reader[start:stop]
+        return self._zarr_read(name, reader, slice(start, stop))
+
+    def _zarr_read(self, name: str, array: zarr.Array, rows: slice) -> np.ndarray:
+        """Rows of an array through zarr-python, whose errors for a damaged file (a checksum
+        that does not match, a chunk cut short) do not name the array."""
+        try:
+            return np.asarray(array[rows])
+        except (ValueError, OSError) as e:
+            raise StoreFormatError(f"{self.path / name} cannot be read ({e}); extract the store "
+                                   "again (tts-extract run --overwrite)") from e
 
     def index_of(self, utt_id: str) -> int:
         try:

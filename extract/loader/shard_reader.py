@@ -57,6 +57,10 @@ def raw_layout(metadata: dict) -> dict | None:
             "index_checksum": len(index_codecs) == 2}
 
 
+class StoreFormatError(ValueError):
+    """The path is not a complete tts-extract store this version can read."""
+
+
 class ShardReader:
     """Reads rows [start, stop) of one array. Shard indexes are cached; at most
     max_open_shards() shard files stay open, the least recently read closed first."""
@@ -88,7 +92,7 @@ class ShardReader:
         if shard in self.indexes and self.indexes[shard] is None:
             return None
         try:
-            fd = os.open(shard_file(self.dir, shard, len(self.shape), self.separator), os.O_RDONLY)
+            fd = os.open(self._path(shard), os.O_RDONLY)
         except FileNotFoundError:
             self.indexes[shard] = None
             return None
@@ -96,11 +100,29 @@ class ShardReader:
             os.close(self.files.popitem(last=False)[1])
         self.files[shard] = fd
         if shard not in self.indexes:
-            size = os.fstat(fd).st_size
-            raw = os.pread(fd, self.index_bytes, size - self.index_bytes)
-            index = np.frombuffer(raw, dtype="<u8", count=2 * self.chunks_per_shard)
-            self.indexes[shard] = index.reshape(-1, 2)
+            self.indexes[shard] = self._read_index(fd, shard)
         return fd, self.indexes[shard]
+
+    def _read_index(self, fd: int, shard: int) -> np.ndarray:
+        """A shard file's chunk index [chunks, 2], checked against the file: every stored
+        chunk is whole (the `bytes` codec's size) and inside the data before the index."""
+        size = os.fstat(fd).st_size
+        data_bytes, chunk_bytes = size - self.index_bytes, self.chunk_rows * self.row_bytes
+        raw = os.pread(fd, self.index_bytes, data_bytes) if data_bytes >= 0 else b""
+        problem = f"{size} bytes, too few for its index" if len(raw) < self.index_bytes else None
+        if problem is None:
+            index = np.frombuffer(raw, dtype="<u8", count=2 * self.chunks_per_shard)
+            index = index.reshape(-1, 2)
+            offset, nbytes = index[index[:, 0] != ABSENT_CHUNK].T
+            if (nbytes != chunk_bytes).any() or (offset > data_bytes - chunk_bytes).any():
+                problem = "its index names chunks that are not in it (cut short?)"
+        if problem:
+            raise StoreFormatError(f"shard file {self._path(shard)} is damaged: {problem}; "
+                                    "extract the store again (tts-extract run --overwrite)")
+        return index
+
+    def _path(self, shard: int) -> Path:
+        return shard_file(self.dir, shard, len(self.shape), self.separator)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
@@ -108,7 +130,8 @@ class ShardReader:
         while row < stop:
             chunk = row // self.chunk_rows
             end = min(stop, (chunk + 1) * self.chunk_rows)
-            shard = self._shard(chunk // self.chunks_per_shard)
+            number = chunk // self.chunks_per_shard
+            shard = self._shard(number)
             offset, nbytes = (ABSENT_CHUNK, ABSENT_CHUNK) if shard is None else \
                 shard[1][chunk % self.chunks_per_shard]
             if offset == ABSENT_CHUNK:
@@ -116,6 +139,9 @@ class ShardReader:
             else:
                 first = int(offset) + (row - chunk * self.chunk_rows) * self.row_bytes
                 data = os.pread(shard[0], (end - row) * self.row_bytes, first)
+                if len(data) < (end - row) * self.row_bytes:
+                    raise StoreFormatError(f"shard file {self._path(number)} ended early: was "
+                                            "it changed while the store was open?")
                 out[row - start:end - start] = np.frombuffer(data, self.dtype).reshape(
                     end - row, *self.shape[1:])
             row = end
