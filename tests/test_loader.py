@@ -30,6 +30,26 @@ def test_dataloader_with_workers(mixed_store, context):
     assert sorted(seen) == sorted(store.ids)
 
 
+def test_forked_workers_share_an_in_memory_store(mixed_store, monkeypatch):
+    """in_memory reads at open; workers started by fork serve from those arrays (no worker
+    reads the store again, which would hold one copy per worker), spawned ones read their own."""
+    store = FeatureStore(mixed_store, in_memory=True)
+    expected = [store[i]["mel"] for i in range(len(store))]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a worker opened the store again")
+
+    monkeypatch.setattr(zarr, "open_group", refuse)         # forked workers inherit this
+    loader = torch.utils.data.DataLoader(store, batch_size=None, num_workers=2,
+                                         multiprocessing_context="fork")
+    for i, item in enumerate(loader):
+        torch.testing.assert_close(item["mel"], expected[i], rtol=0, atol=0)
+    monkeypatch.undo()
+    loader = torch.utils.data.DataLoader(store, batch_size=None, num_workers=2,
+                                         multiprocessing_context="spawn")
+    assert [item["id"] for item in loader] == store.ids
+
+
 def test_length_bucket_sampler_covers_everything_and_groups_lengths():
     rng = np.random.default_rng(0)
     lengths = rng.integers(50, 1000, size=1000)

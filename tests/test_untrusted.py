@@ -119,8 +119,8 @@ def test_a_cut_shard_file_is_named_when_read(mixed_store, tmp_path, array, cut_t
     os.truncate(shard, int(shard.stat().st_size * cut_to) if cut_to < 1 else cut_to)
     for in_memory, expected in ((False, f"shard file {shard} is damaged: {message}"),
                                 (True, f"{path / array} cannot be read")):
-        store = FeatureStore(path, in_memory=in_memory)        # opening reads no frames
         with pytest.raises(StoreFormatError, match=re.escape(expected)):
+            store = FeatureStore(path, in_memory=in_memory)   # in memory: reads at open
             for i in range(len(store)):
                 store[i]
 

@@ -40,7 +40,9 @@ class FeatureStore:
     that utterance i's frames cover: the whole file unless the preset trims silence.
     `audio_files[i]` is its audio file, relative to the dataset's wavs/ folder.
 
-    in_memory: read every array once at open (per process) and serve from RAM.
+    in_memory: read every array at open and serve from RAM. DataLoader workers started by fork
+        share those pages with the main process (copy-on-write, never written); under spawn
+        each worker reads its own copy.
     mel_layout: "frames_first" ([T, n_mels]) or "bins_first" ([n_mels, T], as NeMo, FastPitch
         and HiFi-GAN models take it); applies to linear too.
     normalize: f0 becomes (f0 - mean) / std on voiced frames and 0 elsewhere, energy
@@ -97,6 +99,8 @@ class FeatureStore:
         self._position = {utt_id: i for i, utt_id in enumerate(self.ids)}
         self._pid: int | None = None
         self._readers: dict = {}
+        if in_memory:
+            self._arrays()
 
     def _open_group(self) -> zarr.Group:
         if not (self.path / "zarr.json").is_file():
@@ -162,9 +166,11 @@ class FeatureStore:
         return np.diff(self.offsets)
 
     def _arrays(self) -> dict:
-        """Per-process readers: ShardReader, a zarr array, or an in-memory numpy array."""
+        """Per-process readers: ShardReader, a zarr array, or an in-memory numpy array (which a
+        forked process keeps: it holds no file or thread)."""
         if self._pid != os.getpid():
-            self._readers = {}
+            self._readers = {name: reader for name, reader in self._readers.items()
+                             if isinstance(reader, np.ndarray)}
             self._pid = os.getpid()
         if not self._readers:
             group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
