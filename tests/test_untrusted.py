@@ -49,6 +49,8 @@ def rewrite(group: zarr.Group, name: str, values: np.ndarray) -> None:
      "7 utterances/speaker and 6 utterances"),
     (lambda g, p: g.create_array("utterances/speaker", shape=(6,), dtype=str, fill_value="p9"),
      r"speaker\(s\) \['p9'\] have no statistics"),
+    (lambda g, p: g.create_array("utterances/id", shape=(6,), dtype=str, overwrite=True,
+                                 fill_value="x"), r"utterance id\(s\) \['x'\] appear more than once"),
     (lambda g, p: shutil.rmtree(p / "utterances" / "audio"),
      r"lacks array\(s\) \['utterances/audio'\]"),
     (lambda g, p: g.attrs.put({ATTRS_KEY: {**g.attrs[ATTRS_KEY], "format_version": 99}}),

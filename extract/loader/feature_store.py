@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,10 @@ class FeatureStore:
                                for name, values in fields.items())
             raise StoreFormatError(f"{self.path}: {counts} and {len(lengths)} utterances (from "
                                    f"{OFFSETS}) disagree")
+        twice = [utt_id for utt_id, n in Counter(fields["id"]).items() if n > 1]
+        if twice:
+            raise StoreFormatError(f"{self.path}: utterance id(s) {twice[:5]} appear more than "
+                                   "once")
         unknown = sorted(set(fields.get("speaker", ())) - set(self.stats.get("speakers", ())))
         if unknown:
             raise StoreFormatError(f"{self.path}: speaker(s) {unknown[:5]} have no statistics "
