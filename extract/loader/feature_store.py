@@ -24,8 +24,8 @@ from extract.loader.record import record_problem
 from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
 from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
-                                  OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS, SPANS,
-                                  UTTERANCE_FIELDS, UTTERANCE_GROUP)
+                                  OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS,
+                                  UTTERANCE_GROUP, utterance_fields)
 
 
 SHOWN_REJECTIONS = 20
@@ -87,9 +87,7 @@ class FeatureStore:
         self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in group]
         self.offsets = np.asarray(group[OFFSETS][:], dtype=np.int64)
         self.spans = np.asarray(group[SPANS][:], dtype=np.int64)
-        fields = {f: [str(v) for v in group[f"{UTTERANCE_GROUP}/{f}"][:]]
-                  for f in (*UTTERANCE_FIELDS, *OPTIONAL_UTTERANCE_FIELDS)
-                  if f"{UTTERANCE_GROUP}/{f}" in group}
+        fields = utterance_fields(group[UTTERANCE_GROUP])
         self._check_consistency(group, fields)
         self.ids, self.texts, self.audio_files = fields["id"], fields["text"], fields["audio"]
         self.speakers = fields.get("speaker")

@@ -33,6 +33,13 @@ UTTERANCE_FIELDS = ("id", "text", "audio")     # audio: the file, relative to th
 OPTIONAL_UTTERANCE_FIELDS = ("speaker",)       # written when the corpus names speakers
 
 
+def utterance_fields(group) -> dict[str, list[str]]:
+    """The string arrays of a store's `utterances` group that it has (a zarr group, or any
+    mapping of name -> array), each read whole: field name -> one string per utterance."""
+    return {name: [str(v) for v in group[name][:]]
+            for name in (*UTTERANCE_FIELDS, *OPTIONAL_UTTERANCE_FIELDS) if name in group}
+
+
 def frame_arrays(widths: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...], tuple]]:
     """name -> (dtype, trailing shape, dimension names) for a store whose trailing sizes are
     `widths` (e.g. {"n_mels": 80}); optional arrays are included when their size is given."""

@@ -24,9 +24,8 @@ import zarr
 from extract.features.stats import combine, shard_moments
 from extract.store.index import UtteranceIndex
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
-                                  OFFSETS, OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS,
-                                  PROGRESS, SHARD_FRAMES, SPANS, UTTERANCE_FIELDS,
-                                  UTTERANCE_GROUP, frame_arrays)
+                                  OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES, SPANS,
+                                  UTTERANCE_GROUP, frame_arrays, utterance_fields)
 from extract.store.output import StoreError
 from extract.store.shard_file import shard_is_whole, write_shard
 
@@ -155,12 +154,9 @@ class StoreWriter:
         if not (OFFSETS in self.group and SPANS in self.group
                 and UTTERANCE_GROUP in self.group):
             return None
-        group = self.group[UTTERANCE_GROUP]
         return UtteranceIndex(np.asarray(self.group[OFFSETS][:]),
                               np.asarray(self.group[SPANS][:]),
-                              {name: [str(v) for v in group[name][:]]
-                               for name in (*UTTERANCE_FIELDS, *OPTIONAL_UTTERANCE_FIELDS)
-                               if name in group})
+                              utterance_fields(self.group[UTTERANCE_GROUP]))
 
     def _frame_speakers(self, lo: int, hi: int) -> np.ndarray | None:
         """Speaker of each frame in [lo, hi), or None for a corpus without speakers."""
