@@ -18,6 +18,7 @@ from pathlib import Path
 from extract.config import DEFAULT_PRESET
 from extract.input.corpus import MAX_DURATION_S
 from extract.store.layout import SHARD_FRAMES
+from extract.versions import version_line
 
 EXIT_OK, EXIT_FATAL, EXIT_SKIPPED = 0, 2, 3
 
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tts-extract",
         description="Extract log-mel, pitch and energy from a TTS corpus into one Zarr store.")
+    parser.add_argument("--version", action=PrintVersion,
+                        help="print our version and our dependencies' and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="extract features from a corpus")
@@ -84,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class PrintVersion(argparse.Action):
+    """--version: one unwrapped line, read only when asked for."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -95,12 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """The command's exit status; its errors as one line each."""
-    from extract.config import PresetError, UnknownPresetError
-    from extract.export import ExportError
-    from extract.input.corpus import CorpusError
+    from extract.config import UnknownPresetError
     from extract.signals import JobInterrupted
-    from extract.loader.feature_store import StoreFormatError
-    from extract.store.output import StoreError
 
     try:
         return COMMANDS[args.command](args)
@@ -110,8 +120,7 @@ def run_command(args: argparse.Namespace) -> int:
     except BrokenPipeError:         # the reader went away (`| head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # for the exit flush
         return 128 + signal.SIGPIPE
-    except (PresetError, CorpusError, StoreError, StoreFormatError, ExportError, ValueError,
-            RuntimeError, OSError) as e:
+    except (ValueError, RuntimeError, OSError) as e:   # ours derive from the first two
         print(f"tts-extract: error: {e}", file=sys.stderr)
         if isinstance(e, UnknownPresetError):
             print_presets(sys.stderr)

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata as pkg_metadata
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
 from extract.store.lock import StoreLock
 from extract.store.output import StoreError, open_output
 from extract.store.writer import StoreWriter
+from extract.versions import dependency_versions
 
 WINDOW_SHARDS = 32                  # utterances are length-sorted within windows this long
 
@@ -68,16 +68,6 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else \
         torch.device("cpu")
-
-
-def dependency_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("tts-extract", "torch", "torchaudio", "nvidia-dali-cuda130", "numpy", "zarr"):
-        try:
-            versions[name] = pkg_metadata.version(name)
-        except pkg_metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,

@@ -127,3 +127,24 @@ def test_the_readme_usage_names_every_command_and_flag():
         flags = set(re.findall(r"--[a-z][a-z-]*", command.format_help())) - {"--help"}
         missing = {flag for flag in flags if flag not in lines.group(0)}
         assert not missing, f"the README's `tts-extract {name}` usage lacks {sorted(missing)}"
+
+
+def test_version_names_ours_and_each_dependency():
+    from importlib import metadata
+
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.count("\n") == 1, result.stderr
+    assert result.stdout.startswith(f"tts-extract {metadata.version('tts-extract')} (")
+    for name in ("torch", "torchaudio", "nvidia-dali-cuda130", "numpy", "zarr"):
+        assert f"{name} {metadata.version(name)}" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["presets"], ["--help"], ["--version"], ["demo", "{tmp}"]])
+def test_commands_that_need_no_features_start_without_torch(args, tmp_path):
+    """Help, the preset list and the demo corpus come back at once: torch (about a second to
+    import) loads only for commands that use it."""
+    args = [arg.format(tmp=tmp_path / "demo") for arg in args]
+    code = ("import sys\nfrom extract.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert result.stderr.strip().endswith("False"), result.stderr
