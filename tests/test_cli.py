@@ -148,3 +148,25 @@ def test_commands_that_need_no_features_start_without_torch(args, tmp_path):
             "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert result.stderr.strip().endswith("False"), result.stderr
+
+
+def test_every_error_class_of_ours_is_one_the_cli_reports_in_one_line():
+    """The CLI catches ValueError, RuntimeError and OSError (and JobInterrupted); an error class
+    outside them would end a command in a traceback."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import extract
+    from extract.decode.dali import DecoderOutOfMemory   # explain_out_of_memory rewords it
+    from extract.signals import JobInterrupted
+
+    modules = [importlib.import_module(m.name)
+               for m in pkgutil.walk_packages(extract.__path__, "extract.")
+               if m.name != "extract.__main__"]
+    errors = {cls for module in modules for _, cls in inspect.getmembers(module, inspect.isclass)
+              if issubclass(cls, BaseException) and cls.__module__.startswith("extract.")}
+    assert len(errors) >= 8
+    outside = {cls.__name__ for cls in errors - {JobInterrupted, DecoderOutOfMemory}
+               if not issubclass(cls, (ValueError, RuntimeError, OSError))}
+    assert not outside
