@@ -1,17 +1,20 @@
-"""The versions a store records and `tts-extract --version` prints: ours and our dependencies'.
-Read from the installed distributions' metadata, so nothing heavy is imported."""
+"""The versions a store records and `tts-extract --version` prints: ours (also when run from a
+source tree that was never installed) and our dependencies', read from their installed
+distributions' metadata, so nothing heavy is imported."""
 
 from __future__ import annotations
 
 from importlib import metadata
 
-DISTRIBUTIONS = ("tts-extract", "torch", "torchaudio", "nvidia-dali-cuda130", "numpy", "zarr")
+import extract
+
+DEPENDENCIES = ("torch", "torchaudio", "nvidia-dali-cuda130", "numpy", "zarr")
 
 
 def dependency_versions() -> dict[str, str]:
-    """{distribution: version, or "not installed"}."""
-    versions = {}
-    for name in DISTRIBUTIONS:
+    """{"tts-extract": ours, dependency: its version or "not installed"}."""
+    versions = {"tts-extract": extract.__version__}
+    for name in DEPENDENCIES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -170,3 +170,12 @@ def test_every_error_class_of_ours_is_one_the_cli_reports_in_one_line():
     outside = {cls.__name__ for cls in errors - {JobInterrupted, DecoderOutOfMemory}
                if not issubclass(cls, (ValueError, RuntimeError, OSError))}
     assert not outside
+
+
+def test_the_package_version_is_the_distribution_version():
+    import tomllib
+
+    import extract
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        assert extract.__version__ == tomllib.load(f)["project"]["version"]
