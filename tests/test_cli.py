@@ -58,6 +58,8 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     (["run", "{demo}", "{tmp}/o.zarr", "--shard-frames", "0"], "--shard-frames must be positive"),
     (["run", "{demo}", "{tmp}/o.zarr", "--overwrite", "--resume"], "exclude each other"),
     (["inspect", "{tmp}"], "not a Zarr store"),
+    (["inspect", "{tmp}/missing.zarr"], "missing.zarr does not exist"),
+    (["export", "{tmp}/missing.zarr", "--to", "nemo", "{tmp}/nemo"], "missing.zarr does not exist"),
 ])
 def test_errors_are_one_clear_line(demo_corpus, tmp_path, args, message):
     result = cli(*[a.format(tmp=tmp_path, demo=demo_corpus) for a in args])

@@ -102,6 +102,8 @@ class FeatureStore:
             self._arrays()
 
     def _open_group(self) -> zarr.Group:
+        if not self.path.exists():
+            raise StoreFormatError(f"{self.path} does not exist")
         if not (self.path / "zarr.json").is_file():
             raise StoreFormatError(f"{self.path} is not a Zarr store (no zarr.json)")
         try:
