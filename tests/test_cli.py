@@ -57,6 +57,7 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     (["run", "{demo}", "{tmp}/o.zarr", "--batch-size", "0"], "--batch-size must be positive"),
     (["run", "{demo}", "{tmp}/o.zarr", "--shard-frames", "0"], "--shard-frames must be positive"),
     (["run", "{demo}", "{tmp}/o.zarr", "--overwrite", "--resume"], "exclude each other"),
+    (["run", "{demo}", "{demo}/metadata.csv"], "metadata.csv exists and is not a folder"),
     (["inspect", "{tmp}"], "not a Zarr store"),
     (["inspect", "{tmp}/missing.zarr"], "missing.zarr does not exist"),
     (["export", "{tmp}/missing.zarr", "--to", "nemo", "{tmp}/nemo"], "missing.zarr does not exist"),

@@ -27,12 +27,12 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
     """Lock the output folder for this job; return the lock and whether there is an unfinished
     store to resume. Refuses an existing output without --resume or --overwrite, and never
     deletes anything but a tts-extract store (or an empty folder)."""
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} exists and is not a folder; name a new folder for the store")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StoreError(f"cannot create output folder {path}: {e.strerror or e}") from e
-    if not path.is_dir():
-        raise StoreError(f"{path} exists and is not a folder")
     ours = is_our_store(path)
     empty = not any(p.name != LOCK_NAME for p in path.iterdir())
     if not (ours or empty):
