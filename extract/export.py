@@ -31,6 +31,7 @@ Ids become file names; an id that would land outside DIR is refused.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import sys
@@ -60,6 +61,8 @@ def export_store(store_path: str | Path, target: str, out_dir: str | Path,
         raise ExportError(f"--to must be one of {sorted(RECIPE_PRESETS)}, got {target!r}")
     store = FeatureStore(store_path, mel_layout="bins_first")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a folder; name a folder to export into")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ExportError(f"{out_dir} is not empty; pass --overwrite to write into it")
     root = out_dir.resolve()
@@ -67,10 +70,15 @@ def export_store(store_path: str | Path, target: str, out_dir: str | Path,
         if not (root / utt_id).resolve().is_relative_to(root):
             raise ExportError(f"utterance id {utt_id!r} would be written outside {out_dir}")
     utterances = _each_utterance(store, show_progress)
-    if target == "coqui":
-        export_coqui(store, utterances, out_dir, dataset_name)
-    else:
-        (export_fastpitch if target == "fastpitch" else export_nemo)(store, utterances, out_dir)
+    try:
+        if target == "coqui":
+            export_coqui(store, utterances, out_dir, dataset_name)
+        else:
+            (export_fastpitch if target == "fastpitch" else export_nemo)(store, utterances,
+                                                                         out_dir)
+    except OSError as e:
+        raise ExportError(f"cannot write the export to {out_dir}: {e.strerror or e} "
+                          f"({e.filename or out_dir})") from e
     return len(store)
 
 
@@ -89,16 +97,16 @@ def export_fastpitch(store: FeatureStore, utterances: Iterator[tuple[int, str]],
                      out_dir: Path) -> None:
     numbers = speaker_numbers(store)
     if numbers:
-        _in_place(out_dir / "speakers.txt").write_text(
-            "".join(f"{n}|{name}\n" for name, n in numbers.items()), encoding="utf-8")
+        _write(out_dir / "speakers.txt",
+               "".join(f"{n}|{name}\n" for name, n in numbers.items()).encode())
     lines = []
     for i, utt_id in utterances:
         item = store[i]
-        torch.save(item["mel"].clone(), _in_place(out_dir / "mels" / f"{utt_id}.pt"))
-        torch.save(item["f0"][None].clone(), _in_place(out_dir / "pitch" / f"{utt_id}.pt"))
+        _write(out_dir / "mels" / f"{utt_id}.pt", _pt(item["mel"].clone()))
+        _write(out_dir / "pitch" / f"{utt_id}.pt", _pt(item["f0"][None].clone()))
         speaker = f"|{numbers[item['speaker']]}" if numbers else ""
         lines.append(f"mels/{utt_id}.pt|pitch/{utt_id}.pt|{item['text']}{speaker}")
-    (out_dir / "filelist.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write(out_dir / "filelist.txt", ("\n".join(lines) + "\n").encode())
 
 
 def speaker_numbers(store: FeatureStore) -> dict[str, int]:
@@ -127,18 +135,18 @@ def export_nemo(store: FeatureStore, utterances: Iterator[tuple[int, str]],
         item = store[i]
         for name, value in (("mel_spec", item["mel"]), ("pitch", item["f0"]),
                             ("voiced_mask", item["voiced"]), ("energy", item["energy"])):
-            np.save(_in_place(out_dir / name / f"{utt_id}.npy"), value.numpy())
+            _write(out_dir / name / f"{utt_id}.npy", _npy(value.numpy()))
         entry = {"audio_filepath": store.audio_files[i], "text": item["text"],
                  "duration": round(len(item["f0"]) * seconds_per_frame, 3)}
         if "speaker" in item:
             entry["speaker"] = item["speaker"]
         manifest.append(json.dumps(entry, ensure_ascii=False))
-    (out_dir / "manifest.json").write_text("\n".join(manifest) + "\n", encoding="utf-8")
+    _write(out_dir / "manifest.json", ("\n".join(manifest) + "\n").encode())
     if store.speakers:
-        (out_dir / "speakers.json").write_text(json.dumps(speaker_numbers(store), indent=4))
+        _write(out_dir / "speakers.json", json.dumps(speaker_numbers(store), indent=4).encode())
     groups = {"default": store.stats, **store.stats.get("speakers", {})}
     stats = {name: _nemo_stats(values) for name, values in groups.items()}
-    (out_dir / "feature_stats.json").write_text(json.dumps(stats, indent=4))
+    _write(out_dir / "feature_stats.json", json.dumps(stats, indent=4).encode())
     few = [name for name, values in groups.items() if values["f0_voiced_frames"] < 2]
     if few:
         print(f"note: {', '.join(few)} {'has' if len(few) == 1 else 'have'} fewer than 2 voiced "
@@ -170,7 +178,7 @@ def export_coqui(store: FeatureStore, utterances: Iterator[tuple[int, str]], out
     count, total, squares = 0, 0, 0       # of the whole-Hz f0, exactly, in Python ints
     for i, utt_id in utterances:
         f0 = store.frames("f0", i)
-        np.save(_in_place(out_dir / f"{coqui_file_name(dataset_name, utt_id)}_pitch.npy"), f0)
+        _write(out_dir / f"{coqui_file_name(dataset_name, utt_id)}_pitch.npy", _npy(f0))
         whole_hz = f0.astype(np.int64)
         whole_hz = whole_hz[whole_hz != 0]
         count += len(whole_hz)
@@ -178,9 +186,9 @@ def export_coqui(store: FeatureStore, utterances: Iterator[tuple[int, str]], out
         squares += int((whole_hz * whole_hz).sum())
     mean = total / count
     std = math.sqrt(max(squares * count - total * total, 0)) / count
-    np.save(out_dir / "pitch_stats.npy",
-            np.array({"mean": np.float64(mean), "std": np.float64(std)}, dtype=object),
-            allow_pickle=True)
+    _write(out_dir / "pitch_stats.npy",
+           _npy(np.array({"mean": np.float64(mean), "std": np.float64(std)}, dtype=object),
+                allow_pickle=True))
 
 
 def coqui_file_name(dataset_name: str, utt_id: str) -> str:
@@ -188,7 +196,24 @@ def coqui_file_name(dataset_name: str, utt_id: str) -> str:
     return base64.urlsafe_b64encode(f"{dataset_name}#wavs/{utt_id}".encode()).decode()
 
 
-def _in_place(path: Path) -> Path:
-    """`path`, with its folder created."""
+def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def _pt(tensor: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(tensor, buffer)
+    return buffer.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    """`data` into the file `path`, its folder created; an OSError names the file. One checked
+    write: np.save and torch.save to a path can lose a failed flush (a full disk) silently or
+    report it without the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e

@@ -6,7 +6,9 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 import zarr
 
 from extract.demo import synth_utterance
+from extract import export as export_module
 from extract.export import ExportError, export_store
 from extract.input.audio import write_wav
 from extract.job import run_job
@@ -183,6 +186,29 @@ def test_export_refuses_ids_outside_and_non_empty_folders(store, tmp_path):
         export_store(store, "nemo", tmp_path / "full")
     with pytest.raises(ExportError, match="--to must be one of"):
         export_store(store, "espnet", tmp_path / "x")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ExportError, match="a_file exists and is not a folder"):
+        export_store(store, "nemo", tmp_path / "a_file")
+
+
+@pytest.mark.parametrize("to,first_file", [("fastpitch", "mels/s0.pt"),
+                                            ("nemo", "mel_spec/s0.npy"), ("coqui", None)])
+def test_an_export_that_cannot_be_written_is_one_clear_line(store, tmp_path, to, first_file):
+    """RLIMIT_FSIZE makes writes past 400 bytes of a file fail (EFBIG), as a full disk would
+    (ENOSPC). np.save to a path used to leave truncated Coqui f0 files and exit 0."""
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))
+
+    out = tmp_path / to
+    result = subprocess.run([sys.executable, "-m", "extract", "export", str(store), "--to", to,
+                             str(out), "--quiet"], capture_output=True, text=True,
+                            preexec_fn=small_disk)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("note:")]
+    file = out / (first_file or f"{export_module.coqui_file_name('', 's0')}_pitch.npy")
+    assert errors == [f"tts-extract: error: cannot write the export to {out}: File too large "
+                      f"({file})"]
 
 
 def test_a_speaker_without_voiced_frames_is_normalised_by_the_corpus(tmp_path, capsys):
