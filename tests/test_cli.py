@@ -182,3 +182,22 @@ def test_the_package_version_is_the_distribution_version():
 
     with open(ROOT / "pyproject.toml", "rb") as f:
         assert extract.__version__ == tomllib.load(f)["project"]["version"]
+
+
+def test_demo_never_overwrites_a_dataset(demo_corpus, tmp_path):
+    """`demo` writes into an empty or new folder, or rewrites an earlier demo corpus (the same
+    bytes); any other folder, or a file, is refused and left as it was."""
+    again = cli("demo", demo_corpus)
+    assert again.returncode == 0, again.stderr
+    dataset = tmp_path / "mine"
+    (dataset / "wavs").mkdir(parents=True)
+    (dataset / "metadata.csv").write_text("llm_intro_0.wav|my own words|\n")
+    (dataset / "wavs" / "llm_intro_0.wav").write_bytes(b"my own audio")
+    for target in (dataset, dataset / "metadata.csv"):
+        result = cli("demo", target)
+        assert result.returncode == 2
+        assert result.stderr == (f"tts-extract: error: {target} exists and is neither an empty "
+                                 "folder nor an earlier demo corpus; name a new folder for the "
+                                 "demo corpus\n")
+    assert (dataset / "metadata.csv").read_text() == "llm_intro_0.wav|my own words|\n"
+    assert (dataset / "wavs" / "llm_intro_0.wav").read_bytes() == b"my own audio"

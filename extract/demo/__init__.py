@@ -75,11 +75,17 @@ def synth_with_truth(seconds: float, rate: int, rng: np.random.Generator,
 
 
 def write_demo_corpus(folder: Path) -> Path:
-    """Write metadata.csv and wavs/ for the seed transcripts into `folder`; return `folder`."""
+    """Write metadata.csv and wavs/ for the seed transcripts into `folder`; return `folder`.
+    A folder that holds anything but an earlier demo corpus is refused, so a dataset is never
+    overwritten."""
     folder = Path(folder)
-    (folder / "wavs").mkdir(parents=True, exist_ok=True)
     seed = resources.files("extract.demo").joinpath(SEED_METADATA).read_text(encoding="utf-8")
     lines = [line for line in seed.splitlines() if line.strip()]
+    metadata = "\n".join(lines) + "\n"
+    if folder.exists() and not (folder.is_dir() and _empty_or_demo(folder, metadata)):
+        raise FileExistsError(f"{folder} exists and is neither an empty folder nor an earlier "
+                              "demo corpus; name a new folder for the demo corpus")
+    (folder / "wavs").mkdir(parents=True, exist_ok=True)
     for number, line in enumerate(lines):
         name, text = line.split("|")[:2]
         rate, channels, fmt = VARIANTS.get(number % 10, (SAMPLE_RATE, 1, "pcm16"))
@@ -89,5 +95,11 @@ def write_demo_corpus(folder: Path) -> Path:
         if channels > 1:
             y = np.stack([y, 0.9 * y], axis=1)
         write_wav(folder / "wavs" / name, y, rate, fmt)
-    (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "metadata.csv").write_text(metadata, encoding="utf-8")
     return folder
+
+
+def _empty_or_demo(folder: Path, metadata: str) -> bool:
+    existing = folder / "metadata.csv"
+    return (not any(folder.iterdir())
+            or existing.is_file() and existing.read_bytes() == metadata.encode())
