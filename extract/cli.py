@@ -130,8 +130,6 @@ def run_command(args: argparse.Namespace) -> int:
 def cmd_run(args) -> int:
     from extract.job import run_job
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be positive, got {args.limit}")
     result = run_job(args.dataset, args.out, preset=args.preset, device=args.device,
                      batch_size=args.batch_size, limit=args.limit, overwrite=args.overwrite,
                      resume=args.resume, max_duration_s=args.max_duration,
@@ -157,8 +155,9 @@ def cmd_check(args) -> int:
     from extract.config import load_preset
     from extract.features.spectral import empty_mel_band_note
     from extract.input.corpus import load_corpus
-    from extract.plan import describe_plan, plan
+    from extract.plan import describe_plan, plan, require_positive
 
+    require_positive("--max-duration", args.max_duration)
     preset = load_preset(args.preset)
     corpus = load_corpus(args.dataset, show_progress=True)
     utterances, counts, rejected = plan(corpus, preset, args.max_duration)

@@ -25,7 +25,7 @@ from extract.features.spectral import empty_mel_band_note
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
 from extract.plan import (LONG_UTTERANCE_S, complete_batches, default_batch_size, plan,
-                          processing_order, trim_silence)
+                          processing_order, require_positive, trim_silence)
 from extract.progress import Progress
 from extract.signals import stop_on_signals
 from extract.stages import StageClock, stage
@@ -86,7 +86,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     torch_device = device_for(ranks, resolve_device(device))
     if batch_size is None:
         batch_size = default_batch_size(preset_obj, torch_device, ranks)
-    check_options(batch_size, shard_frames, max_duration_s, overwrite, resume)
+    check_options(batch_size, shard_frames, max_duration_s, limit, overwrite, resume)
     if ranks.distributed:
         torch.set_num_threads(ranks.cpu_threads())
     ranks.start()
@@ -169,14 +169,15 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
 
 
 def check_options(batch_size: int, shard_frames: int, max_duration_s: float,
-                  overwrite: bool = False, resume: bool = False) -> None:
+                  limit: int | None = None, overwrite: bool = False, resume: bool = False
+                  ) -> None:
     if overwrite and resume:
         raise ValueError("--overwrite and --resume exclude each other: --resume keeps an "
                          "interrupted run's work, --overwrite deletes it")
     for flag, value in (("--batch-size", batch_size), ("--shard-frames", shard_frames),
-                        ("--max-duration", max_duration_s)):
-        if value <= 0:
-            raise ValueError(f"{flag} must be positive, got {value}")
+                        ("--max-duration", max_duration_s), ("--limit", limit)):
+        if value is not None:
+            require_positive(flag, value)
     if shard_frames > CHUNK_FRAMES and shard_frames % CHUNK_FRAMES:
         raise ValueError(f"--shard-frames must be at most {CHUNK_FRAMES} or a multiple of it, "
                          f"got {shard_frames}")

@@ -39,6 +39,12 @@ GPU_BYTES_PER_FRAME = 41_000
 GPU_MEMORY_SHARE = 0.8       # of the device's memory, for the default batch size
 
 
+def require_positive(flag: str, value: float) -> None:
+    """Refuse a count or duration that is not above zero (NaN included)."""
+    if not value > 0:
+        raise ValueError(f"{flag} must be positive, got {value}")
+
+
 def plan(corpus: Corpus, preset: Preset, max_duration_s: float
          ) -> tuple[list[Utterance], np.ndarray, list[Rejection]]:
     """The store's utterances (re-indexed in metadata order, each with the `span` of samples
