@@ -23,11 +23,11 @@ import extract.features.pyin as pyin_module
 from extract.config import load_preset
 from extract.demo import synth_utterance
 from extract.features import extract_features
-from extract.features.pyin import (N_THRESHOLDS, first_lowest, frame_blocks,
+from extract.features.pyin import (BINS_PER_SEMITONE, N_THRESHOLDS, first_lowest, frame_blocks,
                                    log_observation_probabilities, pitch_bin_count, pyin,
                                    threshold_events, threshold_prior, transition_width,
                                    trough_probabilities)
-from extract.features.viterbi import TransitionBands, viterbi_torch
+from extract.features.viterbi import TransitionBands, forward_values, viterbi_torch
 from extract.kernels.viterbi import NUM_WARPS, UNROLL, viterbi_triton
 from reference import load_for_hifigan
 
@@ -239,6 +239,55 @@ def test_torch_viterbi_matches_librosa(n_bins, width, steps):
     for b, n in enumerate(lengths.tolist()):
         np.testing.assert_array_equal(ours[b, :n], librosa_viterbi(probs[b, :, :n], transition))
         assert not ours[b, n:].any()
+
+
+def pyin_like_problems(n_bins: int, steps: int, batch: int, seed: int) -> np.ndarray:
+    """[B, 2n, T] as pyin makes them: candidates in a few voiced bins a frame (around a
+    wandering pitch, its octaves and stray bins), the unvoiced bins sharing what is left;
+    frames without candidates, and frames whose candidates take everything (unvoiced 0)."""
+    rng = np.random.default_rng(seed)
+    probs = np.zeros((batch, 2 * n_bins, steps))
+    octave = min(12 * BINS_PER_SEMITONE, n_bins // 3)
+    for b in range(batch):
+        pitch = rng.integers(octave, n_bins - octave)
+        for t in range(steps):
+            pitch = np.clip(pitch + rng.integers(-8, 9), 0, n_bins - 1)
+            near = pitch + rng.integers(-4, 5, 3) + rng.choice([0, -octave, octave], 3)
+            bins = np.clip(np.r_[near, rng.integers(0, n_bins, rng.integers(0, 4))], 0,
+                           n_bins - 1)
+            mass = 0.0 if t % 7 == 3 else 1.0 if t % 5 == 2 else rng.random()
+            probs[b, bins, t] = rng.dirichlet(np.ones(len(bins))) * mass
+            probs[b, n_bins:, t] = (1 - probs[b, :n_bins, t].sum()) / n_bins
+    return np.clip(probs, 0, 1)
+
+
+def librosa_forward_values(probs: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """probs [S, T] -> the state values [T, S] of librosa.sequence.viterbi's forward pass
+    (its _viterbi, which keeps them to itself), with pyin's uniform start."""
+    log_prob, log_trans = np.log(probs.T + TINY), np.log(transition + TINY)
+    value = np.empty_like(log_prob)
+    value[0] = log_prob[0] + np.log(np.full(len(transition), 1 / len(transition)) + TINY)
+    for t in range(1, len(value)):
+        value[t] = log_prob[t] + (value[t - 1] + log_trans.T).max(axis=1)
+    return value
+
+
+@pytest.mark.parametrize("problems", [pyin_like_problems, random_problems])
+@pytest.mark.parametrize("n_bins,width,steps", [(601, 51, 40), (37, 11, 40)])
+def test_torch_forward_values_are_librosas_bit_for_bit(problems, n_bins, width, steps):
+    """The forward pass skips voiced bins that cannot beat any state's best (most of them on
+    pyin's observations): every value, at every state, must still be librosa's."""
+    probs = problems(n_bins, steps, 4, seed=n_bins)
+    log_obs = torch.from_numpy(np.log(probs.transpose(0, 2, 1) + TINY))
+    lengths = torch.tensor([steps, steps - 9, steps - 20, 1])      # in descending order
+    bands = TransitionBands.from_librosa_definition(n_bins, width, 0.01)
+    states = viterbi_torch(log_obs, lengths, bands).numpy()
+    values = forward_values(log_obs.clone(), lengths, bands).numpy()
+    transition = librosa_transition(n_bins, width)
+    for b, n in enumerate(lengths.tolist()):
+        np.testing.assert_array_equal(values[b, :n],
+                                      librosa_forward_values(probs[b, :, :n], transition))
+        np.testing.assert_array_equal(states[b, :n], librosa_viterbi(probs[b, :, :n], transition))
 
 
 @pytest.mark.parametrize("n_bins,width,steps,lengths,unroll", [

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 LOG_TINY = math.log(np.finfo(np.float64).tiny)
-# Rows per unfolded band op: [4, 2, 2, 51, 601] float64 is 4 MB. On a shared 2-core machine, 8
-# rows ran 5 % faster when it was quiet and 20-40 % slower when other tenants were busy.
-ROWS_PER_BAND = 4
+# Rows per unfolded band op: [8, 2, 51, 601] float64 is 4 MB. On a shared 2-core machine,
+# twice that scratch ran 5 % faster when it was quiet and 20-40 % slower when it was busy.
+ROWS_PER_BAND = 8
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,21 @@ class TransitionBands:
         width = self.same.shape[1]
         return table[:, :width], table[:, width:], torch.from_numpy(renumber[row.reshape(-1)])
 
+    @functools.cached_property
+    def from_voiced(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Out of each voiced bin s: weights [n_bins, 2W] into voiced bins s - half + i, then
+        unvoiced ones (-inf off the grid), and those states' indices [n_bins, 2W] (clamped onto
+        the grid)."""
+        n, width = self.same.shape
+        half = width // 2
+        dest = torch.arange(n)[:, None] - half + torch.arange(width)[None]      # [s, i]
+        on_grid = (dest >= 0) & (dest < n)
+        dest = dest.clamp(0, n - 1).to(self.same.device)
+        offset = (width - 1 - torch.arange(width)).expand(n, width).to(self.same.device)
+        weights = [torch.where(on_grid.to(self.same.device), band[dest, offset], -math.inf)
+                   for band in (self.same, self.switch)]
+        return torch.cat(weights, 1), torch.cat([dest, n + dest], 1)
+
     def to(self, device: torch.device) -> TransitionBands:
         return TransitionBands(self.same.to(device), self.switch.to(device))
 
@@ -102,20 +117,38 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
     """The recursion without back-pointers: the forward pass keeps each frame's state values
     (in place of log_obs, which it no longer needs), and backtracking recomputes the winning
     predecessor of the one decoded state per frame from the same floats."""
-    batch, steps, n_states = log_obs.shape
-    n, half = n_states // 2, bands.half
     order = torch.argsort(lengths, descending=True, stable=True)   # running rows: a prefix
     lengths = lengths[order]
+    values = forward_values(log_obs[order], lengths, bands)
+    states = torch.empty(log_obs.shape[:2], dtype=torch.long, device=log_obs.device)
+    states[order] = _backtrack(values, lengths, bands)
+    return states
+
+
+def forward_values(log_obs: torch.Tensor, lengths: torch.Tensor,
+                   bands: TransitionBands) -> torch.Tensor:
+    """log_obs [B, T, 2n], lengths [B] in descending order -> the state values [B, T, 2n]
+    (written into log_obs; frames past an utterance's end keep theirs): value[0] = log_obs[0] +
+    log(1 / 2n + tiny), value[t] = log_obs[t] + max over states s of value[t - 1][s] + log
+    transition(s -> state), as librosa's forward pass computes them.
+
+    Each frame takes every state's best from the unvoiced sources (all of them) and the jump,
+    then adds the voiced sources that could beat that somewhere: in pyin most voiced bins have
+    no candidate (log(tiny) ~ -708), so their values are far below every state's best, and
+    skipping them leaves every maximum, and so every value, unchanged."""
+    batch, steps, n_states = log_obs.shape
+    n, half = n_states // 2, bands.half
     running = torch.bincount(lengths.clamp(max=steps), minlength=steps + 1).flip(0).cumsum(0)
     running = running.flip(0).tolist()                              # rows with length >= t
-    values = log_obs[order]
+    values = log_obs
     values[:, 0] += math.log(1 / n_states + np.finfo(np.float64).tiny)
-    # [dst voicing, src voicing, m, j]: weight into bin j from bin j - half + m
-    weights = torch.stack([torch.stack([bands.same, bands.switch]),
-                           torch.stack([bands.switch, bands.same])]).transpose(2, 3).contiguous()
-    scratch = torch.empty(ROWS_PER_BAND, *weights.shape, dtype=values.dtype,
+    # [dst voicing, m, j]: weight into bin j from unvoiced bin j - half + m
+    from_unvoiced = torch.stack([bands.switch, bands.same]).transpose(1, 2).contiguous()
+    out_weights, out_states = bands.from_voiced
+    heaviest = float(torch.max(out_weights))
+    scratch = torch.empty(ROWS_PER_BAND, *from_unvoiced.shape, dtype=values.dtype,
                           device=values.device)
-    padded = torch.full((batch, 1, 2, n + 2 * half), -math.inf, dtype=values.dtype,
+    padded = torch.full((batch, 1, n + 2 * half), -math.inf, dtype=values.dtype,
                         device=values.device)
     for t in range(1, steps):
         rows = running[t + 1]
@@ -123,29 +156,38 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
             break
         previous = values[:rows, t - 1]
         shifted = padded[:rows]
-        shifted[..., half:half + n] = previous.view(rows, 1, 2, n)
+        shifted[..., half:half + n] = previous[:, None, n:]
         jump = previous.amax(dim=1, keepdim=True) + LOG_TINY
-        values[:rows, t] += torch.maximum(_band_max(shifted, weights, scratch), jump)
-    states = torch.empty(batch, steps, dtype=torch.long, device=log_obs.device)
-    states[order] = _backtrack(values, lengths, bands)
-    return states
+        best = torch.maximum(_band_max(shifted, from_unvoiced, scratch), jump)
+        # a voiced source whose heaviest transition stays below every state's best never wins
+        live = previous[:, :n] + heaviest >= best.amin(dim=1, keepdim=True)
+        live = live.view(-1).nonzero()[:, 0]                 # row * n + bin
+        live_bin = live % n
+        live_state = live + (live - live_bin)                # row * 2n + bin
+        reached = (previous.take(live_state)[:, None]
+                   + out_weights.index_select(0, live_bin))                          # [L, 2W]
+        into = (live_state - live_bin)[:, None] + out_states.index_select(0, live_bin)
+        best.view(-1).scatter_reduce_(0, into.view(-1), reached.view(-1), "amax")
+        values[:rows, t] += best
+    return values
 
 
 def _band_max(shifted: torch.Tensor, weights: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """shifted [rows, 1, 2, n + W - 1] (by source voicing, -inf padded), weights
-    [2, 2, W, n] -> [rows, 2n]: each state's best predecessor value plus transition weight.
+    """shifted [rows, 1, n + W - 1] (source values, -inf padded), weights [D, W, n] -> [rows,
+    D * n]: each state's best predecessor value plus transition weight.
 
     All offsets at once over an unfolded view with the bins innermost (so the max over offsets
-    runs across whole rows of bins), scratch.shape[0] rows at a time; scratch [chunk, 2, 2, W,
-    n] is reused so that no step allocates large tensors."""
-    rows, width, chunk = shifted.shape[0], weights.shape[2], scratch.shape[0]
-    windows = shifted.unfold(3, width, 1).transpose(3, 4)            # [rows, 1, 2, W, n]
-    best = torch.empty(rows, 2, 2, weights.shape[3], dtype=shifted.dtype, device=shifted.device)
+    runs across whole rows of bins), scratch.shape[0] rows at a time; scratch [chunk, D, W, n]
+    is reused so that no step allocates large tensors."""
+    rows, width, chunk = shifted.shape[0], weights.shape[1], scratch.shape[0]
+    windows = shifted.unfold(2, width, 1).transpose(2, 3)            # [rows, 1, W, n]
+    best = torch.empty(rows, weights.shape[0], weights.shape[2], dtype=shifted.dtype,
+                       device=shifted.device)
     for start in range(0, rows, chunk):
         part = slice(start, start + chunk)
         size = windows[part].shape[0]
-        torch.amax(torch.add(windows[part], weights, out=scratch[:size]), dim=3, out=best[part])
-    return best.amax(dim=2).flatten(1)
+        torch.amax(torch.add(windows[part], weights, out=scratch[:size]), dim=2, out=best[part])
+    return best.flatten(1)
 
 
 def _backtrack(values: torch.Tensor, lengths: torch.Tensor,
