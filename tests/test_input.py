@@ -119,6 +119,7 @@ def test_bom_crlf_and_blank_lines(tmp_path):
 
 @pytest.mark.parametrize("line,message", [
     (b"no separators here", "expected 'id|text"),
+    (b"a2.wav|Say a | b.|Say a b.|", "5 '\\|'-separated fields, at most 4 \\(id\\|text"),
     (b"../../etc/passwd|x|", "outside"),
     (b"/abs/path.wav|x|", "outside"),
     (b"wavs/../../a|x|", "outside"),

@@ -27,6 +27,7 @@ from extract.progress import Progress
 AUDIO_SUFFIXES = (".wav", ".flac")
 BARE_ID_SUFFIXES = (".wav", ".flac", ".WAV", ".FLAC")     # tried in turn for an id without one
 MAX_DURATION_S = 600.0     # default limit; longer files are skipped (--max-duration)
+MAX_FIELDS = 4             # id|text|normalized text|speaker
 
 
 class CorpusError(ValueError):
@@ -123,6 +124,12 @@ def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], lis
         if len(fields) < 2 or not fields[0].strip():
             rejected.append(Rejection(number, line[:40], "expected 'id|text[|normalized "
                                       "text]'"))
+            continue
+        if len(fields) > MAX_FIELDS:
+            rejected.append(Rejection(number, fields[0].strip()[:40],
+                                      f"{len(fields)} '|'-separated fields, at most "
+                                      f"{MAX_FIELDS} (id|text|normalized text|speaker): a '|' "
+                                      "inside the text? remove it from the metadata line"))
             continue
         normalized = fields[2].strip() if len(fields) > 2 else ""
         speaker = fields[3].strip() if len(fields) > 3 else ""
