@@ -25,7 +25,8 @@ from extract.features.spectral import empty_mel_band_note
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
 from extract.plan import (LONG_UTTERANCE_S, complete_batches, default_batch_size, plan,
-                          processing_order, require_positive, trim_silence)
+                          processing_order, require_positive, trim_silence,
+                          upsampling_note)
 from extract.progress import Progress
 from extract.signals import stop_on_signals
 from extract.stages import StageClock, stage
@@ -245,10 +246,10 @@ def _open(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
           max_duration_s: float, show_progress: bool) -> tuple[Corpus, StoreLock, bool]:
     """Read the corpus and lock the output: (corpus, lock, whether a store is resumed)."""
     corpus = load_corpus(dataset, limit, show_progress)
-    plan(corpus, preset, max_duration_s)          # nothing usable: fail before touching `out`
-    note = empty_mel_band_note(preset)
-    if note:                                      # about the data: shown even when quiet
-        print(note, file=sys.stderr)
+    utterances, _, _ = plan(corpus, preset, max_duration_s)   # none: fail before touching `out`
+    for note in (empty_mel_band_note(preset), upsampling_note(utterances, preset)):
+        if note:                                  # about the data: shown even when quiet
+            print(note, file=sys.stderr)
     out = Path(out)
     lock, resuming = open_output(out, overwrite, resume)
     if lock.stale_owner and show_progress:

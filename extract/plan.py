@@ -97,6 +97,18 @@ def describe_plan(corpus: Corpus, preset: Preset, utterances: list[Utterance],
     ])
 
 
+def upsampling_note(utterances: list[Utterance], preset: Preset) -> str | None:
+    """A note when some files' Nyquist frequency is below the preset's top mel frequency:
+    resampled up, their log-mel holds no signal above it. None when every file reaches it."""
+    low = [u.audio.sample_rate for u in utterances if u.audio.sample_rate / 2 < preset.fmax]
+    if not low:
+        return None
+    return (f"note: {len(low)} of {len(utterances)} utterances are sampled below "
+            f"{2 * preset.fmax:g} Hz (lowest {min(low)} Hz), so their log-mel holds no signal "
+            f"above {min(low) / 2:g} Hz, though preset {preset.name}'s mels reach "
+            f"{preset.fmax:g} Hz; a vocoder trained on them learns that gap")
+
+
 def processing_order(utterances: list[Utterance], counts: np.ndarray,
                      window_frames: int) -> list[Utterance]:
     """Store order cut into windows of about `window_frames` frames, each sorted by (rate,

@@ -7,7 +7,7 @@ import pytest
 from extract import cli as cli_module
 from extract.loader import FeatureStore
 
-from conftest import ROOT
+from conftest import ROOT, write_corpus
 
 
 def cli(*args, cwd=None):
@@ -110,6 +110,20 @@ def test_check_and_run_note_mel_bands_without_an_fft_bin(demo_corpus, tmp_path):
         assert result.returncode == 0, result.stderr
         assert re.search(r"note: preset dense: \d+ of 400 mel bands cover no FFT bin",
                          result.stderr)
+
+
+def test_check_and_run_note_audio_sampled_below_the_mels_top(demo_corpus, tmp_path):
+    corpus = write_corpus(tmp_path / "c", [("narrow", 1.0, 8000, 1, "pcm16"),
+                                           ("wide", 1.0, 22050, 1, "pcm16")])
+    for args in (["check", corpus], ["run", corpus, tmp_path / "o.zarr", "--quiet", "--device",
+                                     "cpu"]):
+        result = cli(*args)
+        assert result.returncode == 0, result.stderr
+        assert ("note: 1 of 2 utterances are sampled below 16000 Hz (lowest 8000 Hz), so their "
+                "log-mel holds no signal above 4000 Hz, though preset hifigan's mels reach "
+                "8000 Hz") in result.stderr
+    demo = cli("check", demo_corpus)            # 22.05, 44.1 and 48 kHz: nothing to note
+    assert demo.returncode == 0 and "note:" not in demo.stderr
 
 
 def test_a_closed_output_pipe_stops_quietly():
