@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import zarr
 from extract.config import load_preset
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY, shard_file
+from extract.store.lock import StoreLock
 from extract.store.index import UtteranceIndex
 from extract.store.output import StoreError, open_output
 from extract.store.shard_file import write_shard
@@ -155,8 +157,12 @@ def test_unfinished_store_is_refused(tmp_path):
                     UtteranceIndex(np.array([0, 10]), np.array([[0, 2560]]),
                                    {"id": ["a"], "text": ["t"], "audio": ["a.wav"]}),
                     {"n_mels": 3}, {"config": {}, "manifest_sha256": "x", "versions": {}})
-    with pytest.raises(StoreFormatError, match="incomplete"):
+    with pytest.raises(StoreFormatError, match="incomplete.*--resume"):
         FeatureStore(tmp_path / "s.zarr")
+    with StoreLock(tmp_path / "s.zarr"):                    # as a running job holds it
+        with pytest.raises(StoreFormatError, match=f"incomplete: a job is still writing it "
+                                                   f"\\(pid {os.getpid()} on "):
+            FeatureStore(tmp_path / "s.zarr")
     with pytest.raises(StoreError, match="never completed"):
         w.finish({})
     with pytest.raises(StoreFormatError, match="incomplete"):

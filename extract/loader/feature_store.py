@@ -26,6 +26,7 @@ from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS,
                                   UTTERANCE_GROUP, utterance_fields)
+from extract.store.lock import running_owner
 
 
 SHOWN_REJECTIONS = 20
@@ -69,6 +70,9 @@ class FeatureStore:
             raise StoreFormatError(f"{self.path} has format version "
                                    f"{record.get('format_version')!r}; this tts-extract reads "
                                    f"version {FORMAT_VERSION}")
+        if not record.get("complete") and (owner := running_owner(self.path)):
+            raise StoreFormatError(f"{self.path} is incomplete: a job is still writing it "
+                                   f"({owner}); open it once that job has finished")
         if not record.get("complete"):
             raise StoreFormatError(f"{self.path} is incomplete: the job that wrote it did not "
                                    "finish; rerun the same `tts-extract run` with --resume to "

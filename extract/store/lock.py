@@ -62,6 +62,22 @@ class StoreLock:
         self.release()
 
 
+def running_owner(folder: Path) -> str | None:
+    """The job writing the store in `folder` now ("pid N on HOST, started T"), or None when
+    no job holds its lock (it finished, or was killed). Creates nothing."""
+    try:
+        file = open(folder / LOCK_NAME)
+    except OSError:
+        return None
+    with file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(_read_owner(file))
+        fcntl.flock(file, fcntl.LOCK_UN)
+    return None
+
+
 def _read_owner(file) -> dict | None:
     file.seek(0)
     try:
