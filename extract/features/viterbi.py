@@ -127,10 +127,10 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
 
 def forward_values(log_obs: torch.Tensor, lengths: torch.Tensor,
                    bands: TransitionBands) -> torch.Tensor:
-    """log_obs [B, T, 2n], lengths [B] in descending order -> the state values [B, T, 2n]
-    (written into log_obs; frames past an utterance's end keep theirs): value[0] = log_obs[0] +
-    log(1 / 2n + tiny), value[t] = log_obs[t] + max over states s of value[t - 1][s] + log
-    transition(s -> state), as librosa's forward pass computes them.
+    """log_obs [B, T, 2n], lengths [B] in descending order -> the state values [B, T, 2n],
+    written into log_obs, over each utterance's frames: value[0] = log_obs[0] + log(1 / 2n +
+    tiny), value[t] = log_obs[t] + max over states s of value[t - 1][s] + log transition(s ->
+    state), as librosa's forward pass computes them.
 
     Each frame takes every state's best from the unvoiced sources (all of them) and the jump,
     then adds the voiced sources that could beat that somewhere: in pyin most voiced bins have
