@@ -274,20 +274,31 @@ def librosa_forward_values(probs: np.ndarray, transition: np.ndarray) -> np.ndar
 
 @pytest.mark.parametrize("problems", [pyin_like_problems, random_problems])
 @pytest.mark.parametrize("n_bins,width,steps", [(601, 51, 40), (37, 11, 40)])
-def test_torch_forward_values_are_librosas_bit_for_bit(problems, n_bins, width, steps):
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]],
+                         ids=["descending", "ascending", "unordered"])
+def test_torch_forward_values_are_librosas_bit_for_bit(problems, n_bins, width, steps, order):
     """The forward pass skips voiced bins that cannot beat any state's best (most of them on
-    pyin's observations): every value, at every state, must still be librosa's."""
+    pyin's observations): every value, at every state, must still be librosa's. Rows in
+    length order are decoded in place where the caller allows (overwrite), others in a copy."""
     probs = problems(n_bins, steps, 4, seed=n_bins)
-    log_obs = torch.from_numpy(np.log(probs.transpose(0, 2, 1) + TINY))
-    lengths = torch.tensor([steps, steps - 9, steps - 20, 1])      # in descending order
+    lengths = torch.tensor([steps, steps - 9, steps - 20, 1])[order]
+    log_obs = torch.from_numpy(np.log(probs.transpose(0, 2, 1) + TINY))[order]
+    probs = probs[order]
     bands = TransitionBands.from_librosa_definition(n_bins, width, 0.01)
     states = viterbi_torch(log_obs, lengths, bands).numpy()
-    values = forward_values(log_obs.clone(), lengths, bands).numpy()
+    np.testing.assert_array_equal(viterbi_torch(log_obs.clone(), lengths, bands, overwrite=True),
+                                  states)
     transition = librosa_transition(n_bins, width)
     for b, n in enumerate(lengths.tolist()):
-        np.testing.assert_array_equal(values[b, :n],
-                                      librosa_forward_values(probs[b, :, :n], transition))
         np.testing.assert_array_equal(states[b, :n], librosa_viterbi(probs[b, :, :n], transition))
+    if order == [2, 0, 3, 1]:
+        with pytest.raises(ValueError, match="length order"):
+            forward_values(log_obs, lengths, bands)
+    else:
+        values = forward_values(log_obs.clone(), lengths, bands).numpy()
+        for b, n in enumerate(lengths.tolist()):
+            np.testing.assert_array_equal(values[b, :n],
+                                          librosa_forward_values(probs[b, :, :n], transition))
 
 
 @pytest.mark.parametrize("n_bins,width,steps,lengths,unroll", [

@@ -52,7 +52,7 @@ def pyin(frames: torch.Tensor, num_frames: torch.Tensor, sample_rate: int, hop_l
     with stage("pitch (pyin Viterbi)"):
         bands = transition_bands(n_bins, transition_width(max_transition_rate, hop_length,
                                                           sample_rate), switch_prob)
-        states = viterbi(log_obs, num_frames, bands)
+        states = viterbi(log_obs, num_frames, bands, overwrite=True)
 
     inside = torch.arange(steps, device=frames.device)[None] < num_frames[:, None]
     voiced = (states < n_bins) & inside

@@ -102,22 +102,27 @@ class TransitionBands:
         return TransitionBands(self.same.to(device), self.switch.to(device))
 
 
-def viterbi(log_obs: torch.Tensor, lengths: torch.Tensor, bands: TransitionBands) -> torch.Tensor:
+def viterbi(log_obs: torch.Tensor, lengths: torch.Tensor, bands: TransitionBands,
+            overwrite: bool = False) -> torch.Tensor:
     """log_obs [B, T, 2n] float64 (log(p + tiny)), lengths [B] -> states [B, T] int64.
 
-    Utterance b is decoded over its first lengths[b] frames; later states are 0."""
+    Utterance b is decoded over its first lengths[b] frames; later states are 0. overwrite:
+    log_obs may be written over (on the CPU that can save a copy of it)."""
     if log_obs.is_cuda:
         from extract.kernels.viterbi import viterbi_triton
         return viterbi_triton(log_obs, lengths, bands)
-    return viterbi_torch(log_obs, lengths, bands.to(log_obs.device))
+    return viterbi_torch(log_obs, lengths, bands.to(log_obs.device), overwrite)
 
 
-def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
-                  bands: TransitionBands) -> torch.Tensor:
+def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor, bands: TransitionBands,
+                  overwrite: bool = False) -> torch.Tensor:
     """The recursion without back-pointers: the forward pass keeps each frame's state values
-    (in place of log_obs, which it no longer needs), and backtracking recomputes the winning
-    predecessor of the one decoded state per frame from the same floats."""
-    order = torch.argsort(lengths, descending=True, stable=True)   # running rows: a prefix
+    (in log_obs itself where `overwrite` allows and the rows are in length order, else in a
+    copy in that order), and backtracking recomputes the winning predecessor of the one
+    decoded state per frame from the same floats."""
+    if overwrite and length_ordered(lengths):
+        return _backtrack(forward_values(log_obs, lengths, bands), lengths, bands)
+    order = torch.argsort(lengths, descending=True, stable=True)
     lengths = lengths[order]
     values = forward_values(log_obs[order], lengths, bands)
     states = torch.empty(log_obs.shape[:2], dtype=torch.long, device=log_obs.device)
@@ -125,21 +130,31 @@ def viterbi_torch(log_obs: torch.Tensor, lengths: torch.Tensor,
     return states
 
 
+def length_ordered(lengths: torch.Tensor) -> bool:
+    """Whether lengths [B] never fall or never rise."""
+    steps = lengths[1:] - lengths[:-1]
+    return bool((steps >= 0).all() or (steps <= 0).all())
+
+
 def forward_values(log_obs: torch.Tensor, lengths: torch.Tensor,
                    bands: TransitionBands) -> torch.Tensor:
-    """log_obs [B, T, 2n], lengths [B] in descending order -> the state values [B, T, 2n],
-    written into log_obs, over each utterance's frames: value[0] = log_obs[0] + log(1 / 2n +
-    tiny), value[t] = log_obs[t] + max over states s of value[t - 1][s] + log transition(s ->
-    state), as librosa's forward pass computes them.
+    """log_obs [B, T, 2n], lengths [B] in ascending or descending order -> the state values
+    [B, T, 2n], written into log_obs, over each utterance's frames: value[0] = log_obs[0] +
+    log(1 / 2n + tiny), value[t] = log_obs[t] + max over states s of value[t - 1][s] + log
+    transition(s -> state), as librosa's forward pass computes them.
 
-    Each frame takes every state's best from the unvoiced sources (all of them) and the jump,
-    then adds the voiced sources that could beat that somewhere: in pyin most voiced bins have
-    no candidate (log(tiny) ~ -708), so their values are far below every state's best, and
+    The rows still running at a frame are a prefix (descending) or a suffix (ascending) of the
+    batch. Each frame takes every state's best from the unvoiced sources (all of them) and the
+    jump, then adds the voiced sources that could beat that somewhere: in pyin most voiced bins
+    have no candidate (log(tiny) ~ -708), so their values are far below every state's best, and
     skipping them leaves every maximum, and so every value, unchanged."""
+    if not length_ordered(lengths):
+        raise ValueError("forward_values needs the rows in length order")
     batch, steps, n_states = log_obs.shape
     n, half = n_states // 2, bands.half
     running = torch.bincount(lengths.clamp(max=steps), minlength=steps + 1).flip(0).cumsum(0)
     running = running.flip(0).tolist()                              # rows with length >= t
+    ascending = batch > 1 and bool(lengths[0] < lengths[-1])
     values = log_obs
     values[:, 0] += math.log(1 / n_states + np.finfo(np.float64).tiny)
     # [dst voicing, m, j]: weight into bin j from unvoiced bin j - half + m
@@ -151,11 +166,12 @@ def forward_values(log_obs: torch.Tensor, lengths: torch.Tensor,
     padded = torch.full((batch, 1, n + 2 * half), -math.inf, dtype=values.dtype,
                         device=values.device)
     for t in range(1, steps):
-        rows = running[t + 1]
-        if rows == 0:
+        count = running[t + 1]
+        if count == 0:
             break
-        previous = values[:rows, t - 1]
-        shifted = padded[:rows]
+        rows = slice(batch - count, batch) if ascending else slice(0, count)
+        previous = values[rows, t - 1]
+        shifted = padded[:count]
         shifted[..., half:half + n] = previous[:, None, n:]
         jump = previous.amax(dim=1, keepdim=True) + LOG_TINY
         best = torch.maximum(_band_max(shifted, from_unvoiced, scratch), jump)
@@ -168,7 +184,7 @@ def forward_values(log_obs: torch.Tensor, lengths: torch.Tensor,
                    + out_weights.index_select(0, live_bin))                          # [L, 2W]
         into = (live_state - live_bin)[:, None] + out_states.index_select(0, live_bin)
         best.view(-1).scatter_reduce_(0, into.view(-1), reached.view(-1), "amax")
-        values[:rows, t] += best
+        values[rows, t] += best
     return values
 
 
