@@ -64,7 +64,8 @@ class StoreLock:
 
 def running_owner(folder: Path) -> str | None:
     """The job writing the store in `folder` now ("pid N on HOST, started T"), or None when
-    no job holds its lock (it finished, or was killed). Creates nothing."""
+    no job holds its lock (it finished, or was killed). Creates nothing; holds a shared lock
+    for an instant, which a job starting in that instant would take for a running one."""
     try:
         file = open(folder / LOCK_NAME)
     except OSError:
