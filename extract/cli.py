@@ -153,18 +153,16 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     from extract.config import load_preset
-    from extract.features.spectral import empty_mel_band_note
     from extract.input.corpus import load_corpus
-    from extract.plan import describe_plan, plan, require_positive, upsampling_note
+    from extract.plan import data_notes, describe_plan, plan, require_positive
 
     require_positive("--max-duration", args.max_duration)
     preset = load_preset(args.preset)
     corpus = load_corpus(args.dataset, show_progress=True)
     utterances, counts, rejected = plan(corpus, preset, args.max_duration)
     print(describe_plan(corpus, preset, utterances, counts, rejected))
-    for note in (empty_mel_band_note(preset), upsampling_note(utterances, preset)):
-        if note:
-            print(note, file=sys.stderr)
+    for note in data_notes(preset, utterances):
+        print(note, file=sys.stderr)
     return EXIT_SKIPPED if rejected and not args.allow_skipped else EXIT_OK
 
 

@@ -21,12 +21,10 @@ from extract.decode.dali import DecoderOutOfMemory
 from extract.decode.trim import cut_spans
 from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
-from extract.features.spectral import empty_mel_band_note
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
-from extract.plan import (LONG_UTTERANCE_S, complete_batches, default_batch_size, plan,
-                          processing_order, require_positive, trim_silence,
-                          upsampling_note)
+from extract.plan import (LONG_UTTERANCE_S, complete_batches, data_notes, default_batch_size,
+                          plan, processing_order, require_positive, trim_silence)
 from extract.progress import Progress
 from extract.signals import stop_on_signals
 from extract.stages import StageClock, stage
@@ -247,9 +245,8 @@ def _open(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
     """Read the corpus and lock the output: (corpus, lock, whether a store is resumed)."""
     corpus = load_corpus(dataset, limit, show_progress)
     utterances, _, _ = plan(corpus, preset, max_duration_s)   # none: fail before touching `out`
-    for note in (empty_mel_band_note(preset), upsampling_note(utterances, preset)):
-        if note:                                  # about the data: shown even when quiet
-            print(note, file=sys.stderr)
+    for note in data_notes(preset, utterances):   # about the data: shown even when quiet
+        print(note, file=sys.stderr)
     out = Path(out)
     lock, resuming = open_output(out, overwrite, resume)
     if lock.stale_owner and show_progress:

@@ -21,6 +21,7 @@ from extract.decode.dali import AudioBatch, decode_batches
 from extract.decode.resample import resampled_length, to_preset_rate
 from extract.decode.trim import trim_span
 from extract.distributed import Ranks
+from extract.features.spectral import empty_mel_band_note
 from extract.input.corpus import Corpus, CorpusError, Rejection, Utterance
 from extract.progress import Progress
 from extract.signals import JobInterrupted
@@ -95,6 +96,13 @@ def describe_plan(corpus: Corpus, preset: Preset, utterances: list[Utterance],
         f"  skipped: {len(rejected)} item(s)" + "".join(f"\n    {r}" for r in rejected),
         "  (from the headers: a file the decoder then fails on is skipped, and named, by the job)",
     ])
+
+
+def data_notes(preset: Preset, utterances: list[Utterance]) -> list[str]:
+    """What `check` and `run` point out about the preset and the data (stderr, even when
+    quiet): mel bands without an FFT bin, audio sampled too low for the top mel band."""
+    return [note for note in (empty_mel_band_note(preset), upsampling_note(utterances, preset))
+            if note]
 
 
 def upsampling_note(utterances: list[Utterance], preset: Preset) -> str | None:

@@ -99,6 +99,9 @@ class TransitionBands:
         return torch.cat(weights, 1), torch.cat([dest, n + dest], 1)
 
     def to(self, device: torch.device) -> TransitionBands:
+        """These bands on `device`: themselves (and their cached tables) when already there."""
+        if self.same.device == torch.device(device):
+            return self
         return TransitionBands(self.same.to(device), self.switch.to(device))
 
 
