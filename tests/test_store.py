@@ -1,3 +1,5 @@
+import errno
+import fcntl
 import json
 import os
 import re
@@ -14,7 +16,7 @@ import zarr
 from extract.config import load_preset
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY, shard_file
-from extract.store.lock import StoreLock
+from extract.store.lock import StoreLock, running_owner
 from extract.store.index import UtteranceIndex
 from extract.store.output import StoreError, open_output
 from extract.store.shard_file import write_shard
@@ -168,6 +170,28 @@ def test_unfinished_store_is_refused(tmp_path):
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(tmp_path / "s.zarr")
 
+
+
+def failing_flock(error: int):
+    def flock(file, operation):
+        raise OSError(error, os.strerror(error))
+    return flock
+
+
+@pytest.mark.parametrize("error", [errno.ENOSYS, errno.ENOLCK])
+def test_filesystem_without_locks_is_named_with_the_fix(tmp_path, monkeypatch, error):
+    """Lustre without -o flock says ENOSYS, NFS without lockd ENOLCK: the job stops with what
+    is wrong and where to write instead; a reader takes the store as held by no job."""
+    monkeypatch.setattr(fcntl, "flock", failing_flock(error))
+    out = tmp_path / "out.zarr"
+    with pytest.raises(StoreError, match=f"cannot lock {re.escape(str(out))}.*does not support "
+                                         f"flock \\({os.strerror(error)}\\).*Lustre mounted "
+                                         "with -o flock"):
+        open_output(out, overwrite=False, resume=False)
+    assert running_owner(out) is None
+    monkeypatch.setattr(fcntl, "flock", failing_flock(errno.EIO))
+    with pytest.raises(StoreError, match="cannot write to .*Input/output error"):
+        open_output(out, overwrite=False, resume=False)
 
 def test_existing_output_is_refused_and_foreign_folders_never_deleted(tmp_path, mixed_store):
     (tmp_path / "store.zarr").mkdir()

@@ -7,6 +7,7 @@ needs a local filesystem or one whose locks span clients (NFSv4, Lustre with flo
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -15,10 +16,16 @@ import time
 from pathlib import Path
 
 LOCK_NAME = ".tts_extract.lock"
+# what flock raises where the filesystem has no locks (Lustre without -o flock, NFS without lockd)
+NO_LOCKS = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK)
 
 
 class StoreLockedError(RuntimeError):
     """Another job holds the store."""
+
+
+class LockingUnsupportedError(RuntimeError):
+    """The store's filesystem cannot lock files."""
 
 
 class StoreLock:
@@ -38,6 +45,14 @@ class StoreLock:
             raise StoreLockedError(f"{self.path.parent} is being written by another "
                                    f"tts-extract job ({owner}); wait for it to finish or "
                                    "stop it") from None
+        except OSError as e:
+            file.close()
+            if e.errno not in NO_LOCKS:
+                raise
+            raise LockingUnsupportedError(
+                f"cannot lock {self.path}: its filesystem does not support flock ({e.strerror}), "
+                "which keeps two jobs from writing one store; write the store where it does (a "
+                "local disk, NFSv4, Lustre mounted with -o flock)") from e
         self.stale_owner = _read_owner(file)
         file.seek(0)
         file.truncate()
@@ -64,8 +79,9 @@ class StoreLock:
 
 def running_owner(folder: Path) -> str | None:
     """The job writing the store in `folder` now ("pid N on HOST, started T"), or None when
-    no job holds its lock (it finished, or was killed). Creates nothing; holds a shared lock
-    for an instant, which a job starting in that instant would take for a running one."""
+    no job holds its lock (it finished, or was killed) or its filesystem has no locks, where no
+    job could have taken it. Creates nothing; holds a shared lock for an instant, which a job
+    starting in that instant would take for a running one."""
     try:
         file = open(folder / LOCK_NAME)
     except OSError:
@@ -75,6 +91,10 @@ def running_owner(folder: Path) -> str | None:
             fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return _describe(_read_owner(file))
+        except OSError as e:
+            if e.errno in NO_LOCKS:
+                return None
+            raise
         fcntl.flock(file, fcntl.LOCK_UN)
     return None
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from extract.store.layout import ATTRS_KEY
-from extract.store.lock import LOCK_NAME, StoreLock, StoreLockedError
+from extract.store.lock import LOCK_NAME, LockingUnsupportedError, StoreLock, StoreLockedError
 
 
 class StoreError(RuntimeError):
@@ -42,7 +42,7 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
                          "or --overwrite to replace it")
     try:
         lock = StoreLock(path).acquire()
-    except StoreLockedError as e:
+    except (StoreLockedError, LockingUnsupportedError) as e:
         raise StoreError(str(e)) from None
     except OSError as e:
         raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
