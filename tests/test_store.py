@@ -5,6 +5,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ import zarr
 from extract.config import load_preset
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY, shard_file
-from extract.store.lock import StoreLock, running_owner
+from extract.store import lock
+from extract.store.lock import LOCK_NAME, StoreLock, StoreLockedError, running_owner
 from extract.store.index import UtteranceIndex
 from extract.store.output import StoreError, open_output
 from extract.store.shard_file import write_shard
@@ -171,6 +174,28 @@ def test_unfinished_store_is_refused(tmp_path):
         FeatureStore(tmp_path / "s.zarr")
 
 
+
+def test_a_starting_job_waits_out_readers_but_not_a_job(tmp_path, monkeypatch):
+    """A reader's momentary shared lock (running_owner) does not refuse a job that starts in
+    that instant; a running job's lock refuses it at once, and a reader that keeps its shared
+    lock past READERS_WAIT_S does too."""
+    folder = tmp_path / "s.zarr"
+    folder.mkdir()
+    with open(folder / LOCK_NAME, "a+") as reader:
+        fcntl.flock(reader, fcntl.LOCK_SH)
+        threading.Timer(0.2, fcntl.flock, (reader, fcntl.LOCK_UN)).start()
+        with StoreLock(folder):
+            pass
+        with StoreLock(folder):
+            started = time.monotonic()
+            with pytest.raises(StoreLockedError, match=f"another tts-extract job \\(pid "
+                                                       f"{os.getpid()} "):
+                StoreLock(folder).acquire()
+            assert time.monotonic() - started < lock.READERS_WAIT_S / 2
+        monkeypatch.setattr(lock, "READERS_WAIT_S", 0.1)
+        fcntl.flock(reader, fcntl.LOCK_SH)
+        with pytest.raises(StoreLockedError):
+            StoreLock(folder).acquire()
 
 def failing_flock(error: int):
     def flock(file, operation):

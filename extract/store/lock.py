@@ -18,6 +18,7 @@ from pathlib import Path
 LOCK_NAME = ".tts_extract.lock"
 # what flock raises where the filesystem has no locks (Lustre without -o flock, NFS without lockd)
 NO_LOCKS = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK)
+READERS_WAIT_S = 1.0    # how long a starting job waits out readers' momentary shared locks
 
 
 class StoreLockedError(RuntimeError):
@@ -38,7 +39,7 @@ class StoreLock:
         """Take the lock or raise `StoreLockedError` naming the job that holds it."""
         file = open(self.path, "a+")
         try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(file)
         except BlockingIOError:
             owner = _describe(_read_owner(file))
             file.close()
@@ -81,7 +82,7 @@ def running_owner(folder: Path) -> str | None:
     """The job writing the store in `folder` now ("pid N on HOST, started T"), or None when
     no job holds its lock (it finished, or was killed) or its filesystem has no locks, where no
     job could have taken it. Creates nothing; holds a shared lock for an instant, which a job
-    starting in that instant would take for a running one."""
+    starting in that instant waits out (`READERS_WAIT_S`)."""
     try:
         file = open(folder / LOCK_NAME)
     except OSError:
@@ -97,6 +98,30 @@ def running_owner(folder: Path) -> str | None:
             raise
         fcntl.flock(file, fcntl.LOCK_UN)
     return None
+
+
+def _lock_exclusive(file) -> None:
+    """flock LOCK_EX, retrying for up to READERS_WAIT_S while only readers (shared locks) are in
+    the way; BlockingIOError at once when a job holds it."""
+    deadline = time.monotonic() + READERS_WAIT_S
+    while True:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline or not _held_only_shared(file):
+                raise
+            time.sleep(0.01)
+
+
+def _held_only_shared(file) -> bool:
+    """Whether a shared lock can be had now, that is, no exclusive holder (taken and dropped)."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(file, fcntl.LOCK_UN)
+    return True
 
 
 def _read_owner(file) -> dict | None:
