@@ -158,15 +158,24 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
 
 
 def test_unfinished_store_is_refused(tmp_path):
+    """With how far its job got: 3 utterances of 4 frames in shards of 4, one written."""
     w = StoreWriter(tmp_path / "s.zarr",
-                    UtteranceIndex(np.array([0, 10]), np.array([[0, 2560]]),
-                                   {"id": ["a"], "text": ["t"], "audio": ["a.wav"]}),
-                    {"n_mels": 3}, {"config": {}, "manifest_sha256": "x", "versions": {}})
-    with pytest.raises(StoreFormatError, match="incomplete.*--resume"):
+                    UtteranceIndex(np.array([0, 4, 8, 12]), np.array([[0, 1024]] * 3),
+                                   {"id": ["a", "b", "c"], "text": ["t"] * 3,
+                                    "audio": ["a.wav", "b.wav", "c.wav"]}),
+                    {"n_mels": 3}, {"config": {}, "manifest_sha256": "x", "versions": {}},
+                    chunk_frames=4, shard_frames=4)
+    with pytest.raises(StoreFormatError, match="incomplete: the job that wrote it did not "
+                                               "finish, 0 of 3 shards written; .*--resume"):
         FeatureStore(tmp_path / "s.zarr")
+    w.add(1, {"mel": np.ones((4, 3), np.float32), "f0": np.ones(4, np.float32),
+              "voiced": np.ones(4, bool), "voiced_prob": np.ones(4, np.float32),
+              "energy": np.ones(4, np.float32)})
+    w.wait()
     with StoreLock(tmp_path / "s.zarr"):                    # as a running job holds it
         with pytest.raises(StoreFormatError, match=f"incomplete: a job is still writing it "
-                                                   f"\\(pid {os.getpid()} on "):
+                                                   f"\\(pid {os.getpid()} on .*, 1 of 3 shards "
+                                                   "written\\); open it once"):
             FeatureStore(tmp_path / "s.zarr")
     with pytest.raises(StoreError, match="never completed"):
         w.finish({})

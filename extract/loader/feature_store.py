@@ -24,7 +24,7 @@ from extract.loader.record import record_problem
 from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
 from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
-                                  OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS,
+                                  OPTIONAL_FRAME_ARRAYS, PROGRESS, SPANS, UTTERANCE_FIELDS,
                                   UTTERANCE_GROUP, utterance_fields)
 from extract.store.lock import running_owner
 
@@ -72,11 +72,12 @@ class FeatureStore:
                                    f"version {FORMAT_VERSION}")
         if not record.get("complete") and (owner := running_owner(self.path)):
             raise StoreFormatError(f"{self.path} is incomplete: a job is still writing it "
-                                   f"({owner}); open it once that job has finished")
+                                   f"({owner}{self._shards_written(group)}); open it once that "
+                                   "job has finished")
         if not record.get("complete"):
             raise StoreFormatError(f"{self.path} is incomplete: the job that wrote it did not "
-                                   "finish; rerun the same `tts-extract run` with --resume to "
-                                   "finish it")
+                                   f"finish{self._shards_written(group)}; rerun the same "
+                                   "`tts-extract run` with --resume to finish it")
         problem = record_problem(record)
         if problem:
             raise StoreFormatError(f"{self.path}: its {ATTRS_KEY} attribute is damaged: {problem}")
@@ -114,6 +115,17 @@ class FeatureStore:
             return zarr.open_group(str(self.path), mode="r", zarr_format=3)
         except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
             raise StoreFormatError(f"{self.path} cannot be opened: {e}") from e
+
+    def _shards_written(self, group: zarr.Group) -> str:
+        """', N of M shards written' for an unfinished store (its writers' progress markers),
+        or '' where its log-mel array is not there yet."""
+        try:
+            mel = group["mel"]
+            total = -(-mel.shape[0] // mel.shards[0])
+        except (KeyError, TypeError):
+            return ""
+        done = sum(1 for _ in (self.path / PROGRESS).glob("*.json"))
+        return f", {done} of {total} shards written"
 
     def _check_consistency(self, group: zarr.Group, fields: dict[str, list[str]]) -> None:
         n_frames = group["mel"].shape[0]
