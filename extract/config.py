@@ -150,6 +150,9 @@ def available_presets() -> dict[str, str]:
 def load_preset(name_or_path: str) -> Preset:
     """Load and validate a preset by name (configs/NAME.yaml) or by path to a YAML file.
 
+    A file may start from a built-in preset: with `base: NAME` it takes that preset's fields,
+    and its own fields replace them (those under `pitch` one by one).
+
     >>> load_preset("hifigan").hop_length
     256
     """
@@ -161,18 +164,51 @@ def load_preset(name_or_path: str) -> Preset:
             raise UnknownPresetError(f"unknown preset {name_or_path!r}; known presets: {known}")
     elif not path.is_file():
         raise PresetError(f"preset file {path} does not exist")
+    raw = _read_fields(path)
+    if "base" in raw:
+        raw = _over_base(path, raw)
+    return preset_from_dict(path.stem, raw)
+
+
+def _read_fields(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise PresetError(f"preset {path}: not valid YAML ({e})") from e
     if not isinstance(raw, dict):
         raise PresetError(f"preset {path}: expected a mapping of fields")
-    return preset_from_dict(path.stem, raw)
+    return raw
+
+
+def _over_base(path: Path, raw: dict) -> dict:
+    """A preset file's fields over those of the built-in preset it names as `base`; unless it
+    gives a description, the base's, saying what changed."""
+    raw = dict(raw)
+    base = raw.pop("base")
+    if base not in preset_names():
+        raise UnknownPresetError(f"preset {path}: base must name a built-in preset "
+                                 f"({', '.join(preset_names())}), got {base!r}")
+    fields = _read_fields(preset_dir() / f"{base}.yaml")
+    pitch = _pop_pitch(raw, str(path))
+    changed = [*raw, *(f"pitch.{key}" for key in pitch)]
+    fields["description"] = (f"{fields['description']}; from {base}, changed: "
+                             f"{', '.join(changed) or 'nothing'}")
+    fields.update(raw)
+    fields["pitch"] = {**(fields.get("pitch") or {}), **pitch}
+    return fields
+
+
+def _pop_pitch(raw: dict, where: str) -> dict:
+    """raw's pitch fields (a mapping; {} when absent), taken out of raw."""
+    pitch = raw.pop("pitch", None) or {}
+    if not isinstance(pitch, dict):
+        raise PresetError(f"preset {where}: pitch must be a mapping of fields, got {pitch!r}")
+    return pitch
 
 
 def preset_from_dict(name: str, raw: dict) -> Preset:
     raw = dict(raw)
-    pitch = _build(PitchConfig, raw.pop("pitch", {}) or {}, f"{name}.pitch")
+    pitch = _build(PitchConfig, _pop_pitch(raw, name), f"{name}.pitch")
     preset = _build(Preset, {"name": name, **raw, "pitch": pitch}, name)
     _validate(preset)
     return preset

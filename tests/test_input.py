@@ -1,3 +1,4 @@
+import dataclasses
 import re
 import struct
 from pathlib import Path
@@ -299,7 +300,6 @@ def test_not_a_wav_and_truncated(tmp_path):
     ({"trim_top_db": 60.0, "trim_margin": -1}, "trim_margin must be >= 0"),
 ])
 def test_preset_validation(change, message):
-    import dataclasses
     base = dataclasses.asdict(load_preset("hifigan"))
     base.pop("name")
     base.update(change if "pitch" not in change else
@@ -311,3 +311,39 @@ def test_preset_validation(change, message):
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(PresetError, match="known presets: hifigan"):
         load_preset("hifi")
+
+
+def test_a_preset_file_can_start_from_a_built_in_one(tmp_path):
+    """`base: NAME`: the built-in YAML's fields, with the file's own over them (pitch fields one
+    by one); errors as for any preset file."""
+    import yaml
+
+    from extract.config import preset_dir
+
+    builtin = yaml.safe_load((preset_dir() / "hifigan.yaml").read_text())
+    path = tmp_path / "hifigan-low.yaml"
+    path.write_text("base: hifigan\nfmax: 7600\npitch:\n  fmin: 50\n  fmax: 600\n")
+    preset = load_preset(str(path))
+    expected = {**builtin, "fmax": 7600.0, "pitch": {**builtin["pitch"], "fmin": 50.0,
+                                                     "fmax": 600.0}}
+    expected.pop("description")
+    got = dataclasses.asdict(preset)
+    assert got.pop("name") == "hifigan-low"
+    assert got.pop("description") == (f"{builtin['description']}; from hifigan, changed: "
+                                      "fmax, pitch.fmin, pitch.fmax")
+    assert {k: got[k] for k in expected if k != "pitch"} == \
+        {k: v for k, v in expected.items() if k != "pitch"}
+    assert {k: got["pitch"][k] for k in expected["pitch"]} == expected["pitch"]
+    assert {k: v for k, v in got.items() if k not in expected} == \
+        {k: v for k, v in dataclasses.asdict(load_preset("hifigan")).items()
+         if k not in expected and k not in ("name", "description")}
+    path.write_text("base: hifigan\ndescription: mine\n")
+    assert load_preset(str(path)).description == "mine"
+    for text, message in (("base: hifi\n", "base must name a built-in preset \\(hifigan, "),
+                          ("base: [hifigan]\n", "base must name a built-in preset"),
+                          ("base: hifigan\nhop_lenght: 128\n", "unknown field.*hop_lenght"),
+                          ("base: hifigan\npitch: 50\n", "pitch must be a mapping"),
+                          ("base: hifigan\npitch:\n  fmin: 10\n", "too short for pitch.fmin")):
+        path.write_text(text)
+        with pytest.raises(PresetError, match=message):
+            load_preset(str(path))
