@@ -36,7 +36,8 @@ class StoreLock:
         self.stale_owner: dict | None = None   # the previous, dead holder, if any
 
     def acquire(self) -> StoreLock:
-        """Take the lock or raise `StoreLockedError` naming the job that holds it."""
+        """Take the lock or raise `StoreLockedError` naming the job that holds it
+        (`LockingUnsupportedError` where the filesystem has no locks)."""
         file = open(self.path, "a+")
         try:
             _lock_exclusive(file)
