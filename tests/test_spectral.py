@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from extract.config import load_preset, preset_names
-from extract.features.spectral import empty_mel_band_note, mel_filterbank, reflect_pad
+from extract.features import spectral
+from extract.features.spectral import (empty_mel_band_note, mel_filterbank, reflect_pad,
+                                       spectral_features)
 from extract.loader import FeatureStore
 from reference import frame_energy_reference, hifigan_mel, load_for_hifigan
 
@@ -84,3 +86,23 @@ def test_mel_bands_without_an_fft_bin_are_noted():
     assert empty > 0
     assert empty_mel_band_note(preset).startswith(f"note: preset dense: {empty} of 400 mel bands")
     assert [name for name in preset_names() if empty_mel_band_note(load_preset(name))] == []
+
+
+@pytest.mark.parametrize("name", ["hifigan", "vits", "espnet"])
+def test_cpu_blocks_of_rows_give_the_floats_of_one_block(name, monkeypatch):
+    """The CPU path computes the spectrogram a few rows at a time (CPU_BLOCK_FRAMES); the job's
+    stores are identical whatever the batch size only if that changes no float."""
+    preset = load_preset(name)
+    rng = np.random.default_rng(1)
+    lengths = torch.tensor([9000, 4000, 7000, 1500, 8800])
+    audio = torch.zeros(5, 9000)
+    for row, n in enumerate(lengths.tolist()):
+        audio[row, :n] = torch.from_numpy(rng.standard_normal(n).astype(np.float32)) * 0.1
+    monkeypatch.setattr(spectral, "CPU_BLOCK_FRAMES", 10 ** 9)
+    whole = spectral_features(audio, lengths, preset)
+    monkeypatch.setattr(spectral, "CPU_BLOCK_FRAMES", 2 * int(preset.num_frames(9000)))
+    blocks = spectral_features(audio, lengths, preset)
+    assert (whole[2] is None) == (blocks[2] is None) == (not preset.store_linear)
+    for one, blocked in zip(whole, blocks):
+        if one is not None:
+            assert torch.equal(one, blocked)

@@ -6,7 +6,7 @@ import torch
 
 from extract.config import Preset
 from extract.features import pitch, pyin, world
-from extract.features.spectral import frame_energy, log_mel, magnitude_spectrogram
+from extract.features.spectral import spectral_features
 from extract.precision import ieee_float32
 from extract.stages import stage
 
@@ -27,14 +27,12 @@ def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
     with stage("spectrogram"):
         if preset.peak_normalize is not None:
             audio = normalize_peak(audio, preset.peak_normalize)
-        magnitude = magnitude_spectrogram(audio, lengths, preset)
-        mel = log_mel(magnitude, preset)
-        energy = frame_energy(magnitude, mel, preset)
-    f0, voiced, voiced_prob = estimate_pitch(audio, lengths, preset, magnitude.shape[-1])
+        mel, energy, linear = spectral_features(audio, lengths, preset)
+    f0, voiced, voiced_prob = estimate_pitch(audio, lengths, preset, mel.shape[1])
     features = {"mel": mel, "f0": f0, "voiced": voiced, "voiced_prob": voiced_prob,
                 "energy": energy}
-    if preset.store_linear:
-        features["linear"] = magnitude.transpose(1, 2)
+    if linear is not None:
+        features["linear"] = linear
     return features
 
 
