@@ -28,10 +28,11 @@ N_THRESHOLDS = 100
 BETA_B = 18                 # threshold prior Beta(2, BETA_B)
 BOLTZMANN = 2.0
 BINS_PER_SEMITONE = 10      # resolution 0.1 semitone
-# Frames per block of per-frame work (frame_blocks): small on the CPU (cache), large on a GPU
-# (fewer launches and host syncs: on an H200, 131072 ran about 2x faster than 8192, and 262144
-# no faster).
-ROWS_PER_CHUNK = {"cpu": 8192, "cuda": 131072}
+# Frames per block of per-frame work (frame_blocks): small on the CPU (cache: pitch on the 60
+# benchmark clips took 925 ms in blocks of 2048, 955 in 1024, 979 in 4096, 1045 in 8192), large
+# on a GPU (fewer launches and host syncs: on an H200, 131072 ran about 2x faster than 8192, and
+# 262144 no faster).
+ROWS_PER_CHUNK = {"cpu": 2048, "cuda": 131072}
 ROWS_PER_GROUP = 256        # rows whose [rows, troughs, events] work torch does at once
 
 
