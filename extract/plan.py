@@ -29,7 +29,7 @@ from extract.stages import stage, timed
 
 CHANNEL_NAMES = {1: "mono", 2: "stereo"}
 # A batch holds at most --batch-size times this much padded audio: fewer utterances when they
-# are longer, so that memory (about 2 MB a second of audio for the hifigan preset's features)
+# are longer, so that memory (about 1.5 MB a second of audio for the hifigan preset's features)
 # does not grow with the files' length.
 LONG_UTTERANCE_S = 30.0
 CPU_BATCH_SIZE, CUDA_BATCH_SIZE = 32, 256
