@@ -166,13 +166,18 @@ def spectral_features(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset
     rows = batch
     if audio.device.type == "cpu":
         rows = max(1, CPU_BLOCK_FRAMES // max(int(preset.num_frames(audio.shape[1])), 1))
-    mels, energies, linears = [], [], []
-    for first in range(0, batch, rows):
-        block = slice(first, first + rows)
-        magnitude = magnitude_spectrogram(audio[block], lengths[block], preset)
-        mels.append(log_mel(magnitude, preset))
-        energies.append(frame_energy(magnitude, mels[-1], preset))
-        if preset.store_linear:
-            linears.append(magnitude.transpose(1, 2))
+    if rows >= batch:                          # a GPU's batch: one block, no copy
+        return _spectral_block(audio, lengths, preset)
+    blocks = [_spectral_block(audio[first:first + rows], lengths[first:first + rows], preset)
+              for first in range(0, batch, rows)]
+    mels, energies, linears = zip(*blocks)
     return (torch.cat(mels), torch.cat(energies),
             torch.cat(linears) if preset.store_linear else None)
+
+
+def _spectral_block(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    magnitude = magnitude_spectrogram(audio, lengths, preset)
+    mel = log_mel(magnitude, preset)
+    return (mel, frame_energy(magnitude, mel, preset),
+            magnitude.transpose(1, 2) if preset.store_linear else None)
