@@ -183,7 +183,6 @@ def test_unfinished_store_is_refused(tmp_path):
         FeatureStore(tmp_path / "s.zarr")
 
 
-
 def test_a_starting_job_waits_out_readers_but_not_a_job(tmp_path, monkeypatch):
     """A reader's momentary shared lock (running_owner) does not refuse a job that starts in
     that instant; a running job's lock refuses it at once, and a reader that keeps its shared
