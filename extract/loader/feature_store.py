@@ -24,8 +24,8 @@ from extract.loader.record import record_problem
 from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
 from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
-                                  OPTIONAL_FRAME_ARRAYS, PROGRESS, SPANS, UTTERANCE_FIELDS,
-                                  UTTERANCE_GROUP, utterance_fields)
+                                  OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS, UTTERANCE_GROUP,
+                                  marked_shards, utterance_fields)
 from extract.store.lock import running_owner
 
 
@@ -124,8 +124,7 @@ class FeatureStore:
             total = -(-mel.shape[0] // mel.shards[0])
         except (KeyError, TypeError):
             return ""
-        done = sum(1 for _ in (self.path / PROGRESS).glob("*.json"))
-        return f", {done} of {total} shards written"
+        return f", {len(marked_shards(self.path))} of {total} shards written"
 
     def _check_consistency(self, group: zarr.Group, fields: dict[str, list[str]]) -> None:
         n_frames = group["mel"].shape[0]

@@ -50,6 +50,12 @@ def frame_arrays(widths: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...]
     return arrays
 
 
+def marked_shards(store: Path) -> set[int]:
+    """The shards an unfinished store's writers have finished: those with a progress marker
+    (PROGRESS/NNNNNNNN.json; other names are not markers)."""
+    return {int(p.stem) for p in (Path(store) / PROGRESS).glob("*.json") if p.stem.isdigit()}
+
+
 def shard_file(array_dir: Path, shard: int, ndim: int, separator: str = "/") -> Path:
     """The file holding shard `shard` of an array sharded along its first axis only (Zarr v3's
     default chunk key encoding: c/<shard>/0 for 2-D arrays, c/<shard> for 1-D ones)."""

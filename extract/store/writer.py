@@ -25,7 +25,8 @@ from extract.features.stats import combine, shard_moments
 from extract.store.index import UtteranceIndex
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
                                   OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES, SPANS,
-                                  UTTERANCE_GROUP, frame_arrays, utterance_fields)
+                                  UTTERANCE_GROUP, frame_arrays, marked_shards,
+                                  utterance_fields)
 from extract.store.output import StoreError
 from extract.store.shard_file import shard_is_whole, write_shard
 
@@ -61,16 +62,13 @@ class StoreWriter:
                            if mode == "resume" and not self.compacting else [])
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
-        done = self._marked()
+        done = marked_shards(self.path)
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
         self._writing: ThreadPoolExecutor | None = None
         self._queued: deque[Future] = deque()
         owned = range(self.num_shards) if owned is None else owned
         self.missing = {s: self._shard_range(s)[1] - self._shard_range(s)[0]
                         for s in owned if s not in done}
-
-    def _marked(self) -> set[int]:
-        return {int(p.stem) for p in (self.path / PROGRESS).glob("*.json")}
 
     def _unmark_damaged_shards(self) -> list[int]:
         """Remove the markers of shards a machine crash may have left damaged (the kernel had
@@ -286,7 +284,7 @@ class StoreWriter:
                                            "compacting": {"removed": removed,
                                                           "rejected": rejected}}
         self._write_index()
-        done = self._marked()
+        done = marked_shards(self.path)
         # new frame -> old frame
         old_position = np.flatnonzero(np.repeat(old.kept(removed), np.diff(old_offsets)))
         for shard in range(first, self.num_shards):
@@ -316,7 +314,7 @@ class StoreWriter:
     def finish(self, attrs: dict) -> None:
         """Record statistics and final attributes, mark the store complete, drop progress/."""
         self.wait()
-        unwritten = set(range(self.num_shards)) - self._marked()
+        unwritten = set(range(self.num_shards)) - marked_shards(self.path)
         if unwritten:
             raise StoreError(f"{len(unwritten)} shard(s) of {self.path} were never completed")
         moments = [json.loads((self.path / PROGRESS / f"{s:08d}.json").read_text())
