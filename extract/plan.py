@@ -100,9 +100,10 @@ def describe_plan(corpus: Corpus, preset: Preset, utterances: list[Utterance],
 
 def data_notes(preset: Preset, utterances: list[Utterance]) -> list[str]:
     """What `check` and `run` point out about the preset and the data (stderr, even when
-    quiet): mel bands without an FFT bin, audio sampled too low for the top mel band."""
-    return [note for note in (empty_mel_band_note(preset), upsampling_note(utterances, preset))
-            if note]
+    quiet): mel bands without an FFT bin, audio sampled too low for the top mel band, lines
+    without a speaker in a corpus that names speakers."""
+    return [note for note in (empty_mel_band_note(preset), upsampling_note(utterances, preset),
+                              unnamed_speaker_note(utterances)) if note]
 
 
 def upsampling_note(utterances: list[Utterance], preset: Preset) -> str | None:
@@ -115,6 +116,18 @@ def upsampling_note(utterances: list[Utterance], preset: Preset) -> str | None:
             f"{2 * preset.fmax:g} Hz (lowest {min(low)} Hz), so their log-mel holds no signal "
             f"above {min(low) / 2:g} Hz, though preset {preset.name}'s mels reach "
             f"{preset.fmax:g} Hz; a vocoder trained on them learns that gap")
+
+
+def unnamed_speaker_note(utterances: list[Utterance]) -> str | None:
+    """A note when some lines name a speaker (the fourth field) and others do not: those are
+    grouped as one speaker named ''. None when all or none name one."""
+    unnamed = [u.line_number for u in utterances if not u.speaker]
+    if not unnamed or len(unnamed) == len(utterances):
+        return None
+    lines = ", ".join(map(str, unnamed[:5])) + (", ..." if len(unnamed) > 5 else "")
+    return (f"note: {len(unnamed)} of {len(utterances)} utterances name no speaker (metadata "
+            f"line{'s' if len(unnamed) > 1 else ''} {lines}) while the others do; they are kept as one speaker named '' (its own "
+            "statistics, speaker number and export entries): give those lines a fourth field")
 
 
 def processing_order(utterances: list[Utterance], counts: np.ndarray,

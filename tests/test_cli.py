@@ -126,6 +126,23 @@ def test_check_and_run_note_audio_sampled_below_the_mels_top(demo_corpus, tmp_pa
     assert demo.returncode == 0 and "note:" not in demo.stderr
 
 
+def test_check_and_run_note_lines_without_a_speaker_among_named_ones(tmp_path):
+    corpus = write_corpus(tmp_path / "c", [(name, 0.5, 22050, 1, "pcm16") for name in "abcd"])
+    metadata = corpus / "metadata.csv"
+    lines = metadata.read_text().splitlines()
+    metadata.write_text("\n".join([lines[0], lines[1] + "|p1", lines[2], lines[3] + "|p2"]) + "\n")
+    for args in (["check", corpus], ["run", corpus, tmp_path / "o.zarr", "--quiet", "--device",
+                                     "cpu"]):
+        result = cli(*args)
+        assert result.returncode == 0, result.stderr
+        assert ("note: 2 of 4 utterances name no speaker (metadata lines 1, 3) while the others "
+                "do; they are kept as one speaker named ''") in result.stderr
+    assert sorted(FeatureStore(tmp_path / "o.zarr").stats["speakers"]) == ["", "p1", "p2"]
+    named = metadata.read_text().replace("|Normalized a.\n", "|Normalized a.|p1\n")
+    metadata.write_text(named.replace("|Normalized c.\n", "|Normalized c.|p2\n"))
+    assert "note:" not in cli("check", corpus).stderr
+
+
 def test_a_closed_output_pipe_stops_quietly():
     """`tts-extract presets | head -1`: no error message when the reader has gone."""
     child = subprocess.Popen([sys.executable, "-m", "extract", "presets"], stdout=subprocess.PIPE,
