@@ -1,5 +1,6 @@
 import librosa
 import numpy as np
+import pytest
 import torch
 
 from extract.config import load_preset
@@ -71,3 +72,10 @@ def test_all_features_share_the_frame_count():
     assert features["mel"].shape == (3, frames, 80)
     for name in ("f0", "voiced", "voiced_prob", "energy"):
         assert features[name].shape == (3, frames)
+
+
+@pytest.mark.parametrize("shape, n_lengths", [((0, 22050), 0), ((2, 0), 2), ((22050,), 1),
+                                               ((2, 22050), 3)])
+def test_features_of_an_empty_or_misshapen_batch_are_refused_clearly(shape, n_lengths):
+    with pytest.raises(ValueError, match=r"needs audio \[B, L\] with B, L > 0 and lengths \[B\]"):
+        extract_features(torch.zeros(shape), torch.zeros(n_lengths, dtype=torch.long), PRESET)

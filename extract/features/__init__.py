@@ -24,6 +24,9 @@ def extract_features(audio: torch.Tensor, lengths: torch.Tensor,
     """Padded audio [B, L] at preset.sample_rate, zero past `lengths` -> mel [B, T, n_mels],
     f0 [B, T], voiced [B, T], voiced_prob [B, T], energy [B, T] (and linear [B, T, F] if the
     preset stores it), all on the same frames."""
+    if audio.dim() != 2 or 0 in audio.shape or lengths.shape != audio.shape[:1]:
+        raise ValueError(f"extract_features needs audio [B, L] with B, L > 0 and lengths [B], "
+                         f"got audio {tuple(audio.shape)} and lengths {tuple(lengths.shape)}")
     with stage("spectrogram"):
         if preset.peak_normalize is not None:
             audio = normalize_peak(audio, preset.peak_normalize)
