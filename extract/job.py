@@ -267,7 +267,8 @@ def _create_store(corpus: Corpus, out, preset: Preset, resuming: bool, max_durat
                           "rejected": [r.to_dict() for r in rejected]},
                          chunk_frames=min(CHUNK_FRAMES, shard_frames),
                          shard_frames=shard_frames,
-                         mode="resume" if resuming else "create", owned=range(0))
+                         mode="resume" if resuming else "create", owned=range(0),
+                         show_progress=show_progress)
     if writer.redone and show_progress:
         print(f"note: {len(writer.redone)} finished shard(s) of {out} are not whole on disk (a "
               f"machine crash?); redoing them", file=sys.stderr)

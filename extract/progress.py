@@ -15,17 +15,18 @@ def format_duration(seconds: float) -> str:
 
 class Progress:
     """A progress line for `total` items: their rate, times real time (when `total_audio_s` is
-    given) and ETA. Nothing shows before `delay_s` has passed, so quick work stays silent."""
+    given) and ETA, on `stream` (default: sys.stderr when created). Nothing shows before
+    `delay_s` has passed, so quick work stays silent."""
 
     def __init__(self, total: int, total_audio_s: float | None, enabled: bool = True,
-                 min_interval_s: float = 0.2, stream=sys.stderr, label: str = "",
+                 min_interval_s: float = 0.2, stream=None, label: str = "",
                  unit: str = "utt", delay_s: float = 0.0):
         self.total, self.total_audio_s = total, total_audio_s
         self.prefix = f"{label}: " if label else ""
         self.unit, self.delay_s = unit, delay_s
         self.done, self.audio_s = 0, 0.0
-        self.enabled, self.stream = enabled, stream
-        self.interactive = stream.isatty()
+        self.enabled, self.stream = enabled, stream or sys.stderr
+        self.interactive = self.stream.isatty()
         # a log file gets a line every 10 s, a terminal a redraw every 0.2 s
         self.min_interval_s = min_interval_s if self.interactive else 10.0
         self.started = self.last_shown = time.perf_counter()

@@ -18,6 +18,7 @@ from extract.loader import FeatureStore
 from extract.loader.feature_store import StoreFormatError
 from extract.store.layout import PROGRESS, shard_file
 from extract.store.lock import LOCK_NAME
+from extract.store import writer as writer_module
 from extract.store.output import StoreError
 
 from conftest import ARGS, SHARD, assert_same_store, start, wait_for_shards
@@ -72,6 +73,27 @@ def test_resume_redoes_finished_shards_a_machine_crash_left_damaged(corpus, refe
                               *ARGS, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "note: 4 finished shard(s)" in resumed.stderr and "redoing them" in resumed.stderr
+    assert_same_store(out, reference)
+
+
+def test_resume_checks_finished_shards_with_progress_and_ignores_other_files(
+        corpus, reference, tmp_path, monkeypatch, capfd):
+    """The check of finished shards shows a progress line when slow (here: at once), and a
+    file in progress/ that is not a marker's (a note, a shard number without its zeros) is
+    neither a finished shard nor an error."""
+    out = tmp_path / "out.zarr"
+    job = start(corpus, out)
+    wait_for_shards(job, out, 3)
+    job.kill()
+    job.wait()
+    marked = len(list((out / PROGRESS).glob("*.json")))
+    (out / PROGRESS / "notes.json").write_text("{}")
+    (out / PROGRESS / "7.json").write_text("{}")
+    monkeypatch.setattr(writer_module, "CHECK_PROGRESS_DELAY_S", 0.0)
+    result = run_job(corpus, out, device="cpu", batch_size=2, shard_frames=SHARD, resume=True)
+    assert result.extracted < result.utterances
+    assert re.search(rf"checking finished shards: \[#+\] {marked}/{marked} shards",
+                     capfd.readouterr().err)
     assert_same_store(out, reference)
 
 

@@ -52,8 +52,14 @@ def frame_arrays(widths: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...]
 
 def marked_shards(store: Path) -> set[int]:
     """The shards an unfinished store's writers have finished: those with a progress marker
-    (PROGRESS/NNNNNNNN.json; other names are not markers)."""
-    return {int(p.stem) for p in (Path(store) / PROGRESS).glob("*.json") if p.stem.isdigit()}
+    (`marker_file`'s names; others are not markers)."""
+    return {int(p.stem) for p in (Path(store) / PROGRESS).glob("*.json")
+            if p.stem.isdigit() and p.name == marker_file(store, int(p.stem)).name}
+
+
+def marker_file(store: Path, shard: int) -> Path:
+    """The progress marker of a finished shard."""
+    return Path(store) / PROGRESS / f"{shard:08d}.json"
 
 
 def shard_file(array_dir: Path, shard: int, ndim: int, separator: str = "/") -> Path:

@@ -22,15 +22,17 @@ import numpy as np
 import zarr
 
 from extract.features.stats import combine, shard_moments
+from extract.progress import Progress
 from extract.store.index import UtteranceIndex
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
                                   OFFSETS, OPTIONAL_FRAME_ARRAYS, PROGRESS, SHARD_FRAMES, SPANS,
-                                  UTTERANCE_GROUP, frame_arrays, marked_shards,
+                                  UTTERANCE_GROUP, frame_arrays, marked_shards, marker_file,
                                   utterance_fields)
 from extract.store.output import StoreError
 from extract.store.shard_file import shard_is_whole, write_shard
 
 QUEUED_SHARDS = 4           # completed shards waiting for the writing thread, at most
+CHECK_PROGRESS_DELAY_S = 1.0   # --resume's check of finished shards shows progress after this
 
 
 class StoreWriter:
@@ -38,11 +40,14 @@ class StoreWriter:
 
     mode "create" makes a new store; "resume" reopens an unfinished one made with the same
     index and attributes (config, manifest); "attach" opens the store another process of the
-    same job created (`widths` and `attrs` unused). Marked shards count as written."""
+    same job created (`widths` and `attrs` unused). Marked shards count as written.
+    show_progress: a progress line while "resume" checks the finished shards, if that takes
+    more than CHECK_PROGRESS_DELAY_S (a large store on a network filesystem)."""
 
     def __init__(self, path: Path, index: UtteranceIndex, widths: dict[str, int], attrs: dict,
                  chunk_frames: int = CHUNK_FRAMES, shard_frames: int = SHARD_FRAMES,
-                 mode: str = "create", owned: range | None = None):
+                 mode: str = "create", owned: range | None = None,
+                 show_progress: bool = False):
         self.path = path
         self.shard_frames = shard_frames
         self.index = index
@@ -58,7 +63,7 @@ class StoreWriter:
             if not self.complete:
                 (path / PROGRESS).mkdir(exist_ok=True)
             # not mid-compaction: a compacted shard's old frames are gone, so it cannot be redone
-            self.redone = (self._unmark_damaged_shards()
+            self.redone = (self._unmark_damaged_shards(show_progress)
                            if mode == "resume" and not self.compacting else [])
         except OSError as e:
             raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
@@ -70,15 +75,19 @@ class StoreWriter:
         self.missing = {s: self._shard_range(s)[1] - self._shard_range(s)[0]
                         for s in owned if s not in done}
 
-    def _unmark_damaged_shards(self) -> list[int]:
+    def _unmark_damaged_shards(self, show_progress: bool) -> list[int]:
         """Remove the markers of shards a machine crash may have left damaged (the kernel had
         not written every file to disk): a marker that is not whole, or a shard file that is
         missing or not whole (shard_file.shard_is_whole). Return those shards: they are redone."""
         row_bytes = {name: array.dtype.itemsize * int(np.prod(array.shape[1:]))
                      for name, array in self.arrays.items()}
         damaged = []
-        for marker in sorted((self.path / PROGRESS).glob("*.json")):
-            shard = int(marker.stem)
+        marked = sorted(marked_shards(self.path))
+        progress = Progress(len(marked), None, enabled=show_progress, unit="shards",
+                            label="checking finished shards", delay_s=CHECK_PROGRESS_DELAY_S)
+        for shard in marked:
+            progress.update(1)
+            marker = marker_file(self.path, shard)
             lo, hi = self._shard_range(shard)
             try:
                 whole = isinstance(json.loads(marker.read_text()), dict)
@@ -91,6 +100,7 @@ class StoreWriter:
             if not whole:
                 marker.unlink()
                 damaged.append(shard)
+        progress.close()
         return damaged
 
     @property
@@ -248,7 +258,7 @@ class StoreWriter:
                 write_shard(self.path / name, shard, buffer[name], array.chunks[0],
                             self.shard_frames)
             if moments is not None:
-                marker = self.path / PROGRESS / f"{shard:08d}.json"
+                marker = marker_file(self.path, shard)
                 partial = marker.with_suffix(".tmp")
                 partial.write_text(json.dumps(moments))
                 os.replace(partial, marker)
@@ -317,7 +327,7 @@ class StoreWriter:
         unwritten = set(range(self.num_shards)) - marked_shards(self.path)
         if unwritten:
             raise StoreError(f"{len(unwritten)} shard(s) of {self.path} were never completed")
-        moments = [json.loads((self.path / PROGRESS / f"{s:08d}.json").read_text())
+        moments = [json.loads(marker_file(self.path, s).read_text())
                    for s in range(self.num_shards)]
         record = dict(self.group.attrs[ATTRS_KEY])
         record.update(attrs, stats=combine(moments), complete=True)
