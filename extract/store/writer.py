@@ -287,9 +287,9 @@ class StoreWriter:
         first = int(old_offsets[min(removed)]) // self.shard_frames
         if not self.compacting:
             # a crash before the record only costs re-extracting these shards on --resume
-            for marker in (self.path / PROGRESS).glob("*.json"):
-                if int(marker.stem) >= first:
-                    marker.unlink()
+            for shard in marked_shards(self.path):
+                if shard >= first:
+                    marker_file(self.path, shard).unlink()
             self.group.attrs[ATTRS_KEY] = {**self.group.attrs[ATTRS_KEY],
                                            "compacting": {"removed": removed,
                                                           "rejected": rejected}}
@@ -298,7 +298,7 @@ class StoreWriter:
         # new frame -> old frame
         old_position = np.flatnonzero(np.repeat(old.kept(removed), np.diff(old_offsets)))
         for shard in range(first, self.num_shards):
-            staged = self.path / PROGRESS / f"{shard:08d}.npz"
+            staged = marker_file(self.path, shard).with_suffix(".npz")
             if shard not in done:
                 lo, hi = self._shard_range(shard)
                 self._flush(shard, self._staged(staged, old_position[lo:hi]))
