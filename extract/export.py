@@ -25,7 +25,8 @@ coqui: Coqui TTS's F0 cache (TTS/tts/datasets/dataset.py F0Dataset), for `f0_cac
                              nonzero f0 after its collate truncates them to whole Hz
                              (torch.LongTensor); a pickled dict, as Coqui saves and loads it
 
-Ids become file names; an id that would land outside DIR is refused.
+Ids become file names; an id that would land outside DIR is refused, and so is a DIR inside
+the store.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def export_store(store_path: str | Path, target: str, out_dir: str | Path,
         raise ExportError(f"--to must be one of {sorted(RECIPE_PRESETS)}, got {target!r}")
     store = FeatureStore(store_path, mel_layout="bins_first")
     out_dir = Path(out_dir)
+    if out_dir.resolve().is_relative_to(store.path.resolve()):
+        raise ExportError(f"{out_dir} is inside the store {store_path}; export to a folder "
+                          "outside it")
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir} exists and is not a folder; name a folder to export into")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:

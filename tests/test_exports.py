@@ -189,6 +189,10 @@ def test_export_refuses_ids_outside_and_non_empty_folders(store, tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(ExportError, match="a_file exists and is not a folder"):
         export_store(store, "nemo", tmp_path / "a_file")
+    for inside in (hostile, hostile / "energy", hostile / "new"):       # the store's own files
+        with pytest.raises(ExportError, match="is inside the store"):
+            export_store(hostile, "nemo", inside, overwrite=True)
+    assert not (hostile / "new").exists() and not (hostile / "manifest.json").exists()
 
 
 @pytest.mark.parametrize("to,first_file", [("fastpitch", "mels/s0.pt"),
