@@ -31,17 +31,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print our version and our dependencies' and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="extract features from a corpus")
+    run = commands.add_parser(
+        "run", help="extract features from a corpus",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status:\n"
+               f"  {EXIT_OK}        every utterance extracted (or some skipped, with "
+               "--allow-skipped)\n"
+               f"  {EXIT_SKIPPED}        the store is complete, but some items were skipped "
+               "(listed)\n"
+               f"  {EXIT_FATAL}        an error stopped the job (one line: tts-extract: error: "
+               "...)\n"
+               "  130/143  stopped by SIGINT/SIGTERM; rerun with --resume")
     run.add_argument("dataset", help="folder with metadata.csv and wavs/, or the metadata file")
     run.add_argument("out", help="output store, e.g. features.zarr")
     run.add_argument("--preset", default=DEFAULT_PRESET,
                      help="preset name (see `tts-extract presets`) or a YAML file")
-    run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    run.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
+                     help="where the features are computed (default auto: cuda when torch "
+                          "sees a GPU)")
     run.add_argument("--batch-size", type=int, default=None, metavar="N",
                      help="utterances per batch (default 32 on the CPU; on a GPU 256, or "
                           "fewer to fit its memory: 128 on 24 GB); fewer where they are longer "
                           "than 30 s, so a batch holds at most N x 30 s")
-    run.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    run.add_argument("--limit", type=int, default=None, metavar="N",
+                     help="only the first N utterances")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store")
     run.add_argument("--resume", action="store_true",
                      help="finish an interrupted run of the same job, keeping its work")
