@@ -24,14 +24,15 @@ from extract.features import extract_features
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
                                   load_corpus, manifest_sha256)
 from extract.plan import (LONG_UTTERANCE_S, complete_batches, data_notes, default_batch_size,
-                          plan, processing_order, require_positive, trim_silence)
+                          plan, processing_order, require_positive, store_bytes, store_widths,
+                          trim_silence)
 from extract.progress import Progress
 from extract.signals import stop_on_signals
 from extract.stages import StageClock, stage
 from extract.store.index import UtteranceIndex
-from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES
+from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES, marked_shards
 from extract.store.lock import StoreLock
-from extract.store.output import StoreError, open_output
+from extract.store.output import StoreError, disk_space_note, open_output
 from extract.store.writer import StoreWriter
 from extract.versions import dependency_versions
 
@@ -98,7 +99,8 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
             try:
                 with setup.running(), stage("read corpus"):
                     corpus, lock, resuming = _open(dataset, out, preset_obj, limit, overwrite,
-                                                   resume, max_duration_s, show_progress)
+                                                   resume, max_duration_s, shard_frames,
+                                                   show_progress)
             except Exception as e:   # raised on every rank by share()
                 corpus = e
         corpus = ranks.share(corpus)
@@ -222,14 +224,6 @@ def store_index(utts: list[Utterance], counts: np.ndarray, root: Path) -> Uttera
                           fields)
 
 
-def store_widths(preset: Preset) -> dict[str, int]:
-    """Trailing sizes of the preset's frame arrays (extract.store.layout.frame_arrays)."""
-    widths = {"n_mels": preset.n_mels}
-    if preset.store_linear:
-        widths["n_freqs"] = preset.n_fft // 2 + 1
-    return widths
-
-
 @dataclass
 class _Job:
     """What rank 0 decides and every rank needs."""
@@ -241,14 +235,20 @@ class _Job:
 
 
 def _open(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
-          max_duration_s: float, show_progress: bool) -> tuple[Corpus, StoreLock, bool]:
+          max_duration_s: float, shard_frames: int, show_progress: bool
+          ) -> tuple[Corpus, StoreLock, bool]:
     """Read the corpus and lock the output: (corpus, lock, whether a store is resumed)."""
     corpus = load_corpus(dataset, limit, show_progress)
-    utterances, _, _ = plan(corpus, preset, max_duration_s)   # none: fail before touching `out`
+    utterances, counts, _ = plan(corpus, preset, max_duration_s)   # none: fail before `out`
     for note in data_notes(preset, utterances):   # about the data: shown even when quiet
         print(note, file=sys.stderr)
     out = Path(out)
     lock, resuming = open_output(out, overwrite, resume)
+    frames = int(counts.sum())
+    shards = -(-frames // shard_frames)
+    unfinished = shards - len(marked_shards(out)) if resuming else shards
+    if note := disk_space_note(out, store_bytes(preset, frames) * unfinished // shards):
+        print(note, file=sys.stderr)
     if lock.stale_owner and show_progress:
         print(f"note: {out} was left by a job that did not finish ({lock.stale_owner}); "
               f"{'resuming it' if resuming else 'starting over'}", file=sys.stderr)

@@ -23,9 +23,10 @@ from extract.decode.trim import trim_span
 from extract.distributed import Ranks
 from extract.features.spectral import empty_mel_band_note
 from extract.input.corpus import Corpus, CorpusError, Rejection, Utterance
-from extract.progress import Progress
+from extract.progress import Progress, format_bytes
 from extract.signals import JobInterrupted
 from extract.stages import stage, timed
+from extract.store.layout import frame_arrays
 
 CHANNEL_NAMES = {1: "mono", 2: "stereo"}
 # A batch holds at most --batch-size times this much padded audio: fewer utterances when they
@@ -89,13 +90,29 @@ def describe_plan(corpus: Corpus, preset: Preset, utterances: list[Utterance],
         f"{len(utterances)} to extract, {len(rejected)} to skip",
         f"  audio: {seconds.sum() / 60:.1f} min (shortest {seconds.min():.1f} s, median "
         f"{np.median(seconds):.1f} s, longest {seconds.max():.1f} s); {frames} at preset "
-        f"{preset.name}",
+        f"{preset.name}, a store of about {format_bytes(store_bytes(preset, int(counts.sum())))}",
         "  files: " + ", ".join(f"{count} {fmt} {rate} Hz "
                                 f"{CHANNEL_NAMES.get(channels, f'{channels} channels')}"
                                 for (fmt, rate, channels), count in formats.most_common()),
         f"  skipped: {len(rejected)} item(s)" + "".join(f"\n    {r}" for r in rejected),
         "  (from the headers: a file the decoder then fails on is skipped, and named, by the job)",
     ])
+
+
+def store_widths(preset: Preset) -> dict[str, int]:
+    """Trailing sizes of the preset's frame arrays (extract.store.layout.frame_arrays)."""
+    widths = {"n_mels": preset.n_mels}
+    if preset.store_linear:
+        widths["n_freqs"] = preset.n_fft // 2 + 1
+    return widths
+
+
+def store_bytes(preset: Preset, frames: int) -> int:
+    """Bytes of the frame arrays of `frames` frames: the size of a store on disk, within its
+    last chunks' padding (its arrays are not compressed) and the utterance table."""
+    row = sum(np.dtype(dtype).itemsize * int(np.prod(trailing))
+              for dtype, trailing, _ in frame_arrays(store_widths(preset)).values())
+    return frames * row
 
 
 def data_notes(preset: Preset, utterances: list[Utterance]) -> list[str]:

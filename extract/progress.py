@@ -1,4 +1,5 @@
-"""A dependency-free progress line: items/s, times real time and ETA, on stderr."""
+"""A dependency-free progress line: items/s, times real time and ETA, on stderr; durations and
+sizes for people."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ BAR_WIDTH = 24
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def format_bytes(count: float) -> str:
+    """'27 MB', '1.4 GB', '104 GB': decimal units, a decimal place below 10."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            break
+        count /= 1000
+    return f"{count:.1f} {unit}" if count < 10 and unit != "bytes" else f"{count:.0f} {unit}"
 
 
 class Progress:

@@ -44,6 +44,9 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     inspect = cli("inspect", out)
     assert inspect.returncode == 0 and "utterances: 100" in inspect.stdout
     assert "written on cpu in " in inspect.stdout and "time by stage: " in inspect.stdout
+    estimate = re.search(r"a store of about ([\d.]+) MB", cli("check", demo_corpus).stdout)
+    on_disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    assert abs(float(estimate[1]) - on_disk / 1e6) < 0.6                 # within its rounding
 
     again = cli("run", demo_corpus, out, "--device", "cpu", "--limit", "3")
     assert again.returncode == 2 and "--overwrite" in again.stderr
@@ -141,6 +144,22 @@ def test_check_and_run_note_lines_without_a_speaker_among_named_ones(tmp_path):
     named = metadata.read_text().replace("|Normalized a.\n", "|Normalized a.|p1\n")
     metadata.write_text(named.replace("|Normalized c.\n", "|Normalized c.|p2\n"))
     assert "note:" not in cli("check", corpus).stderr
+
+
+def test_run_notes_too_little_free_disk_space_and_still_runs(tmp_path, monkeypatch, capsys):
+    import extract.store.output
+    from extract.job import run_job
+
+    corpus = write_corpus(tmp_path / "c", [("a", 1.0, 22050, 1, "pcm16")])
+    usage = extract.store.output.shutil.disk_usage
+    monkeypatch.setattr(extract.store.output.shutil, "disk_usage",
+                        lambda path: usage(path)._replace(free=2500))
+    run_job(corpus, tmp_path / "o.zarr", device="cpu", show_progress=False)
+    frames = int(FeatureStore(tmp_path / "o.zarr").lengths.sum())
+    # per frame: mel 80 float32, f0, voiced_prob and energy float32, voiced bool
+    assert (f"note: the store needs about {frames * (80 * 4 + 4 + 1 + 4 + 4) / 1e3:.0f} kB "
+            f"more, and the filesystem of {tmp_path / 'o.zarr'} has 2.5 kB free: the job will "
+            "stop when the disk is full") in capsys.readouterr().err
 
 
 def test_a_closed_output_pipe_stops_quietly():

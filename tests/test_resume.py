@@ -90,11 +90,20 @@ def test_resume_checks_finished_shards_with_progress_and_ignores_other_files(
     (out / PROGRESS / "notes.json").write_text("{}")
     (out / PROGRESS / "7.json").write_text("{}")
     monkeypatch.setattr(writer_module, "CHECK_PROGRESS_DELAY_S", 0.0)
+    usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(path)._replace(free=0))
     result = run_job(corpus, out, device="cpu", batch_size=2, shard_frames=SHARD, resume=True)
     assert result.extracted < result.utterances
-    assert re.search(rf"checking finished shards: \[#+\] {marked}/{marked} shards",
-                     capfd.readouterr().err)
+    err = capfd.readouterr().err
+    assert re.search(rf"checking finished shards: \[#+\] {marked}/{marked} shards", err)
     assert_same_store(out, reference)
+    # the disk note counts the unfinished shards only
+    number, unit = re.search(r"the store needs about ([\d.]+) (bytes|kB|MB) more", err).groups()
+    needed = float(number) * {"bytes": 1, "kB": 1e3, "MB": 1e6}[unit]
+    whole = sum(f.stat().st_size for name in ("mel", "f0", "voiced", "voiced_prob", "energy")
+                for f in (out / name / "c").rglob("*") if f.is_file())
+    shards = len(list((out / "f0" / "c").iterdir()))
+    assert abs(needed - whole * (shards - marked) / shards) < 0.05 * whole
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from extract.progress import format_bytes
 from extract.store.layout import ATTRS_KEY
 from extract.store.lock import LOCK_NAME, LockingUnsupportedError, StoreLock, StoreLockedError
 
@@ -52,3 +53,13 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         return lock, False
     return lock, ours
+
+
+def disk_space_note(path: Path, needed: int) -> str | None:
+    """A note when the filesystem of the folder `path` has less than `needed` bytes free."""
+    free = shutil.disk_usage(path).free
+    if free >= needed:
+        return None
+    return (f"note: the store needs about {format_bytes(needed)} more, and the filesystem of "
+            f"{path} has {format_bytes(free)} free: the job will stop when the disk is full "
+            "(finished shards are kept: free some space, then rerun with --resume)")
