@@ -153,6 +153,32 @@ def test_a_bare_id_finds_its_file_by_the_first_suffix_that_exists(tmp_path):
     assert "none.wav: file not found" in corpus.rejected[0].reason
 
 
+def test_audio_in_formats_the_decoder_does_not_take_is_named_with_the_fix(tmp_path):
+    """An id naming an MP3 (or Ogg, Opus, ...) file, or a bare id whose only file is one, is
+    skipped with the format and how to convert it, not as a missing WAV; a bare id with both
+    finds its WAV."""
+    folder = write_corpus(tmp_path / "c", [(name, 0.5, 22050, 1, "pcm16")
+                                           for name in ("named", "beside", "both", "plain")])
+    wavs = folder / "wavs"
+    (wavs / "named.wav").rename(wavs / "named.mp3")
+    (wavs / "beside.wav").rename(wavs / "beside.OGG")
+    (wavs / "both.mp3").write_bytes(b"ID3")
+    metadata = folder / "metadata.csv"
+    metadata.write_text(metadata.read_text().replace("named|", "named.mp3|")
+                        + "gone.opus|Missing.|\n")
+    corpus = load_corpus(folder)
+    assert [u.id for u in corpus.utterances] == ["both", "plain"]
+    reasons = {r.entry: r.reason for r in corpus.rejected}
+    assert reasons == {
+        "named.mp3": f"{wavs / 'named.mp3'}: MP3 audio is not supported; convert it to WAV or "
+                     "FLAC (e.g. ffmpeg -i named.mp3 named.wav) and list named.wav in the "
+                     "metadata",
+        "beside": f"{wavs / 'beside.OGG'}: Ogg audio is not supported; convert it to WAV or FLAC "
+                  "(e.g. ffmpeg -i beside.OGG beside.wav)",
+        "gone.opus": f"{wavs / 'gone.opus'}: Opus audio is not supported; convert it to WAV or "
+                     "FLAC (e.g. ffmpeg -i gone.opus gone.wav) and list gone.wav in the metadata"}
+
+
 def test_symbolic_links_inside_the_dataset_are_followed(tmp_path):
     """A wavs/ folder that links to the audio elsewhere, and a linked file in it: the job
     reads through both, and the manifest names the files by their place in the dataset."""

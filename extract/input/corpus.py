@@ -26,6 +26,10 @@ from extract.progress import Progress
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 BARE_ID_SUFFIXES = (".wav", ".flac", ".WAV", ".FLAC")     # tried in turn for an id without one
+# audio the decoder does not take: named when the metadata or wavs/ has it instead of WAV/FLAC
+OTHER_AUDIO = {".mp3": "MP3", ".ogg": "Ogg", ".opus": "Opus", ".m4a": "AAC (m4a)",
+               ".aac": "AAC", ".wma": "WMA", ".aif": "AIFF", ".aiff": "AIFF", ".sph": "SPHERE",
+               ".webm": "WebM"}
 MAX_DURATION_S = 600.0     # default limit; longer files are skipped (--max-duration)
 MAX_FIELDS = 4             # id|text|normalized text|speaker
 
@@ -154,10 +158,29 @@ def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
     if name != id_field:
         candidates = [path.with_suffix(suffix) for suffix in BARE_ID_SUFFIXES]
         try:
-            path = next((c for c in candidates if c.exists()), path)
+            found = next((c for c in candidates if c.exists()), None)
+            other = None if found else _other_audio(path.with_suffix(""))
         except OSError as e:            # e.g. a name too long for the filesystem
             raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
+        if other is not None:
+            wav = f"{other.stem}.wav"
+            listed = f" and list {wav} in the metadata" if other.name == id_field else ""
+            raise CorpusError(f"{other}: {OTHER_AUDIO[other.suffix.lower()]} audio is not "
+                              f"supported; convert it to WAV or FLAC (e.g. ffmpeg -i "
+                              f"{other.name} {wav}){listed}")
+        path = found or path
     return utt_id, path
+
+
+def _other_audio(stem: Path) -> Path | None:
+    """Audio in a format the decoder does not take where an id points: the id's own name
+    (`x.mp3`, whether or not it exists), or a file beside where its WAV would be (`x`, with only
+    `x.mp3` there)."""
+    if stem.suffix.lower() in OTHER_AUDIO:
+        return stem
+    suffixes = [*OTHER_AUDIO, *(suffix.upper() for suffix in OTHER_AUDIO)]
+    return next((f for f in (stem.with_name(stem.name + suffix) for suffix in suffixes)
+                 if f.exists()), None)
 
 
 def load_corpus(dataset: str | Path, limit: int | None = None,
