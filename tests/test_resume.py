@@ -150,6 +150,28 @@ def test_resume_starts_a_fresh_output_and_does_nothing_on_a_complete_one(corpus,
     assert_same_store(out, reference)
 
 
+@pytest.mark.parametrize("stage", ["group", "index"])
+def test_a_job_stopped_while_creating_its_store_is_started_over(corpus, reference, tmp_path,
+                                                                monkeypatch, stage):
+    """Killed before the store's attributes (a bare Zarr group) or before its index (our
+    attributes, no arrays): a rerun with --resume starts over, as no shard was finished."""
+    out = tmp_path / "out.zarr"
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+    if stage == "group":
+        monkeypatch.setattr(zarr.Group, "attrs", property(stop))
+    else:
+        monkeypatch.setattr(writer_module.StoreWriter, "_write_index", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(corpus, out, device="cpu", batch_size=2, shard_frames=SHARD, show_progress=False)
+    monkeypatch.undo()
+    assert (out / "zarr.json").exists() and not (out / "offsets").exists()
+    run_job(corpus, out, device="cpu", batch_size=2, shard_frames=SHARD, resume=True,
+            show_progress=False)
+    assert_same_store(out, reference)
+
+
 def test_resume_refuses_a_store_of_other_settings(corpus, reference, tmp_path):
     out = tmp_path / "out.zarr"
     job = start(corpus, out)

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from extract.progress import format_bytes
-from extract.store.layout import ATTRS_KEY
+from extract.store.layout import ATTRS_KEY, marked_shards
 from extract.store.lock import LOCK_NAME, LockingUnsupportedError, StoreLock, StoreLockedError
 
 
@@ -16,18 +16,46 @@ class StoreError(RuntimeError):
     """The output store cannot be created or written."""
 
 
-def is_our_store(path: Path) -> bool:
-    meta = path / "zarr.json"
+def store_record(path: Path) -> dict | None:
+    """Our record in the group attributes of the store at `path`, or None (not a Zarr group,
+    or not ours)."""
     try:
-        return meta.is_file() and ATTRS_KEY in json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return False
+        attributes = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    record = attributes.get(ATTRS_KEY) if isinstance(attributes, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def is_our_store(path: Path) -> bool:
+    return store_record(path) is not None
+
+
+def _holds_nothing(path: Path) -> bool:
+    """Whether the folder holds nothing but our lock file and perhaps the bare zarr.json of a
+    group without attributes (a job killed as it began creating its store)."""
+    def bare_group(meta: Path) -> bool:
+        try:
+            return json.loads(meta.read_text()).get("attributes") in (None, {})
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    return all(p.name == LOCK_NAME or (p.name == "zarr.json" and bare_group(p))
+               for p in path.iterdir())
+
+
+def _nothing_to_resume(path: Path) -> bool:
+    """Whether our unfinished store holds no finished shard (a job stopped before finishing
+    any, or while creating the store): starting it over loses nothing."""
+    record = store_record(path) or {}
+    return not (record.get("complete") or record.get("compacting") or marked_shards(path))
 
 
 def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, bool]:
     """Lock the output folder for this job; return the lock and whether there is an unfinished
-    store to resume. Refuses an existing output without --resume or --overwrite, and never
-    deletes anything but a tts-extract store (or an empty folder)."""
+    store to resume (one with finished shards: one without is started over, as nothing is
+    lost). Refuses an existing output without --resume or --overwrite, and never deletes
+    anything but a tts-extract store (or an empty folder)."""
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} exists and is not a folder; name a new folder for the store")
     try:
@@ -35,7 +63,7 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
     except OSError as e:
         raise StoreError(f"cannot create output folder {path}: {e.strerror or e}") from e
     ours = is_our_store(path)
-    empty = not any(p.name != LOCK_NAME for p in path.iterdir())
+    empty = not ours and _holds_nothing(path)
     if not (ours or empty):
         raise StoreError(f"{path} exists and is not a tts-extract store; refusing to touch it")
     if ours and not (resume or overwrite):
@@ -47,7 +75,7 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
         raise StoreError(str(e)) from None
     except OSError as e:
         raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
-    if ours and overwrite and not resume:
+    if empty or (ours and (overwrite or _nothing_to_resume(path))):
         for child in path.iterdir():
             if child.name != LOCK_NAME:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
