@@ -30,6 +30,22 @@ def test_dataloader_with_workers(mixed_store, context):
     assert sorted(seen) == sorted(store.ids)
 
 
+def test_in_memory_refuses_a_store_larger_than_the_available_memory(mixed_store, monkeypatch):
+    import extract.loader.feature_store as feature_store
+
+    available = feature_store.available_memory()
+    assert available is not None and 0 < available <= os.sysconf("SC_PHYS_PAGES") * \
+        os.sysconf("SC_PAGE_SIZE")
+    frames = sum(f.stat().st_size for name in ("mel", "f0", "voiced", "voiced_prob", "energy")
+                 for f in (mixed_store / name / "c").rglob("*") if f.is_file())
+    monkeypatch.setattr(feature_store, "available_memory", lambda: frames // 2)
+    with pytest.raises(MemoryError, match=r"in_memory=True needs [\d.]+ kB for its frames, "
+                                          r"and this machine has [\d.]+ kB available"):
+        FeatureStore(mixed_store, in_memory=True)
+    monkeypatch.setattr(feature_store, "available_memory", lambda: frames * 2)
+    assert len(FeatureStore(mixed_store, in_memory=True)) == len(FeatureStore(mixed_store))
+
+
 def test_forked_workers_share_an_in_memory_store(mixed_store, monkeypatch):
     """in_memory reads at open; workers started by fork serve from those arrays (no worker
     reads the store again, which would hold one copy per worker), spawned ones read their own."""

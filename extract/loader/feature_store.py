@@ -22,6 +22,7 @@ import zarr
 
 from extract.loader.record import record_problem
 from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
+from extract.progress import format_bytes
 from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS, UTTERANCE_GROUP,
@@ -30,6 +31,22 @@ from extract.store.lock import running_owner
 
 
 SHOWN_REJECTIONS = 20
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable; else the
+    free pages), or None where neither is known."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class FeatureStore:
@@ -44,7 +61,8 @@ class FeatureStore:
 
     in_memory: read every array at open and serve from RAM. DataLoader workers started by fork
         share those pages with the main process (copy-on-write, never written); under spawn
-        each worker reads its own copy.
+        each worker reads its own copy. MemoryError, naming the sizes, where the frames are
+        larger than the memory available.
     mel_layout: "frames_first" ([T, n_mels]) or "bins_first" ([n_mels, T], as NeMo, FastPitch
         and HiFi-GAN models take it); applies to linear too.
     normalize: f0 becomes (f0 - mean) / std on voiced frames and 0 elsewhere, energy
@@ -104,6 +122,13 @@ class FeatureStore:
         self._pid: int | None = None
         self._readers: dict = {}
         if in_memory:
+            needed = sum(group[name].nbytes for name in self.array_names)
+            free = available_memory()
+            if free is not None and needed > free:
+                raise MemoryError(f"{self.path}: in_memory=True needs {format_bytes(needed)} "
+                                  f"for its frames, and this machine has {format_bytes(free)} "
+                                  "available; open it without in_memory (its default reads "
+                                  "go to the files)")
             self._arrays()
 
     def _open_group(self) -> zarr.Group:
