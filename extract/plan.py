@@ -143,8 +143,9 @@ def unnamed_speaker_note(utterances: list[Utterance]) -> str | None:
         return None
     lines = ", ".join(map(str, unnamed[:5])) + (", ..." if len(unnamed) > 5 else "")
     return (f"note: {len(unnamed)} of {len(utterances)} utterances name no speaker (metadata "
-            f"line{'s' if len(unnamed) > 1 else ''} {lines}) while the others do; they are kept as one speaker named '' (its own "
-            "statistics, speaker number and export entries): give those lines a fourth field")
+            f"line{'s' if len(unnamed) > 1 else ''} {lines}) while the others do; they are kept "
+            "as one speaker named '' (its own statistics, speaker number and export entries): "
+            "give those lines a fourth field")
 
 
 def processing_order(utterances: list[Utterance], counts: np.ndarray,
