@@ -46,7 +46,9 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     assert "written on cpu in " in inspect.stdout and "time by stage: " in inspect.stdout
     estimate = re.search(r"a store of about ([\d.]+) MB", cli("check", demo_corpus).stdout)
     on_disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    assert abs(float(estimate[1]) - on_disk / 1e6) < 0.6                 # within its rounding
+    shown = re.search(r"arrays \(([\d.]+) MB of frames\)", inspect.stdout)
+    for size in (estimate, shown):
+        assert abs(float(size[1]) - on_disk / 1e6) < 0.6                 # within its rounding
 
     again = cli("run", demo_corpus, out, "--device", "cpu", "--limit", "3")
     assert again.returncode == 2 and "--overwrite" in again.stderr

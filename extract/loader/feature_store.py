@@ -58,6 +58,7 @@ class FeatureStore:
     `spans[i]` is the [start, end) of the samples (at config["sample_rate"], after resampling)
     that utterance i's frames cover: the whole file unless the preset trims silence.
     `audio_files[i]` is its audio file, relative to the dataset's wavs/ folder.
+    `frame_bytes` is the size of the frame arrays: on disk (uncompressed) and in memory.
 
     in_memory: read every array at open and serve from RAM. DataLoader workers started by fork
         share those pages with the main process (copy-on-write, never written); under spawn
@@ -121,14 +122,14 @@ class FeatureStore:
         self._position = {utt_id: i for i, utt_id in enumerate(self.ids)}
         self._pid: int | None = None
         self._readers: dict = {}
+        self.frame_bytes = sum(group[name].nbytes for name in self.array_names)
         if in_memory:
-            needed = sum(group[name].nbytes for name in self.array_names)
             free = available_memory()
-            if free is not None and needed > free:
-                raise MemoryError(f"{self.path}: in_memory=True needs {format_bytes(needed)} "
-                                  f"for its frames, and this machine has {format_bytes(free)} "
-                                  "available; open it without in_memory (its default reads "
-                                  "go to the files)")
+            if free is not None and self.frame_bytes > free:
+                raise MemoryError(f"{self.path}: in_memory=True needs "
+                                  f"{format_bytes(self.frame_bytes)} for its frames, and this "
+                                  f"machine has {format_bytes(free)} available; open it without "
+                                  "in_memory (its default reads go to the files)")
             self._arrays()
 
     def _open_group(self) -> zarr.Group:
@@ -318,9 +319,9 @@ class FeatureStore:
             f"  energy mean {_fmt(s['energy_mean'])} std {_fmt(s['energy_std'])}",
             f"  log-mel mean {s['mel_mean_global']:.6f} std {s['mel_std_global']:.6f} over all "
             "bins (Matcha's data_statistics: mel_mean, mel_std)",
-            "  arrays: " + ", ".join(f"{n} {d}" for n, (d, _, _) in
-                                     {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items()
-                                     if n in self.array_names)
+            f"  arrays ({format_bytes(self.frame_bytes)} of frames): "
+            + ", ".join(f"{n} {d}" for n, (d, _, _) in
+                        {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items() if n in self.array_names)
             + f", {OFFSETS} int64, {SPANS} int64, "
             f"{UTTERANCE_GROUP}/{{{','.join(self._fields)}}} string",
             f"  skipped: {len(rejected)} item(s)"
