@@ -1,4 +1,5 @@
 import os
+import pickle
 import resource
 
 import numpy as np
@@ -43,7 +44,12 @@ def test_in_memory_refuses_a_store_larger_than_the_available_memory(mixed_store,
                                           r"and this machine has [\d.]+ kB available"):
         FeatureStore(mixed_store, in_memory=True)
     monkeypatch.setattr(feature_store, "available_memory", lambda: frames * 2)
-    assert len(FeatureStore(mixed_store, in_memory=True)) == len(FeatureStore(mixed_store))
+    store = FeatureStore(mixed_store, in_memory=True)
+    assert len(store) == len(FeatureStore(mixed_store))
+    copy = pickle.loads(pickle.dumps(store))          # as a spawned worker gets it
+    monkeypatch.setattr(feature_store, "available_memory", lambda: frames // 2)
+    with pytest.raises(MemoryError, match="in_memory=True needs"):
+        copy[0]
 
 
 def test_forked_workers_share_an_in_memory_store(mixed_store, monkeypatch):

@@ -63,7 +63,7 @@ class FeatureStore:
     in_memory: read every array at open and serve from RAM. DataLoader workers started by fork
         share those pages with the main process (copy-on-write, never written); under spawn
         each worker reads its own copy. MemoryError, naming the sizes, where the frames are
-        larger than the memory available.
+        larger than the memory available (at open, or in a spawned worker).
     mel_layout: "frames_first" ([T, n_mels]) or "bins_first" ([n_mels, T], as NeMo, FastPitch
         and HiFi-GAN models take it); applies to linear too.
     normalize: f0 becomes (f0 - mean) / std on voiced frames and 0 elsewhere, energy
@@ -124,12 +124,6 @@ class FeatureStore:
         self._readers: dict = {}
         self.frame_bytes = sum(group[name].nbytes for name in self.array_names)
         if in_memory:
-            free = available_memory()
-            if free is not None and self.frame_bytes > free:
-                raise MemoryError(f"{self.path}: in_memory=True needs "
-                                  f"{format_bytes(self.frame_bytes)} for its frames, and this "
-                                  f"machine has {format_bytes(free)} available; open it without "
-                                  "in_memory (its default reads go to the files)")
             self._arrays()
 
     def _open_group(self) -> zarr.Group:
@@ -219,6 +213,12 @@ class FeatureStore:
                              if isinstance(reader, np.ndarray)}
             self._pid = os.getpid()
         if not self._readers:
+            free = available_memory() if self.in_memory else None
+            if free is not None and self.frame_bytes > free:    # at open, or in a spawned worker
+                raise MemoryError(f"{self.path}: in_memory=True needs "
+                                  f"{format_bytes(self.frame_bytes)} for its frames, and this "
+                                  f"machine has {format_bytes(free)} available; open it without "
+                                  "in_memory (its default reads go to the files)")
             group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
             for name in self.array_names:
                 if self.in_memory:
