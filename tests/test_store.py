@@ -226,13 +226,19 @@ def test_filesystem_without_locks_is_named_with_the_fix(tmp_path, monkeypatch, e
     with pytest.raises(StoreError, match="cannot write to .*Input/output error"):
         open_output(out, overwrite=False, resume=False)
 
+
 def test_existing_output_is_refused_and_foreign_folders_never_deleted(tmp_path, mixed_store):
+    """A folder with other files, or another program's Zarr group (attributes of its own), is
+    never touched; only a bare group (a job killed as it created the store) counts as empty."""
     (tmp_path / "store.zarr").mkdir()
     (tmp_path / "store.zarr" / "keep.txt").write_text("mine")
-    for overwrite, resume in ((False, False), (True, False), (False, True)):
-        with pytest.raises(StoreError, match="not a tts-extract store"):
-            open_output(tmp_path / "store.zarr", overwrite, resume)
+    zarr.open_group(str(tmp_path / "group.zarr"), mode="w").attrs["theirs"] = 1
+    for folder in ("store.zarr", "group.zarr"):
+        for overwrite, resume in ((False, False), (True, False), (False, True)):
+            with pytest.raises(StoreError, match="not a tts-extract store"):
+                open_output(tmp_path / folder, overwrite, resume)
     assert (tmp_path / "store.zarr" / "keep.txt").read_text() == "mine"
+    assert zarr.open_group(str(tmp_path / "group.zarr"), mode="r").attrs["theirs"] == 1
     with pytest.raises(StoreError, match="--resume .* or --overwrite"):
         open_output(mixed_store, overwrite=False, resume=False)
 

@@ -16,38 +16,33 @@ class StoreError(RuntimeError):
     """The output store cannot be created or written."""
 
 
-def store_record(path: Path) -> dict | None:
-    """Our record in the group attributes of the store at `path`, or None (not a Zarr group,
-    or not ours)."""
+def _attributes(path: Path) -> dict | None:
+    """The attributes in the zarr.json of the folder `path` ({} where it has none), or None
+    where there is no such file or it is not a JSON object."""
     try:
-        attributes = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
         return None
-    record = attributes.get(ATTRS_KEY) if isinstance(attributes, dict) else None
-    return record if isinstance(record, dict) else None
+    attributes = meta.get("attributes", {}) if isinstance(meta, dict) else None
+    return attributes if isinstance(attributes, dict) else None
 
 
 def is_our_store(path: Path) -> bool:
-    return store_record(path) is not None
+    return ATTRS_KEY in (_attributes(path) or {})
 
 
 def _holds_nothing(path: Path) -> bool:
     """Whether the folder holds nothing but our lock file and perhaps the bare zarr.json of a
     group without attributes (a job killed as it began creating its store)."""
-    def bare_group(meta: Path) -> bool:
-        try:
-            return json.loads(meta.read_text()).get("attributes") in (None, {})
-        except (OSError, ValueError, AttributeError):
-            return False
-
-    return all(p.name == LOCK_NAME or (p.name == "zarr.json" and bare_group(p))
+    return all(p.name == LOCK_NAME or (p.name == "zarr.json" and _attributes(path) == {})
                for p in path.iterdir())
 
 
 def _nothing_to_resume(path: Path) -> bool:
     """Whether our unfinished store holds no finished shard (a job stopped before finishing
     any, or while creating the store): starting it over loses nothing."""
-    record = store_record(path) or {}
+    record = (_attributes(path) or {}).get(ATTRS_KEY)
+    record = record if isinstance(record, dict) else {}
     return not (record.get("complete") or record.get("compacting") or marked_shards(path))
 
 
