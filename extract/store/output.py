@@ -31,17 +31,17 @@ def is_our_store(path: Path) -> bool:
     return ATTRS_KEY in (_attributes(path) or {})
 
 
-def _holds_nothing(path: Path) -> bool:
-    """Whether the folder holds nothing but our lock file and perhaps the bare zarr.json of a
-    group without attributes (a job killed as it began creating its store)."""
-    return all(p.name == LOCK_NAME or (p.name == "zarr.json" and _attributes(path) == {})
+def _holds_nothing(path: Path, attributes: dict | None) -> bool:
+    """Whether the folder holds nothing but our lock file and perhaps the bare zarr.json (its
+    `attributes` empty) of a group a job was killed as it began creating."""
+    return all(p.name == LOCK_NAME or (p.name == "zarr.json" and attributes == {})
                for p in path.iterdir())
 
 
-def _nothing_to_resume(path: Path) -> bool:
-    """Whether our unfinished store holds no finished shard (a job stopped before finishing
-    any, or while creating the store): starting it over loses nothing."""
-    record = (_attributes(path) or {}).get(ATTRS_KEY)
+def _nothing_to_resume(path: Path, record) -> bool:
+    """Whether our unfinished store (`record`: its attribute) holds no finished shard (a job
+    stopped before finishing any, or while creating the store): starting it over loses
+    nothing."""
     record = record if isinstance(record, dict) else {}
     return not (record.get("complete") or record.get("compacting") or marked_shards(path))
 
@@ -57,8 +57,9 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StoreError(f"cannot create output folder {path}: {e.strerror or e}") from e
-    ours = is_our_store(path)
-    empty = not ours and _holds_nothing(path)
+    attributes = _attributes(path)
+    ours = ATTRS_KEY in (attributes or {})
+    empty = not ours and _holds_nothing(path, attributes)
     if not (ours or empty):
         raise StoreError(f"{path} exists and is not a tts-extract store; refusing to touch it")
     if ours and not (resume or overwrite):
@@ -70,7 +71,7 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
         raise StoreError(str(e)) from None
     except OSError as e:
         raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
-    if empty or (ours and (overwrite or _nothing_to_resume(path))):
+    if empty or (ours and (overwrite or _nothing_to_resume(path, attributes[ATTRS_KEY]))):
         for child in path.iterdir():
             if child.name != LOCK_NAME:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
