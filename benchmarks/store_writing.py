@@ -1,10 +1,11 @@
 """Writing features: the store's writer (whole shards, from a background thread) against one
 .npy file per utterance and feature (the NeMo and FastPitch layout), same frames, same disk.
 
-    python benchmarks/store_writing.py [--utterances 2000] [--dir DIR]
+    python benchmarks/store_writing.py [--utterances 2000] [--speakers N] [--dir DIR]
 
 2000 utterances of 600-1000 frames is about the 5.3 hours of audio that benchmarks/gpu_check.py
-extracts on a GPU in 6 s, so it shows whether writing can keep up there.
+extracts on a GPU in 6 s, so it shows whether writing can keep up there. --speakers N names N
+speakers, in turn (the writer then also takes per-speaker statistics).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ def features_of(counts: np.ndarray, seed: int = 0) -> list[dict[str, np.ndarray]
              "energy": rng.random(n, dtype=np.float32)} for n in counts]
 
 
-def write_store(folder: Path, counts: np.ndarray, features: list[dict]) -> float:
+def write_store(folder: Path, counts: np.ndarray, features: list[dict], speakers: int) -> float:
     ids = [f"utt{i}" for i in range(len(counts))]
+    fields = {"id": ids, "text": ids, "audio": [f"{i}.wav" for i in ids]}
+    if speakers:
+        fields["speaker"] = [f"speaker{i % speakers}" for i in range(len(counts))]
     index = UtteranceIndex(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                           np.zeros((len(counts), 2), dtype=np.int64),
-                           {"id": ids, "text": ids, "audio": [f"{i}.wav" for i in ids]})
+                           np.zeros((len(counts), 2), dtype=np.int64), fields)
     out = folder / "features.zarr"
     out.mkdir()
     start = time.perf_counter()
@@ -59,6 +62,7 @@ def write_npy_files(folder: Path, features: list[dict]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--utterances", type=int, default=2000)
+    parser.add_argument("--speakers", type=int, default=0, help="speakers named in turn")
     parser.add_argument("--dir", type=Path, help="where to write (default: a temporary folder)")
     args = parser.parse_args()
     counts = np.random.default_rng(1).integers(600, 1000, args.utterances)
@@ -67,9 +71,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="store-writing-") as tmp:
         (Path(tmp) / "npy").mkdir()
         npy_s = write_npy_files(Path(tmp) / "npy", features)
-        store_s = write_store(Path(tmp), counts, features)
+        store_s = write_store(Path(tmp), counts, features, args.speakers)
     print(f"{args.utterances} utterances, {frames} frames "
-          f"({frames * 256 / 22050 / 3600:.1f} h at hop 256, 22.05 kHz)")
+          f"({frames * 256 / 22050 / 3600:.1f} h at hop 256, 22.05 kHz), "
+          f"{args.speakers or 'no'} speakers")
     print(f"store writer: {store_s:.2f} s = {frames / store_s:,.0f} frames/s")
     print(f"one .npy per utterance and feature: {npy_s:.2f} s = {frames / npy_s:,.0f} frames/s")
     print(f"ratio (store / npy): {npy_s / store_s:.1f}x")

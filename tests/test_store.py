@@ -122,11 +122,13 @@ print(json.dumps({{"ids": [str(x) for x in ids], "text": str(texts[i]), "frames"
 @pytest.mark.parametrize("in_memory", [False, True])
 def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
     """Utterances straddle chunk and shard edges and arrive out of order; some chunks are all
-    zero. Reads must return exactly what was written."""
+    zero. Reads must return exactly what was written, and the statistics (per speaker too, with
+    several speakers in most shards) must be those of the frames written."""
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 90, size=40)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     ids = [f"utt{i}" for i in range(40)]
+    speakers = [str(name) for name in rng.choice(["ann", "bob", "", "cy"], size=40)]
     features = []
     for n in lengths:
         voiced = rng.random(n) < 0.5
@@ -138,7 +140,8 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
     spans = np.stack([np.zeros(40), lengths * 256], axis=1)
     w = StoreWriter(tmp_path / "s.zarr",
                     UtteranceIndex(offsets, spans, {"id": ids, "text": [f"t{i}" for i in ids],
-                                                    "audio": [f"{i}.wav" for i in ids]}),
+                                                    "audio": [f"{i}.wav" for i in ids],
+                                                    "speaker": speakers}),
                     {"n_mels": 5}, {"config": {**load_preset("hifigan").to_dict(), "n_mels": 5},
                                     "manifest_sha256": "x", "versions": {}},
                     chunk_frames=16, shard_frames=64)
@@ -155,6 +158,19 @@ def test_writer_and_reader_across_many_small_shards(tmp_path, in_memory):
         for name, value in features[i].items():
             np.testing.assert_array_equal(item[name].numpy(), value)
             np.testing.assert_array_equal(group[name][offsets[i]:offsets[i + 1]], value)
+    everything = {name: np.concatenate([f[name] for f in features]).astype(np.float64)
+                  for name in ("mel", "f0", "energy")}
+    np.testing.assert_allclose(store.stats["mel_mean"], everything["mel"].mean(axis=0))
+    np.testing.assert_allclose(store.stats["mel_std"], everything["mel"].std(axis=0))
+    assert list(store.stats["speakers"]) == list(dict.fromkeys(speakers))
+    for speaker, stats in store.stats["speakers"].items():
+        theirs = [f for f, s in zip(features, speakers) if s == speaker]
+        f0, energy = (np.concatenate([f[name][f["voiced"]] for f in theirs]).astype(np.float64)
+                      for name in ("f0", "energy"))
+        assert stats["f0_voiced_frames"] == len(f0)
+        np.testing.assert_allclose([stats["f0_mean"], stats["f0_std"]], [f0.mean(), f0.std()])
+        np.testing.assert_allclose([stats["energy_voiced_mean"], stats["energy_voiced_std"]],
+                                   [energy.mean(), energy.std()])
 
 
 def test_unfinished_store_is_refused(tmp_path):

@@ -17,18 +17,25 @@ def _moments(values: np.ndarray) -> dict:
             "sum_sq": np.square(values, out=values).sum(axis=0).tolist()}
 
 
-def shard_moments(features: dict[str, np.ndarray], speakers: np.ndarray | None = None) -> dict:
+def shard_moments(features: dict[str, np.ndarray],
+                  speakers: tuple[list[str], np.ndarray] | None = None) -> dict:
     """Count, sum and sum of squares (float64, JSON-ready) of one shard's frames: mel, f0 and
-    energy over voiced frames, energy over all; and per speaker when `speakers` labels frames."""
+    energy over voiced frames, energy over all; and per speaker when `speakers` labels frames:
+    (names, each frame's index into names)."""
     voiced = features["voiced"]
     moments = {"mel": _moments(features["mel"]), "f0": _moments(features["f0"][voiced]),
                "energy": _moments(features["energy"]),
                "energy_voiced": _moments(features["energy"][voiced])}
     if speakers is not None:
+        names, labels = speakers
+        labels = labels[voiced]
+        order = np.argsort(labels, kind="stable")      # by speaker, each in frame order
+        edges = np.searchsorted(labels[order], np.arange(len(names) + 1))
+        f0, energy = features["f0"][voiced][order], features["energy"][voiced][order]
         moments["speakers"] = {
-            str(name): {"f0": _moments(features["f0"][voiced & (speakers == name)]),
-                        "energy_voiced": _moments(features["energy"][voiced & (speakers == name)])}
-            for name in dict.fromkeys(speakers)}
+            name: {"f0": _moments(f0[edges[k]:edges[k + 1]]),
+                   "energy_voiced": _moments(energy[edges[k]:edges[k + 1]])}
+            for k, name in enumerate(names)}
     return moments
 
 
@@ -64,11 +71,13 @@ def combine(shards: list[dict]) -> dict:
              "f0_voiced_frames": voiced, "energy_mean": energy_mean, "energy_std": energy_std,
              "energy_voiced_mean": energy_voiced_mean, "energy_voiced_std": energy_voiced_std,
              "frames": frames}
-    names = dict.fromkeys(name for s in shards for name in s.get("speakers", {}))
-    if names:
+    by_speaker: dict[str, list[dict]] = {}      # in order of first appearance
+    for shard in shards:
+        for name, part in shard.get("speakers", {}).items():
+            by_speaker.setdefault(name, []).append(part)
+    if by_speaker:
         stats["speakers"] = {}
-        for name in names:
-            parts = [s["speakers"][name] for s in shards if name in s.get("speakers", {})]
+        for name, parts in by_speaker.items():
             count, mean, std = scalar("f0", parts)
             _, e_mean, e_std = scalar("energy_voiced", parts)
             stats["speakers"][name] = {"f0_mean": mean, "f0_std": std, "f0_voiced_frames": count,

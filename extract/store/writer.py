@@ -166,14 +166,17 @@ class StoreWriter:
                               np.asarray(self.group[SPANS][:]),
                               utterance_fields(self.group[UTTERANCE_GROUP]))
 
-    def _frame_speakers(self, lo: int, hi: int) -> np.ndarray | None:
-        """Speaker of each frame in [lo, hi), or None for a corpus without speakers."""
+    def _frame_speakers(self, lo: int, hi: int) -> tuple[list[str], np.ndarray] | None:
+        """The speakers of frames [lo, hi) in order of first appearance, and each frame's
+        index into them; None for a corpus without speakers."""
         if "speaker" not in self.index.fields:
             return None
         utterance = np.searchsorted(self.offsets, np.arange(lo, hi), side="right") - 1
         first, last = int(utterance[0]), int(utterance[-1])
-        speakers = np.asarray(self.index.fields["speaker"][first:last + 1], dtype=object)
-        return speakers[utterance - first]
+        speakers = self.index.fields["speaker"][first:last + 1]
+        names = list(dict.fromkeys(speakers))
+        number = {name: k for k, name in enumerate(names)}
+        return names, np.array([number[s] for s in speakers])[utterance - first]
 
     @property
     def num_shards(self) -> int:
