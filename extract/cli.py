@@ -17,6 +17,7 @@ from pathlib import Path
 
 from extract.config import DEFAULT_PRESET
 from extract.input.corpus import MAX_DURATION_S
+from extract.progress import format_audio_length
 from extract.store.layout import SHARD_FRAMES
 from extract.versions import version_line
 
@@ -156,7 +157,7 @@ def cmd_run(args) -> int:
         print(f"{result.path} is already complete; nothing to do")
     else:
         print(f"done: {result.utterances} utterances ({result.extracted} extracted by this run), "
-              f"{result.audio_s / 60:.1f} min of audio in {result.elapsed_s:.1f} s "
+              f"{format_audio_length(result.audio_s)} of audio in {result.elapsed_s:.1f} s "
               f"({result.times_real_time:.0f}x real time on {result.device})")
     print(FeatureStore(result.path).describe())
     if result.rejected:

@@ -23,7 +23,7 @@ from extract.decode.trim import trim_span
 from extract.distributed import Ranks
 from extract.features.spectral import empty_mel_band_note
 from extract.input.corpus import Corpus, CorpusError, Rejection, Utterance
-from extract.progress import Progress, format_bytes
+from extract.progress import Progress, format_audio_length, format_bytes
 from extract.signals import JobInterrupted
 from extract.stages import stage, timed
 from extract.store.layout import frame_arrays
@@ -88,7 +88,7 @@ def describe_plan(corpus: Corpus, preset: Preset, utterances: list[Utterance],
     return "\n".join([
         f"{corpus.metadata}: {len(utterances) + len(rejected)} entries, "
         f"{len(utterances)} to extract, {len(rejected)} to skip",
-        f"  audio: {seconds.sum() / 60:.1f} min (shortest {seconds.min():.1f} s, median "
+        f"  audio: {format_audio_length(seconds.sum())} (shortest {seconds.min():.1f} s, median "
         f"{np.median(seconds):.1f} s, longest {seconds.max():.1f} s); {frames} at preset "
         f"{preset.name}, a store of about {format_bytes(store_bytes(preset, int(counts.sum())))}",
         "  files: " + ", ".join(f"{count} {fmt} {rate} Hz "

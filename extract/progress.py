@@ -14,6 +14,13 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def format_audio_length(seconds: float) -> str:
+    """'12.3 s', '15.8 min', '1000.0 h'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
 def format_bytes(count: float) -> str:
     """'27 MB', '1.4 GB', '104 GB': decimal units, a decimal place below 10."""
     for unit in ("bytes", "kB", "MB", "GB", "TB"):

@@ -2,7 +2,7 @@ import io
 from types import SimpleNamespace
 
 import extract.progress
-from extract.progress import Progress
+from extract.progress import Progress, format_audio_length
 
 
 class Terminal(io.StringIO):
@@ -46,3 +46,8 @@ def test_audio_progress_gives_times_real_time(monkeypatch):
     assert "5/10 utt  1.0 utt/s  10x real time  elapsed 0:00:05  ETA 0:00:05" in stream.getvalue()
     progress.close()
     assert stream.getvalue().endswith("\n")
+
+
+def test_audio_lengths_read_in_seconds_minutes_or_hours():
+    assert [format_audio_length(s) for s in (0.05, 59.94, 60, 948, 3599, 3600, 3.6e6)] == \
+        ["0.1 s", "59.9 s", "1.0 min", "15.8 min", "60.0 min", "1.0 h", "1000.0 h"]

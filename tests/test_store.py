@@ -272,6 +272,7 @@ def test_all_silent_corpus_gives_unvoiced_pitch_and_null_f0_stats(tmp_path):
     assert not item["voiced"].any() and not item["f0"].any()
     assert (item["mel"] == np.log(1e-5)).all()          # sqrt(1e-9) summed stays under the floor
     assert store.stats["f0_mean"] is None and "f0 mean n/a" in store.describe()
+    assert "audio: 1.0 s\n" in store.describe()       # of the file, not of its 86 frames
 
 
 def format_doc_rows(section: str) -> dict[str, str]:

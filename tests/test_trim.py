@@ -65,6 +65,8 @@ def test_coqui_preset_computes_every_feature_on_the_trimmed_audio(tmp_path):
             for r in result.rejected] == [("tiny", True)]
     store = FeatureStore(tmp_path / "coqui.zarr")
     assert store.ids == ["quiet_edges", "noisy_edges", "silent"]
+    kept_s = sum(end - start for start, end in store.spans.tolist()) / 22050
+    assert f"audio: {kept_s:.1f} s after trimming silence" in store.describe()
     for name in store.ids:
         audio = soundfile.read(folder / "wavs" / f"{name}.wav", dtype="float64")[0]
         trimmed = reference.coqui_trim_silence(audio)

@@ -21,6 +21,7 @@ import torch
 import zarr
 
 from extract.loader.record import record_problem
+from extract.progress import format_audio_length
 from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
 from extract.progress import format_bytes
 from extract.stages import summary
@@ -301,12 +302,14 @@ class FeatureStore:
         rejected = self.attrs.get("rejected", [])
         hidden = 0 if shown_rejections is None else max(0, len(rejected) - shown_rejections)
         frames = self.lengths
-        seconds = frames.sum() * c["hop_length"] / c["sample_rate"]
+        audio = format_audio_length(int(np.diff(self.spans).sum()) / c["sample_rate"])
+        if c.get("trim_top_db") is not None:
+            audio += " after trimming silence"
         return "\n".join([
             f"{self.path}: tts-extract store, format {self.attrs['format_version']}, complete",
             f"  utterances: {len(self)}  frames: {frames.sum()}  "
             f"(min {frames.min()}, median {int(np.median(frames))}, max {frames.max()})  "
-            f"audio: {seconds / 60:.1f} min",
+            f"audio: {audio}",
             f"  preset: {c['name']} ({c['description']})",
             f"  {c['sample_rate']} Hz, n_fft {c['n_fft']}, win {c['win_length']}, "
             f"hop {c['hop_length']}, {c['n_mels']} mels {c['fmin']:g}-{c['fmax']:g} Hz, "
