@@ -118,9 +118,10 @@ def store_bytes(preset: Preset, frames: int) -> int:
 def data_notes(preset: Preset, utterances: list[Utterance]) -> list[str]:
     """What `check` and `run` point out about the preset and the data (stderr, even when
     quiet): mel bands without an FFT bin, audio sampled too low for the top mel band, lines
-    without a speaker in a corpus that names speakers."""
+    without a speaker in a corpus that names speakers, lines whose file an earlier line names."""
     return [note for note in (empty_mel_band_note(preset), upsampling_note(utterances, preset),
-                              unnamed_speaker_note(utterances)) if note]
+                              unnamed_speaker_note(utterances), shared_file_note(utterances))
+            if note]
 
 
 def upsampling_note(utterances: list[Utterance], preset: Preset) -> str | None:
@@ -146,6 +147,25 @@ def unnamed_speaker_note(utterances: list[Utterance]) -> str | None:
             f"line{'s' if len(unnamed) > 1 else ''} {lines}) while the others do; they are kept "
             "as one speaker named '' (its own statistics, speaker number and export entries): "
             "give those lines a fourth field")
+
+
+def shared_file_note(utterances: list[Utterance]) -> str | None:
+    """A note when ids of different lines name the same audio file (`a`, `a.wav` and `./a`
+    are different ids): that file's features are extracted and stored once per id. None when
+    every file is named once."""
+    first: dict[Path, Utterance] = {}
+    repeats = []
+    for u in utterances:
+        earlier = first.setdefault(u.path, u)
+        if earlier is not u:
+            repeats.append((u, earlier))
+    if not repeats:
+        return None
+    shown = "; ".join(f"line {u.line_number} ({u.id}) as line {earlier.line_number} "
+                      f"({earlier.id})" for u, earlier in repeats[:3])
+    return (f"note: {len(repeats)} utterance(s) name an audio file that an earlier line names "
+            f"too ({shown}{'; ...' if len(repeats) > 3 else ''}); each is extracted and stored "
+            "under its own id: drop the repeated lines unless that is meant")
 
 
 def processing_order(utterances: list[Utterance], counts: np.ndarray,

@@ -148,6 +148,24 @@ def test_check_and_run_note_lines_without_a_speaker_among_named_ones(tmp_path):
     assert "note:" not in cli("check", corpus).stderr
 
 
+def test_check_and_run_note_ids_that_name_an_earlier_lines_file(tmp_path):
+    corpus = write_corpus(tmp_path / "c", [(name, 0.5, 22050, 1, "pcm16") for name in "ab"])
+    metadata = corpus / "metadata.csv"
+    assert "note:" not in cli("check", corpus).stderr
+    with metadata.open("a") as f:
+        f.write("x/../b|Again.|\n./a|Once more.|\n")
+    for args in (["check", corpus], ["run", corpus, tmp_path / "o.zarr", "--quiet", "--device",
+                                     "cpu"]):
+        result = cli(*args)
+        assert result.returncode == 0, result.stderr
+        assert ("note: 2 utterance(s) name an audio file that an earlier line names too (line 3 "
+                "(x/../b) as line 2 (b); line 4 (./a) as line 1 (a)); each is extracted and "
+                "stored under its own id") in result.stderr
+    store = FeatureStore(tmp_path / "o.zarr")
+    assert store.ids == ["a", "b", "x/../b", "./a"]
+    assert store["./a"]["mel"].equal(store["a"]["mel"])
+
+
 def test_run_notes_too_little_free_disk_space_and_still_runs(tmp_path, monkeypatch, capsys):
     import extract.store.output
     from extract.job import run_job
