@@ -117,16 +117,21 @@ def test_check_and_run_note_mel_bands_without_an_fft_bin(demo_corpus, tmp_path):
                          result.stderr)
 
 
+def check_and_run(corpus, out) -> list[str]:
+    """The stderr of `check` and of `run` on the CPU, each of which must succeed."""
+    results = [cli("check", corpus), cli("run", corpus, out, "--quiet", "--device", "cpu")]
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    return [result.stderr for result in results]
+
+
 def test_check_and_run_note_audio_sampled_below_the_mels_top(demo_corpus, tmp_path):
     corpus = write_corpus(tmp_path / "c", [("narrow", 1.0, 8000, 1, "pcm16"),
                                            ("wide", 1.0, 22050, 1, "pcm16")])
-    for args in (["check", corpus], ["run", corpus, tmp_path / "o.zarr", "--quiet", "--device",
-                                     "cpu"]):
-        result = cli(*args)
-        assert result.returncode == 0, result.stderr
+    for stderr in check_and_run(corpus, tmp_path / "o.zarr"):
         assert ("note: 1 of 2 utterances are sampled below 16000 Hz (lowest 8000 Hz), so their "
                 "log-mel holds no signal above 4000 Hz, though preset hifigan's mels reach "
-                "8000 Hz") in result.stderr
+                "8000 Hz") in stderr
     demo = cli("check", demo_corpus)            # 22.05, 44.1 and 48 kHz: nothing to note
     assert demo.returncode == 0 and "note:" not in demo.stderr
 
@@ -136,12 +141,9 @@ def test_check_and_run_note_lines_without_a_speaker_among_named_ones(tmp_path):
     metadata = corpus / "metadata.csv"
     lines = metadata.read_text().splitlines()
     metadata.write_text("\n".join([lines[0], lines[1] + "|p1", lines[2], lines[3] + "|p2"]) + "\n")
-    for args in (["check", corpus], ["run", corpus, tmp_path / "o.zarr", "--quiet", "--device",
-                                     "cpu"]):
-        result = cli(*args)
-        assert result.returncode == 0, result.stderr
+    for stderr in check_and_run(corpus, tmp_path / "o.zarr"):
         assert ("note: 2 of 4 utterances name no speaker (metadata lines 1, 3) while the others "
-                "do; they are kept as one speaker named ''") in result.stderr
+                "do; they are kept as one speaker named ''") in stderr
     assert sorted(FeatureStore(tmp_path / "o.zarr").stats["speakers"]) == ["", "p1", "p2"]
     named = metadata.read_text().replace("|Normalized a.\n", "|Normalized a.|p1\n")
     metadata.write_text(named.replace("|Normalized c.\n", "|Normalized c.|p2\n"))
@@ -154,13 +156,10 @@ def test_check_and_run_note_ids_that_name_an_earlier_lines_file(tmp_path):
     assert "note:" not in cli("check", corpus).stderr
     with metadata.open("a") as f:
         f.write("x/../b|Again.|\n./a|Once more.|\n")
-    for args in (["check", corpus], ["run", corpus, tmp_path / "o.zarr", "--quiet", "--device",
-                                     "cpu"]):
-        result = cli(*args)
-        assert result.returncode == 0, result.stderr
+    for stderr in check_and_run(corpus, tmp_path / "o.zarr"):
         assert ("note: 2 utterance(s) name an audio file that an earlier line names too (line 3 "
                 "(x/../b) as line 2 (b); line 4 (./a) as line 1 (a)); each is extracted and "
-                "stored under its own id") in result.stderr
+                "stored under its own id") in stderr
     store = FeatureStore(tmp_path / "o.zarr")
     assert store.ids == ["a", "b", "x/../b", "./a"]
     assert store["./a"]["mel"].equal(store["a"]["mel"])
