@@ -119,7 +119,9 @@ def test_bom_crlf_and_blank_lines(tmp_path):
 
 
 @pytest.mark.parametrize("line,message", [
-    (b"no separators here", "expected 'id|text"),
+    (b"no separators here", "expected 'id\\|text\\[\\|normalized text\\]'$"),
+    (b"a2\tTab separated.\tTab separated.", "fields are separated by \\|, not tabs$"),
+    (b"a2,Comma separated,Comma separated", "fields are separated by \\|, not commas$"),
     (b"a2.wav|Say a | b.|Say a b.|", "5 '\\|'-separated fields, at most 4 \\(id\\|text"),
     (b"../../etc/passwd|x|", "outside"),
     (b"/abs/path.wav|x|", "outside"),

@@ -126,8 +126,11 @@ def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], lis
             continue
         fields = line.split("|")
         if len(fields) < 2 or not fields[0].strip():
+            separator = next((name for char, name in (("\t", "tabs"), (",", "commas"))
+                              if len(fields) == 1 and char in line), None)
             rejected.append(Rejection(number, line[:40], "expected 'id|text[|normalized "
-                                      "text]'"))
+                                      "text]'" + (f": fields are separated by |, not {separator}"
+                                                  if separator else "")))
             continue
         if len(fields) > MAX_FIELDS:
             rejected.append(Rejection(number, fields[0].strip()[:40],
