@@ -122,6 +122,7 @@ def test_bom_crlf_and_blank_lines(tmp_path):
     (b"no separators here", "expected 'id\\|text\\[\\|normalized text\\]'$"),
     (b"a2\tTab separated.\tTab separated.", "fields are separated by \\|, not tabs$"),
     (b"a2,Comma separated,Comma separated", "fields are separated by \\|, not commas$"),
+    (b'{"audio_filepath": "/data/a2.wav", "text": "hi, there"}', "not JSON \\(a NeMo manifest"),
     (b"a2.wav|Say a | b.|Say a b.|", "5 '\\|'-separated fields, at most 4 \\(id\\|text"),
     (b"../../etc/passwd|x|", "outside"),
     (b"/abs/path.wav|x|", "outside"),

@@ -126,11 +126,7 @@ def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], lis
             continue
         fields = line.split("|")
         if len(fields) < 2 or not fields[0].strip():
-            separator = next((name for char, name in (("\t", "tabs"), (",", "commas"))
-                              if len(fields) == 1 and char in line), None)
-            rejected.append(Rejection(number, line[:40], "expected 'id|text[|normalized "
-                                      "text]'" + (f": fields are separated by |, not {separator}"
-                                                  if separator else "")))
+            rejected.append(Rejection(number, line[:40], _not_a_metadata_line(line)))
             continue
         if len(fields) > MAX_FIELDS:
             rejected.append(Rejection(number, fields[0].strip()[:40],
@@ -142,6 +138,18 @@ def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], lis
         speaker = fields[3].strip() if len(fields) > 3 else ""
         rows.append((number, fields[0].strip(), normalized or fields[1].strip(), speaker))
     return rows, rejected
+
+
+def _not_a_metadata_line(line: str) -> str:
+    """Why a line without an id and a text field is skipped, with what it looks like instead."""
+    reason = "expected 'id|text[|normalized text]'"
+    if line.lstrip().startswith("{"):
+        return (f"{reason}, not JSON (a NeMo manifest?): list the audio files as "
+                "'name.wav|text|' lines in metadata.csv, next to wavs/")
+    for char, name in (("\t", "tabs"), (",", "commas")):
+        if "|" not in line and char in line:
+            return f"{reason}: fields are separated by |, not {name}"
+    return reason
 
 
 def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
