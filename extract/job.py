@@ -22,7 +22,7 @@ from extract.decode.trim import cut_spans
 from extract.distributed import device_for, ranks_from_env
 from extract.features import extract_features
 from extract.input.corpus import (MAX_DURATION_S, Corpus, CorpusError, Rejection, Utterance,
-                                  load_corpus, manifest_sha256)
+                                  load_corpus, manifest_sha256, relative_names)
 from extract.plan import (LONG_UTTERANCE_S, complete_batches, data_notes, default_batch_size,
                           plan, processing_order, require_positive, store_bytes, store_widths,
                           trim_silence)
@@ -216,7 +216,7 @@ def store_index(utts: list[Utterance], counts: np.ndarray, root: Path) -> Uttera
     dataset at `root`: frame offsets, sample spans, and the string fields (the audio file
     relative to root/wavs), speaker only when the corpus names speakers."""
     fields = {"id": [u.id for u in utts], "text": [u.text for u in utts],
-              "audio": [u.path.relative_to(root / "wavs").as_posix() for u in utts]}
+              "audio": relative_names(utts, root / "wavs")}
     if any(u.speaker for u in utts):
         fields["speaker"] = [u.speaker for u in utts]
     return UtteranceIndex(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),

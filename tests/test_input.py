@@ -10,7 +10,7 @@ import soundfile
 from extract.config import PresetError, load_preset, preset_from_dict
 from extract.demo import synth_utterance
 from extract.input.audio import AudioError, read_audio_info, write_wav
-from extract.input.corpus import CorpusError, load_corpus
+from extract.input.corpus import CorpusError, load_corpus, relative_names
 from extract.job import run_job
 from extract.loader import FeatureStore
 
@@ -107,6 +107,18 @@ def test_8bit_formats_decode_to_the_values_their_standards_define(tmp_path):
             with open(folder / "metadata.csv", "a") as f:
                 f.write(f"{file}|Text of {fmt}.|\n")
     assert_same_stores(coded, reference, list(EIGHT_BIT))
+
+
+def test_relative_names_are_pathlibs(tmp_path):
+    folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
+    (folder / "wavs" / "p1").mkdir()
+    (folder / "wavs" / "a.wav").rename(folder / "wavs" / "p1" / "a.wav")
+    (folder / "metadata.csv").write_text("p1/a|A|\n./p1/../p1/a.wav|again|\n")
+    corpus = load_corpus(folder / "metadata.csv")
+    for root in (corpus.root, corpus.root / "wavs"):
+        assert relative_names(corpus.utterances, root) == \
+            [u.path.relative_to(root).as_posix() for u in corpus.utterances]
+    assert relative_names(corpus.utterances, corpus.root)[0] == "wavs/p1/a.wav"
 
 
 def test_bom_crlf_and_blank_lines(tmp_path):
