@@ -150,7 +150,7 @@ def unnamed_speaker_note(utterances: list[Utterance]) -> str | None:
 
 
 def shared_file_note(utterances: list[Utterance]) -> str | None:
-    """A note when ids of different lines name the same audio file (`a`, `a.wav` and `./a`
+    """A note when ids of different lines name the same audio file (`a`, `./a` and `x/../a`
     are different ids): that file's features are extracted and stored once per id. None when
     every file is named once."""
     first: dict[Path, Utterance] = {}

@@ -21,9 +21,8 @@ import torch
 import zarr
 
 from extract.loader.record import record_problem
-from extract.progress import format_audio_length
 from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
-from extract.progress import format_bytes
+from extract.progress import format_audio_length, format_bytes
 from extract.stages import summary
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS, UTTERANCE_GROUP,
