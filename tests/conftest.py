@@ -132,10 +132,15 @@ ARGS = ["--device", "cpu", "--batch-size", "2", "--shard-frames", str(SHARD)]
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    """36 utterances of 0.8-2.2 s at three rates, mono and stereo, over about 9 shards."""
+    """36 utterances of 0.8-2.2 s at three rates, mono and stereo, over about 9 shards, of 4
+    speakers in turn (so that each shard's per-speaker statistics count)."""
     specs = [(f"u{k:02d}", 0.8 + 0.35 * (k % 5), (22050, 44100, 16000)[k % 3], 1 + k % 2,
               "pcm16") for k in range(36)]
-    return write_corpus(tmp_path_factory.mktemp("resume"), specs)
+    folder = write_corpus(tmp_path_factory.mktemp("resume"), specs)
+    metadata = folder / "metadata.csv"
+    lines = metadata.read_text().splitlines()
+    metadata.write_text("".join(f"{line}|spk{k % 4}\n" for k, line in enumerate(lines)))
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +167,8 @@ def trimmed_reference(corpus, tmp_path_factory):
 def assert_same_store(out, reference) -> None:
     a = zarr.open_group(str(out), mode="r")
     b = zarr.open_group(str(reference), mode="r")
-    for name in (*FRAME_ARRAYS, OFFSETS, SPANS, "utterances/id", "utterances/text"):
+    for name in (*FRAME_ARRAYS, OFFSETS, SPANS, "utterances/id", "utterances/text",
+                 "utterances/speaker"):
         np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
     attrs_a, attrs_b = dict(a.attrs[ATTRS_KEY]), dict(b.attrs[ATTRS_KEY])
     attrs_a.pop("run"), attrs_b.pop("run")
