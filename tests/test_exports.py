@@ -230,6 +230,9 @@ def test_a_speaker_without_voiced_frames_is_normalised_by_the_corpus(tmp_path, c
     plain, normal = FeatureStore(tmp_path / "s.zarr"), FeatureStore(tmp_path / "s.zarr",
                                                                     normalize=True)
     assert plain.stats["speakers"]["mute"]["f0_mean"] is None
+    assert ("speakers: 2, 1-2 utterances each (median 1.5); f0 and energy statistics per "
+            "speaker; 1 with no voiced frame ('mute': normalize=True uses the corpus's "
+            "statistics for them)\n") in plain.describe()
     raw, item, s = plain["quiet"], normal["quiet"], plain.stats
     assert not raw["voiced"].any() and not item["f0"].any()
     expected = (raw["energy"].double() - s["energy_voiced_mean"]) / s["energy_voiced_std"]

@@ -319,6 +319,7 @@ class FeatureStore:
             f"f0 mean {_fmt(s['f0_mean'])} std {_fmt(s['f0_std'])} Hz over "
             f"{s['f0_voiced_frames']} voiced frames",
             f"  energy mean {_fmt(s['energy_mean'])} std {_fmt(s['energy_std'])}",
+            *self._speaker_lines(),
             f"  log-mel mean {s['mel_mean_global']:.6f} std {s['mel_std_global']:.6f} over all "
             "bins (Matcha's data_statistics: mel_mean, mel_std)",
             f"  arrays ({format_bytes(self.frame_bytes)} of frames): "
@@ -335,6 +336,18 @@ class FeatureStore:
             f"  manifest sha256: {self.attrs['manifest_sha256']}",
             "  versions: " + ", ".join(f"{k} {v}" for k, v in self.attrs["versions"].items()),
         ])
+
+    def _speaker_lines(self) -> list[str]:
+        """How many speakers, their utterance counts, and those without a voiced frame."""
+        if self.speakers is None:
+            return []
+        counts = np.unique(np.array(self.speakers, dtype=object), return_counts=True)[1]
+        mute = [name for name, s in self.stats["speakers"].items() if s["f0_mean"] is None]
+        return [f"  speakers: {len(counts)}, {counts.min()}-{counts.max()} utterances each "
+                f"(median {np.median(counts):g}); f0 and energy statistics per speaker"
+                + (f"; {len(mute)} with no voiced frame ({', '.join(map(repr, mute[:3]))}"
+                   f"{', ...' if len(mute) > 3 else ''}: normalize=True uses the corpus's "
+                   "statistics for them)" if mute else "")]
 
 
 def _run_lines(run: dict | None) -> list[str]:
