@@ -109,6 +109,21 @@ def test_8bit_formats_decode_to_the_values_their_standards_define(tmp_path):
     assert_same_stores(coded, reference, list(EIGHT_BIT))
 
 
+def test_a_dataset_without_metadata_csv_or_wavs_names_what_it_has(tmp_path):
+    (tmp_path / "d" / "wav").mkdir(parents=True)
+    for name in ("train.csv", "val.txt", "README.md"):
+        (tmp_path / "d" / name).write_text("")
+    with pytest.raises(CorpusError, match=r"has no metadata.csv; pass the metadata file itself "
+                                          r"if it has another name \(here: train.csv, val.txt\)$"):
+        load_corpus(tmp_path / "d")
+    with pytest.raises(CorpusError, match=r"no wavs/ folder next to .*train.csv$"):
+        load_corpus(tmp_path / "d" / "train.csv")         # wav/ holds no audio (yet)
+    (tmp_path / "d" / "wav" / "a.WAV").write_bytes(b"")
+    with pytest.raises(CorpusError, match=r"train.csv; wav/ holds audio: name it wavs, or link "
+                                          r"it \(ln -s wav .*/d/wavs\)$"):
+        load_corpus(tmp_path / "d" / "train.csv")
+
+
 def test_relative_names_are_pathlibs(tmp_path):
     folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
     (folder / "wavs" / "p1").mkdir()

@@ -16,6 +16,7 @@ metadata line, the file and what is wrong, and the other utterances go ahead.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from extract.input.audio import AudioError, AudioInfo, check_finite, read_audio_
 from extract.progress import Progress
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+METADATA_SUFFIXES = (".csv", ".txt", ".tsv", ".list")      # named when metadata.csv is missing
 BARE_ID_SUFFIXES = (".wav", ".flac", ".WAV", ".FLAC")     # tried in turn for an id without one
 # audio the decoder does not take: named when the metadata or wavs/ has it instead of WAV/FLAC
 OTHER_AUDIO = {".mp3": "MP3", ".ogg": "Ogg", ".opus": "Opus", ".m4a": "AAC (m4a)",
@@ -92,16 +94,32 @@ def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
     if dataset.is_dir():
         metadata = dataset / "metadata.csv"
         if not metadata.is_file():
+            listed = sorted(p.name for p in dataset.iterdir()
+                            if p.suffix.lower() in METADATA_SUFFIXES and p.is_file())
             raise CorpusError(f"{dataset} has no metadata.csv; pass the metadata file itself "
-                              "if it has another name")
+                              "if it has another name" +
+                              (f" (here: {', '.join(listed[:5])})" if listed else ""))
     elif dataset.is_file():
         metadata = dataset
     else:
         raise CorpusError(f"dataset {dataset} does not exist")
     wavs = metadata.parent.resolve() / "wavs"
     if not wavs.is_dir():
-        raise CorpusError(f"no wavs/ folder next to {metadata}")
+        audio = [d.name for d in sorted(metadata.parent.iterdir()) if _holds_audio(d)]
+        raise CorpusError(f"no wavs/ folder next to {metadata}" + (
+            f"; {audio[0]}/ holds audio: name it wavs, or link it (ln -s {audio[0]} "
+            f"{metadata.parent / 'wavs'})" if audio else ""))
     return metadata, wavs
+
+
+def _holds_audio(folder: Path, looked_at: int = 100) -> bool:
+    """Whether one of the first `looked_at` entries of `folder` is a WAV or FLAC file."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(entry.name.lower().endswith(AUDIO_SUFFIXES)
+                       for entry in itertools.islice(entries, looked_at))
+    except OSError:             # not a folder, or not readable
+        return False
 
 
 def parse_metadata(metadata: Path) -> tuple[list[tuple[int, str, str, str]], list[Rejection]]:
