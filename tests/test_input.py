@@ -154,7 +154,9 @@ def test_bom_crlf_and_blank_lines(tmp_path):
     (b"../../etc/passwd|x|", "outside"),
     (b"/abs/path.wav|x|", "outside"),
     (b"wavs/../../a|x|", "outside"),
-    (b"missing|x|", "file not found"),
+    (b"missing|x|", "file not found$"),
+    (b"wavs/a|x|", "wavs/wavs/a.wav: file not found; ids are relative to wavs/, so drop the "
+                   "leading wavs/"),
     (b"a.wav|again|", "duplicate id 'a' \\(first on line 1\\)"),
     (b"caf\xe9|latin-1|", "not valid UTF-8"),
     (b"nul\x00byte|x|", "NUL character"),

@@ -198,6 +198,9 @@ def resolve_audio(wavs: Path, id_field: str) -> tuple[str, Path]:
                               f"supported; convert it to WAV or FLAC (e.g. ffmpeg -i "
                               f"{other.name} {wav}){listed}")
         path = found or path
+    if id_field.startswith("wavs/") and not path.exists():
+        raise CorpusError(f"{path}: file not found; ids are relative to wavs/, so drop the "
+                          "leading wavs/ from the metadata's ids")
     return utt_id, path
 
 
