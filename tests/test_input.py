@@ -122,6 +122,10 @@ def test_a_dataset_without_metadata_csv_or_wavs_names_what_it_has(tmp_path):
     with pytest.raises(CorpusError, match=r"train.csv; wav/ holds audio: name it wavs, or link "
                                           r"it \(ln -s wav .*/d/wavs\)$"):
         load_corpus(tmp_path / "d" / "train.csv")
+    (tmp_path / "d" / "wavs").symlink_to("/nowhere/wavs")
+    with pytest.raises(CorpusError, match=r"d/wavs is a link to /nowhere/wavs, which does not "
+                                          r"exist$"):
+        load_corpus(tmp_path / "d" / "train.csv")
 
 
 def test_relative_names_are_pathlibs(tmp_path):

@@ -104,6 +104,8 @@ def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
     else:
         raise CorpusError(f"dataset {dataset} does not exist")
     wavs = metadata.parent.resolve() / "wavs"
+    if wavs.is_symlink() and not wavs.exists():
+        raise CorpusError(f"{wavs} is a link to {os.readlink(wavs)}, which does not exist")
     if not wavs.is_dir():
         audio = [d.name for d in sorted(metadata.parent.iterdir()) if _holds_audio(d)]
         raise CorpusError(f"no wavs/ folder next to {metadata}" + (
