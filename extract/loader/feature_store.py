@@ -341,7 +341,7 @@ class FeatureStore:
         """How many speakers, their utterance counts, and those without a voiced frame."""
         if self.speakers is None:
             return []
-        counts = np.unique(np.array(self.speakers, dtype=object), return_counts=True)[1]
+        counts = np.array(list(Counter(self.speakers).values()))
         mute = [name for name, s in self.stats["speakers"].items() if s["f0_mean"] is None]
         return [f"  speakers: {len(counts)}, {counts.min()}-{counts.max()} utterances each "
                 f"(median {np.median(counts):g}); f0 and energy statistics per speaker"
