@@ -23,15 +23,15 @@ def shard_moments(features: dict[str, np.ndarray],
     energy over voiced frames, energy over all; and per speaker when `speakers` labels frames:
     (names, each frame's index into names)."""
     voiced = features["voiced"]
-    moments = {"mel": _moments(features["mel"]), "f0": _moments(features["f0"][voiced]),
-               "energy": _moments(features["energy"]),
-               "energy_voiced": _moments(features["energy"][voiced])}
+    f0, energy_voiced = features["f0"][voiced], features["energy"][voiced]
+    moments = {"mel": _moments(features["mel"]), "f0": _moments(f0),
+               "energy": _moments(features["energy"]), "energy_voiced": _moments(energy_voiced)}
     if speakers is not None:
         names, labels = speakers
         labels = labels[voiced]
         order = np.argsort(labels, kind="stable")      # by speaker, each in frame order
         edges = np.searchsorted(labels[order], np.arange(len(names) + 1))
-        f0, energy = features["f0"][voiced][order], features["energy"][voiced][order]
+        f0, energy = f0[order], energy_voiced[order]
         moments["speakers"] = {
             name: {"f0": _moments(f0[edges[k]:edges[k + 1]]),
                    "energy_voiced": _moments(energy[edges[k]:edges[k + 1]])}

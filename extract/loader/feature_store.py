@@ -301,9 +301,9 @@ class FeatureStore:
         rejected = self.attrs.get("rejected", [])
         hidden = 0 if shown_rejections is None else max(0, len(rejected) - shown_rejections)
         frames = self.lengths
+        trimmed = c.get("trim_top_db") is not None
         audio = format_audio_length(int(np.diff(self.spans).sum()) / c["sample_rate"])
-        if c.get("trim_top_db") is not None:
-            audio += " after trimming silence"
+        audio += " after trimming silence" if trimmed else ""
         return "\n".join([
             f"{self.path}: tts-extract store, format {self.attrs['format_version']}, complete",
             f"  utterances: {len(self)}  frames: {frames.sum()}  "
@@ -313,8 +313,7 @@ class FeatureStore:
             f"  {c['sample_rate']} Hz, n_fft {c['n_fft']}, win {c['win_length']}, "
             f"hop {c['hop_length']}, {c['n_mels']} mels {c['fmin']:g}-{c['fmax']:g} Hz, "
             f"frames: {c['frame_count_rule']}, frame 0 centre {c['frame_center_offset_s']:.6f} s"
-            + (f", after trimming silence below {c['trim_top_db']:g} dB"
-               if c.get("trim_top_db") is not None else ""),
+            + (f", after trimming silence below {c['trim_top_db']:g} dB" if trimmed else ""),
             f"  pitch: {c['pitch']['method']} {c['pitch']['fmin']:g}-{c['pitch']['fmax']:g} Hz; "
             f"f0 mean {_fmt(s['f0_mean'])} std {_fmt(s['f0_std'])} Hz over "
             f"{s['f0_voiced_frames']} voiced frames",
