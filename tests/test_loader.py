@@ -1,6 +1,7 @@
 import os
 import pickle
 import resource
+import shutil
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_in_memory_refuses_a_store_larger_than_the_available_memory(mixed_store,
     monkeypatch.setattr(feature_store, "available_memory", lambda: frames * 2)
     store = FeatureStore(mixed_store, in_memory=True)
     assert len(store) == len(FeatureStore(mixed_store))
-    copy = pickle.loads(pickle.dumps(store))          # as a spawned worker gets it
+    copy = pickle.loads(pickle.dumps(store))   # as a worker that reads its own copy
     monkeypatch.setattr(feature_store, "available_memory", lambda: frames // 2)
     with pytest.raises(MemoryError, match="in_memory=True needs"):
         copy[0]
@@ -54,7 +55,7 @@ def test_in_memory_refuses_a_store_larger_than_the_available_memory(mixed_store,
 
 def test_forked_workers_share_an_in_memory_store(mixed_store, monkeypatch):
     """in_memory reads at open; workers started by fork serve from those arrays (no worker
-    reads the store again, which would hold one copy per worker), spawned ones read their own."""
+    reads the store again, which would hold one copy per worker)."""
     store = FeatureStore(mixed_store, in_memory=True)
     expected = [store[i]["mel"] for i in range(len(store))]
 
@@ -66,10 +67,44 @@ def test_forked_workers_share_an_in_memory_store(mixed_store, monkeypatch):
                                          multiprocessing_context="fork")
     for i, item in enumerate(loader):
         torch.testing.assert_close(item["mel"], expected[i], rtol=0, atol=0)
-    monkeypatch.undo()
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_spawned_workers_map_an_in_memory_store_from_shared_memory(mixed_store, tmp_path,
+                                                                   context):
+    """Workers started by spawn or forkserver get the in_memory frames as shared memory: they
+    serve every utterance after the store's folder is gone, where a worker reading its own
+    copy could not. Plain pickling (not a process start) still leaves the frames out."""
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(mixed_store, path)
+    store = FeatureStore(path, in_memory=True)
+    expected = {store.ids[i]: store[i] for i in range(len(store))}
+    assert len(pickle.dumps(store)) < store.frame_bytes
+    shutil.rmtree(path)
+    loader = torch.utils.data.DataLoader(store, batch_size=None, num_workers=2,
+                                         multiprocessing_context=context)
+    served = list(loader)
+    assert sorted(item["id"] for item in served) == sorted(expected)
+    for item in served:
+        for name in store.array_names:
+            torch.testing.assert_close(item[name], expected[item["id"]][name], rtol=0, atol=0)
+    torch.testing.assert_close(store[0]["mel"], expected[store.ids[0]]["mel"], rtol=0, atol=0)
+
+
+def test_spawned_workers_read_their_own_copy_where_shared_memory_is_short(mixed_store,
+                                                                         monkeypatch):
+    import extract.loader.feature_store as feature_store
+
+    store = FeatureStore(mixed_store, in_memory=True)
+    monkeypatch.setattr(feature_store, "shared_memory_free", lambda: store.frame_bytes - 1)
     loader = torch.utils.data.DataLoader(store, batch_size=None, num_workers=2,
                                          multiprocessing_context="spawn")
-    assert [item["id"] for item in loader] == store.ids
+    with pytest.warns(UserWarning, match=r"do not fit the [\d.]+ kB free in /dev/shm, so each "
+                                         r"worker started by spawn reads its own copy"):
+        served = list(loader)
+    assert [item["id"] for item in served] == store.ids
+    for i, item in enumerate(served):
+        torch.testing.assert_close(item["energy"], store[i]["energy"], rtol=0, atol=0)
 
 
 def test_length_bucket_sampler_covers_everything_and_groups_lengths():

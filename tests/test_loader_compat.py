@@ -25,7 +25,7 @@ from extract import FeatureStore, LengthBucketSampler, pad_collate
 
 if __name__ == "__main__":
     store_path, out, context = sys.argv[1:]
-    store = FeatureStore(store_path)
+    store = FeatureStore(store_path, in_memory=context == "spawn")   # shared memory on 2.4 too
     loader = DataLoader(store, batch_sampler=LengthBucketSampler(store.lengths, batch_size=2),
                         collate_fn=pad_collate, num_workers=2, multiprocessing_context=context)
     arrays = {}

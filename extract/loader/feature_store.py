@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import operator
 import os
+import warnings
 from collections import Counter
+from multiprocessing.context import get_spawning_popen
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,16 @@ def available_memory() -> int | None:
         return None
 
 
+def shared_memory_free() -> int | None:
+    """Bytes free in /dev/shm, where torch puts tensors it shares between processes on Linux
+    (64 MB in a Docker container by default), or None where there is no /dev/shm."""
+    try:
+        stat = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
 class FeatureStore:
     """Utterances of a tts-extract store, by position or id.
 
@@ -61,9 +73,11 @@ class FeatureStore:
     `frame_bytes` is the size of the frame arrays: on disk (uncompressed) and in memory.
 
     in_memory: read every array at open and serve from RAM. DataLoader workers started by fork
-        share those pages with the main process (copy-on-write, never written); under spawn
-        each worker reads its own copy. MemoryError, naming the sizes, where the frames are
-        larger than the memory available (at open, or in a spawned worker).
+        share those pages with the main process (copy-on-write, never written); when the first
+        worker is started by spawn or forkserver, the arrays move to shared memory, which every
+        such worker maps (where /dev/shm lacks the room, a warning, and each of them reads its
+        own copy). MemoryError, naming the sizes, where the frames are larger than the memory
+        available (at open, or in a worker reading its own copy).
     mel_layout: "frames_first" ([T, n_mels]) or "bins_first" ([n_mels, T], as NeMo, FastPitch
         and HiFi-GAN models take it); applies to linear too.
     normalize: f0 becomes (f0 - mean) / std on voiced frames and 0 elsewhere, energy
@@ -122,6 +136,7 @@ class FeatureStore:
         self._position = {utt_id: i for i, utt_id in enumerate(self.ids)}
         self._pid: int | None = None
         self._readers: dict = {}
+        self._shared: dict | None = None    # in_memory frames in shared memory ({}: no room)
         self.frame_bytes = sum(group[name].nbytes for name in self.array_names)
         if in_memory:
             self._arrays()
@@ -293,7 +308,35 @@ class FeatureStore:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_readers"], state["_pid"] = {}, None
+        starting_a_process = get_spawning_popen() is not None   # spawn or forkserver
+        state["_shared"] = self._shared_frames() if self.in_memory and starting_a_process else None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._shared:
+            self._readers = {name: frames.numpy() for name, frames in self._shared.items()}
+            self._pid = os.getpid()
+
+    def _shared_frames(self) -> dict:
+        """The in_memory arrays as tensors in shared memory, which torch passes to a process it
+        starts as handles: moved there on the first call (this process then serves from them
+        too); {} where /dev/shm has no room for them."""
+        if self._shared is None:
+            readers = self._arrays()
+            free = shared_memory_free()
+            if free is not None and self.frame_bytes > free:
+                warnings.warn(f"{self.path}: its frames ({format_bytes(self.frame_bytes)}) do "
+                              f"not fit the {format_bytes(free)} free in /dev/shm, so each "
+                              "worker started by spawn reads its own copy; give /dev/shm more "
+                              "room (docker run --shm-size) or start the workers by fork",
+                              stacklevel=3)
+                self._shared = {}
+            else:
+                self._shared = {name: torch.from_numpy(readers[name]).share_memory_()
+                                for name in self.array_names}
+                self._readers = {name: frames.numpy() for name, frames in self._shared.items()}
+        return self._shared
 
     def describe(self, shown_rejections: int | None = SHOWN_REJECTIONS) -> str:
         """What the store holds, with the first `shown_rejections` skipped items (None: all)."""
