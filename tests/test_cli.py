@@ -51,7 +51,8 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
         assert abs(float(size[1]) - on_disk / 1e6) < 0.6                 # within its rounding
 
     again = cli("run", demo_corpus, out, "--device", "cpu", "--limit", "3")
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert again.returncode == 2
+    assert f"{out} already holds a finished store; pass --overwrite" in again.stderr
     assert len(FeatureStore(out)) == 100                                # untouched
     limited = cli("run", demo_corpus, out, "--device", "cpu", "--limit", "3", "--overwrite")
     assert limited.returncode == 0 and len(FeatureStore(out)) == 3

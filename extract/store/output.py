@@ -63,8 +63,12 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
     if not (ours or empty):
         raise StoreError(f"{path} exists and is not a tts-extract store; refusing to touch it")
     if ours and not (resume or overwrite):
-        raise StoreError(f"{path} already exists; pass --resume to finish an interrupted run "
-                         "or --overwrite to replace it")
+        record = attributes[ATTRS_KEY]
+        if isinstance(record, dict) and record.get("complete"):
+            raise StoreError(f"{path} already holds a finished store; pass --overwrite to "
+                             "replace it, or name another output")
+        raise StoreError(f"{path} holds an unfinished store; pass --resume to finish it "
+                         "(keeping its finished shards) or --overwrite to start again")
     try:
         lock = StoreLock(path).acquire()
     except (StoreLockedError, LockingUnsupportedError) as e:
