@@ -128,6 +128,14 @@ def test_a_dataset_without_metadata_csv_or_wavs_names_what_it_has(tmp_path):
         load_corpus(tmp_path / "d" / "train.csv")
 
 
+def test_the_audio_folder_given_as_the_dataset_names_the_folder_above(tmp_path):
+    folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
+    with pytest.raises(CorpusError, match=r"c/wavs is an audio folder; pass the dataset folder "
+                                          rf"above it, {re.escape(str(folder.resolve()))}, which "
+                                          r"has metadata.csv$"):
+        load_corpus(folder / "wavs")
+
+
 def test_relative_names_are_pathlibs(tmp_path):
     folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
     (folder / "wavs" / "p1").mkdir()

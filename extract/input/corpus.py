@@ -96,6 +96,10 @@ def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
         if not metadata.is_file():
             listed = sorted(p.name for p in dataset.iterdir()
                             if p.suffix.lower() in METADATA_SUFFIXES and p.is_file())
+            parent = dataset.resolve().parent
+            if not listed and _holds_audio(dataset) and (parent / "metadata.csv").is_file():
+                raise CorpusError(f"{dataset} is an audio folder; pass the dataset folder above "
+                                  f"it, {parent}, which has metadata.csv")
             raise CorpusError(f"{dataset} has no metadata.csv; pass the metadata file itself "
                               "if it has another name" +
                               (f" (here: {', '.join(listed[:5])})" if listed else ""))
