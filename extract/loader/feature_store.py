@@ -332,10 +332,11 @@ class FeatureStore:
                               "room (docker run --shm-size) or start the workers by fork",
                               stacklevel=3)
                 self._shared = {}
-            else:
-                self._shared = {name: torch.from_numpy(readers[name]).share_memory_()
-                                for name in self.array_names}
-                self._readers = {name: frames.numpy() for name, frames in self._shared.items()}
+            else:       # one array at a time, each copy freed before the next is made
+                self._shared = {}
+                for name in self.array_names:
+                    self._shared[name] = torch.from_numpy(readers.pop(name)).share_memory_()
+                    readers[name] = self._shared[name].numpy()
         return self._shared
 
     def describe(self, shown_rejections: int | None = SHOWN_REJECTIONS) -> str:
