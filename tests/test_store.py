@@ -255,7 +255,7 @@ def test_existing_output_is_refused_and_foreign_folders_never_deleted(tmp_path, 
                 open_output(tmp_path / folder, overwrite, resume)
     assert (tmp_path / "store.zarr" / "keep.txt").read_text() == "mine"
     assert zarr.open_group(str(tmp_path / "group.zarr"), mode="r").attrs["theirs"] == 1
-    with pytest.raises(StoreError, match="--resume .* or --overwrite"):
+    with pytest.raises(StoreError, match="already holds a finished store; pass --overwrite"):
         open_output(mixed_store, overwrite=False, resume=False)
 
 
