@@ -325,15 +325,14 @@ class FeatureStore:
         if self._shared is None:
             readers = self._arrays()
             free = shared_memory_free()
+            self._shared = {}
             if free is not None and self.frame_bytes > free:
                 warnings.warn(f"{self.path}: its frames ({format_bytes(self.frame_bytes)}) do "
                               f"not fit the {format_bytes(free)} free in /dev/shm, so each "
                               "worker started by spawn reads its own copy; give /dev/shm more "
                               "room (docker run --shm-size) or start the workers by fork",
                               stacklevel=3)
-                self._shared = {}
             else:       # one array at a time, each copy freed before the next is made
-                self._shared = {}
                 for name in self.array_names:
                     self._shared[name] = torch.from_numpy(readers.pop(name)).share_memory_()
                     readers[name] = self._shared[name].numpy()

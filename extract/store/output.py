@@ -38,11 +38,10 @@ def _holds_nothing(path: Path, attributes: dict | None) -> bool:
                for p in path.iterdir())
 
 
-def _nothing_to_resume(path: Path, record) -> bool:
+def _nothing_to_resume(path: Path, record: dict) -> bool:
     """Whether our unfinished store (`record`: its attribute) holds no finished shard (a job
     stopped before finishing any, or while creating the store): starting it over loses
     nothing."""
-    record = record if isinstance(record, dict) else {}
     return not (record.get("complete") or record.get("compacting") or marked_shards(path))
 
 
@@ -59,12 +58,12 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
         raise StoreError(f"cannot create output folder {path}: {e.strerror or e}") from e
     attributes = _attributes(path)
     ours = ATTRS_KEY in (attributes or {})
+    record = attributes[ATTRS_KEY] if ours and isinstance(attributes[ATTRS_KEY], dict) else {}
     empty = not ours and _holds_nothing(path, attributes)
     if not (ours or empty):
         raise StoreError(f"{path} exists and is not a tts-extract store; refusing to touch it")
     if ours and not (resume or overwrite):
-        record = attributes[ATTRS_KEY]
-        if isinstance(record, dict) and record.get("complete"):
+        if record.get("complete"):
             raise StoreError(f"{path} already holds a finished store; pass --overwrite to "
                              "replace it, or name another output")
         raise StoreError(f"{path} holds an unfinished store; pass --resume to finish it "
@@ -75,7 +74,7 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
         raise StoreError(str(e)) from None
     except OSError as e:
         raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
-    if empty or (ours and (overwrite or _nothing_to_resume(path, attributes[ATTRS_KEY]))):
+    if empty or (ours and (overwrite or _nothing_to_resume(path, record))):
         for child in path.iterdir():
             if child.name != LOCK_NAME:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
