@@ -64,6 +64,7 @@ MIXED_SPECS = [
     ("d", 0.7, 16000, 1, "pcm32"),
     ("e", 2.6, 22050, 2, "pcm16"),
     ("f", 1.0, 22050, 1, "float32"),
+    ("g", 1.2, 22254, 1, "pcm16"),      # the rate of early Macs: few common factors with 22050
 ]
 
 

@@ -49,6 +49,7 @@ def write_bad(wavs):
     (wavs / "b_adpcm.wav").write_bytes(raw_wav(2, 1, 8000, 4, bytes(4000)))
     (wavs / "b_ima_adpcm.wav").write_bytes(raw_wav(0x11, 1, 8000, 4, bytes(4000)))
     (wavs / "b_float16.wav").write_bytes(raw_wav(3, 1, 22050, 16, bytes(16000)))
+    (wavs / "b_rate.wav").write_bytes(raw_wav(1, 1, 1_581_011_820, 16, bytes(16000)))
     # a valid header the decoder rejects (2000 channels): found at decode time, not before
     (wavs / "b_decoder.wav").write_bytes(raw_wav(1, 2000, 22050, 16, bytes(2000 * 2 * 700)))
     write_wav(wavs / "b_long.wav", np.zeros(3 * 8000), 8000)
@@ -70,6 +71,9 @@ def write_bad(wavs):
     fields = int.from_bytes(data[18:26], "big") & ~(0x1F << 36)   # STREAMINFO bits - 1
     data[18:26] = (fields | 19 << 36).to_bytes(8, "big")
     (wavs / "b_flac_20bit.flac").write_bytes(bytes(data))
+    fields = fields & ((1 << 44) - 1) | 23 << 36 | 900_000 << 44   # 24-bit at 900 kHz
+    data[18:26] = fields.to_bytes(8, "big")
+    (wavs / "b_flac_rate.flac").write_bytes(bytes(data))
     # the decoder's own words (libsndfile's, through DALI)
     return {"b_decoder": "audio decoder failed on this file (Failed to open encoded data: Too "
                          "many channels", "b_missing": "file not found",
@@ -83,6 +87,8 @@ def write_bad(wavs):
             "b_adpcm": "sample format (MS ADPCM 4-bit)",
             "b_ima_adpcm": "sample format (IMA ADPCM 4-bit)",
             "b_float16": "sample format (float 16-bit)",
+            "b_rate": "invalid header (1 channels, 1581011820 Hz)",
+            "b_flac_rate": "invalid FLAC header (sample rate 900000 Hz)",
             "b_long": "longer than --max-duration",
             "b_id3_footer": "ID3 tag that has a footer",
             "b_id3_wav": "a WAV after an ID3 tag, which the decoder misreads",

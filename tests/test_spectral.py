@@ -54,7 +54,8 @@ def test_reflect_pad_of_rows_shorter_than_the_pad():
 def test_hifigan_preset_matches_hifigan_definition(mixed_corpus, mixed_store_on_each_device):
     """Every utterance against meldataset.mel_spectrogram: 22.05 kHz files (mono, stereo, pcm16,
     float) within 1e-4; resampled files within 2e-3 of a float64 resample (float32 rounding in
-    the resampler shows in the quietest bins near the band edge)."""
+    torchaudio's resampler shows in the quietest bins near the band edge), or 1e-4 where the
+    rates take our sparse resampler (22254 Hz)."""
     store = FeatureStore(mixed_store_on_each_device)
     worst, allowed = {}, {}
     for utt_id, _, rate, _, _ in MIXED_SPECS:
@@ -63,7 +64,7 @@ def test_hifigan_preset_matches_hifigan_definition(mixed_corpus, mixed_store_on_
         item = store[utt_id]
         assert item["mel"].shape == ref.shape == (y.shape[1] // 256, 80)
         worst[utt_id] = float(np.abs(item["mel"].numpy() - ref).max())
-        allowed[utt_id] = 1e-4 if rate == 22050 else 2e-3
+        allowed[utt_id] = 2e-3 if rate in (44100, 48000, 16000) else 1e-4
         np.testing.assert_allclose(item["energy"].numpy(), frame_energy_reference(y),
                                    rtol=1e-3, atol=1e-4)
     print("largest log-mel difference per utterance:", worst)

@@ -23,7 +23,9 @@ import zarr
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store.layout import ATTRS_KEY
 
-from conftest import write_corpus
+from conftest import MIXED_SPECS, write_corpus
+
+N = len(MIXED_SPECS)             # utterances in mixed_store
 
 
 def copy_store(store: Path, tmp_path: Path) -> tuple[Path, zarr.Group]:
@@ -39,17 +41,17 @@ def rewrite(group: zarr.Group, name: str, values: np.ndarray) -> None:
 @pytest.mark.parametrize("damage,message", [
     (lambda g, p: rewrite(g, "offsets", g["offsets"][:][::-1].copy()), "not monotonic"),
     (lambda g, p: rewrite(g, "offsets", g["offsets"][:] + 1), "not monotonic from 0"),
-    (lambda g, p: rewrite(g, "spans", g["spans"][:-1]), "spans must hold 6"),
+    (lambda g, p: rewrite(g, "spans", g["spans"][:-1]), f"spans must hold {N}"),
     (lambda g, p: rewrite(g, "spans", g["spans"][:][:, ::-1].copy()), "0 <= start <= end"),
     (lambda g, p: g.create_array("utterances/text", shape=(1,), dtype=str, overwrite=True),
-     "1 utterances/text, .* and 6 utterances"),
+     f"1 utterances/text, .* and {N} utterances"),
     (lambda g, p: g.create_array("utterances/audio", shape=(2,), dtype=str, overwrite=True),
-     "2 utterances/audio and 6 utterances"),
-    (lambda g, p: g.create_array("utterances/speaker", shape=(7,), dtype=str),
-     "7 utterances/speaker and 6 utterances"),
-    (lambda g, p: g.create_array("utterances/speaker", shape=(6,), dtype=str, fill_value="p9"),
+     f"2 utterances/audio and {N} utterances"),
+    (lambda g, p: g.create_array("utterances/speaker", shape=(N + 1,), dtype=str),
+     f"{N + 1} utterances/speaker and {N} utterances"),
+    (lambda g, p: g.create_array("utterances/speaker", shape=(N,), dtype=str, fill_value="p9"),
      r"speaker\(s\) \['p9'\] have no statistics"),
-    (lambda g, p: g.create_array("utterances/id", shape=(6,), dtype=str, overwrite=True,
+    (lambda g, p: g.create_array("utterances/id", shape=(N,), dtype=str, overwrite=True,
                                  fill_value="x"),
      r"utterance id\(s\) \['x'\] appear more than once"),
     (lambda g, p: shutil.rmtree(p / "utterances" / "audio"),

@@ -26,6 +26,7 @@ FLAC_BITS = (8, 16, 24)            # FLAC sample widths the decoder takes
 FLAC_HEADER_BYTES = 8 + 34         # "fLaC", the STREAMINFO block header and its body
 # data chunk size that streaming writers leave (ffmpeg to a pipe: kkroening/ffmpeg-python#118)
 UNKNOWN_SIZE = 0xFFFFFFFF
+MAX_SAMPLE_RATE = 768_000          # the highest in use; above it, a header is taken as corrupt
 MAX_FMT_BYTES = 64                 # of a fmt chunk (16, 18 or 40 bytes in practice)
 FINITE_CHECK_SAMPLES = 1 << 20     # float data is checked for NaN/Inf in blocks this long
 
@@ -126,8 +127,8 @@ def _read_flac(path: Path, data: bytes, file_size: int) -> AudioInfo:
     fields = int.from_bytes(data[8 + 10: 8 + 18], "big")
     rate, total = fields >> 44, fields & ((1 << 36) - 1)
     channels, bits = ((fields >> 41) & 0x7) + 1, ((fields >> 36) & 0x1F) + 1
-    if rate < 1:
-        raise AudioError(f"{path}: invalid FLAC header (sample rate 0)")
+    if not 1 <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: invalid FLAC header (sample rate {rate} Hz)")
     if bits not in FLAC_BITS:
         raise AudioError(f"{path}: unsupported FLAC sample width {bits} bits; re-encode it as "
                          "24-bit (e.g. sox IN.flac -b 24 OUT.flac)")
@@ -143,7 +144,7 @@ def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, int]:
     tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
     if tag == EXTENSIBLE and len(body) >= 26:
         tag = struct.unpack_from("<H", body, 24)[0]
-    if channels < 1 or rate < 1:
+    if channels < 1 or not 1 <= rate <= MAX_SAMPLE_RATE:
         raise AudioError(f"{path}: invalid header ({channels} channels, {rate} Hz)")
     if (tag, bits) not in SUPPORTED:
         name = f"{FORMAT_NAMES[tag]} {bits}-bit" if tag in FORMAT_NAMES else f"tag {tag:#x}"
