@@ -31,13 +31,16 @@ def test_15khz_tone_is_removed_when_downsampling_44k1_to_22k05(device):
     assert wanted - alias >= 60, f"alias only {wanted - alias:.1f} dB down"
 
 
+@pytest.mark.parametrize("path", ["torchaudio", "sparse"])
 @pytest.mark.parametrize("orig_rate, new_rate", [(22254, 22050), (11127, 24000), (48000, 22050),
                                                  (22050, 16000), (44100, 22050)])
-def test_the_sparse_path_matches_a_float64_resample(orig_rate, new_rate, device, monkeypatch):
-    """Every rate pair through the sparse path (forced here; in use where torchaudio's kernel is
-    large) against torchaudio's resample computed in float64, rows of two lengths at once."""
-    monkeypatch.setattr(resample, "MAX_DENSE_KERNEL", 0)
-    monkeypatch.setattr(resample, "_resampler", None)      # the dense path would fail
+def test_both_paths_match_a_float64_resample(orig_rate, new_rate, path, device, monkeypatch):
+    """Each rate pair through torchaudio's kernel and through the sparse path (each forced here;
+    the job takes the sparse one where torchaudio's kernel is large) against torchaudio's
+    resample computed in float64, rows of two lengths at once."""
+    monkeypatch.setattr(resample, "MAX_DENSE_KERNEL", 10 ** 12 if path == "torchaudio" else 0)
+    if path == "sparse":
+        monkeypatch.setattr(resample, "_resampler", None)      # the dense path would fail
     lengths = [9000, 5001]
     x = np.random.default_rng(3).uniform(-0.5, 0.5, (2, 9000))
     x[1, 5001:] = 0
@@ -48,7 +51,7 @@ def test_the_sparse_path_matches_a_float64_resample(orig_rate, new_rate, device,
                                                    new_rate, **KAISER_BEST).numpy()
         assert int(out_lengths[row]) == len(reference)
         np.testing.assert_allclose(out[row, : len(reference)].double().cpu().numpy(), reference,
-                                   rtol=0, atol=1e-5)
+                                   rtol=0, atol=3e-6)
         assert not out[row, len(reference):].any()
 
 
