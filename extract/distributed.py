@@ -75,8 +75,16 @@ class Ranks:
         return len(range(self.local_rank % gpus, self.local_world_size, gpus))
 
     def cpu_threads(self) -> int:
-        """CPU threads for this rank: the machine's cores split among the local ranks."""
-        return max(1, (os.cpu_count() or 1) // self.local_world_size)
+        """CPU threads for this rank: the CPUs it may use split among the local ranks."""
+        return max(1, usable_cpus() // self.local_world_size)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a Slurm allocation, taskset, docker
+    --cpuset-cpus), which os.cpu_count() ignores; every CPU where there is no mask."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def ranks_from_env() -> Ranks:

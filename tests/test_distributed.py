@@ -87,3 +87,16 @@ def test_ranks_beyond_the_gpu_count_share_the_gpus(monkeypatch):
     devices = [device_for(Ranks(rank, 3, rank, 3), torch.device("cuda")) for rank in range(3)]
     assert devices == [torch.device("cuda", i) for i in (0, 1, 0)] and chosen == [0, 1, 0]
     assert device_for(Ranks(), torch.device("cuda")) == torch.device("cuda")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_threads_follow_the_cpus_the_process_may_use():
+    """Under an affinity mask of one CPU (as Slurm or taskset set), a process and each of two
+    local ranks get one thread, whatever os.cpu_count() says."""
+    one_cpu = min(os.sched_getaffinity(0))
+    code = ("import os; from extract.distributed import Ranks; "
+            "print(os.cpu_count(), Ranks().cpu_threads(), Ranks(1, 2, 1, 2).cpu_threads())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}), check=True)
+    cpu_count, alone, per_rank = map(int, result.stdout.split())
+    assert (alone, per_rank) == (1, 1), f"os.cpu_count() {cpu_count}"

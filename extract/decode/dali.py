@@ -13,7 +13,6 @@ allocation is no file's fault: it raises `DecoderOutOfMemory` instead.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +44,12 @@ class AudioBatch:
 
 
 def decode_batches(paths: Sequence[Path], indices: Sequence[int], sizes: Sequence[int],
-                   device: torch.device, num_threads: int | None = None) -> Iterator[AudioBatch]:
+                   device: torch.device, threads: int) -> Iterator[AudioBatch]:
     """Decode `paths` in the given order (mono, native rate) in consecutive batches of `sizes`
-    files (they sum to len(paths)). Each run of equal sizes gets its own pipeline."""
+    files (they sum to len(paths)), on `threads` CPU threads. Each run of equal sizes gets its
+    own pipeline."""
     if sum(sizes) != len(paths):
         raise ValueError(f"batch sizes add up to {sum(sizes)}, not to {len(paths)} files")
-    threads = num_threads or os.cpu_count() or 1
     start = 0
     for size, files in _runs(sizes):
         end = start + files
