@@ -47,7 +47,7 @@ class JobResult:
     audio_s: float                  # of the utterances in the store
     elapsed_s: float
     device: str
-    extracted: int                  # utterances decoded by this run (fewer after --resume)
+    extracted: int                  # utterances this run stored (fewer after --resume)
     already_complete: bool = False  # --resume found nothing to do
     main: bool = True               # rank 0 (or the only process): the one that reports
     stage_s: dict[str, float] = dataclasses.field(default_factory=dict)   # extract.stages
@@ -134,7 +134,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
                                        enabled=show_progress and ranks.is_main))
         parts = ranks.gather((failed, len(todo), clock.seconds))
         failed = {i: reason for part, _, _ in parts for i, reason in part.items()}
-        extracted = sum(n for _, n, _ in parts)
+        extracted = sum(n - len(part) for part, n, _ in parts)
         stage_s = {name: round(sum(s.get(name, 0.0) for _, _, s in parts) / len(parts), 3)
                    for name in sorted({name for _, _, s in parts for name in s})}
         stage_s.update((name, round(s, 3)) for name, s in setup.seconds.items())

@@ -77,7 +77,7 @@ def write_bad(wavs):
     # the decoder's own words (libsndfile's, through DALI)
     return {"b_decoder": "audio decoder failed on this file (Failed to open encoded data: Too "
                          "many channels", "b_missing": "file not found",
-            "b_flac_truncated": "audio decoder failed on this file (Error decoding file",
+            "b_flac_truncated": "audio decoder failed on this file (it decoded ",
             "b_flac_20bit": "unsupported FLAC sample width 20 bits",
             "b_flac_no_length": "does not give the number of samples",
             "b_zero_bytes": "neither a WAV (RIFF or RF64) nor a FLAC",
@@ -164,6 +164,7 @@ def test_every_bad_item_is_named_and_the_rest_is_exactly_a_clean_run(corpora, cl
     assert result.returncode == 3, result.stderr
     assert f"skipped: {len(expected)} item(s)" in result.stdout
     store = FeatureStore(tmp_path / "messy.zarr")
+    assert f"done: {len(store)} utterances ({len(store)} extracted by this run)" in result.stdout
     reasons = {r["line"]: r["reason"] for r in store.attrs["rejected"]}
     assert set(reasons) == set(expected)
     listed = cli("inspect", tmp_path / "messy.zarr").stdout
@@ -173,6 +174,9 @@ def test_every_bad_item_is_named_and_the_rest_is_exactly_a_clean_run(corpora, cl
         assert (f"line {line} " in result.stdout) == (k < 20)     # the summary shows 20
     assert f"... and {len(expected) - 20} more" in result.stdout
     assert "b_decoder.wav" in reasons[[k for k, v in expected.items() if "decoder" in v][0]]
+    assert any(re.search(r"b_flac_truncated.flac: .* \(it decoded \d+ of the 22050 samples its "
+                         r"header gives: the file is cut short or corrupt\)$", r)
+               for r in reasons.values())
     assert_same_as_clean(tmp_path / "messy.zarr", clean_store)
     silent = store["g_silent"]
     assert not silent["voiced"].any() and not silent["f0"].any()

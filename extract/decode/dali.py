@@ -13,6 +13,7 @@ allocation is no file's fault: it raises `DecoderOutOfMemory` instead.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ PREFETCH = 2
 # failed" or "Can't allocate N bytes on device D." (strings in libdali).
 OUT_OF_MEMORY = {"std::bad_alloc": "host", "bytes on host": "host",
                  "CUDA allocation failed": "GPU", "bytes on device": "GPU"}
+# DALI's words when a file holds fewer samples than its header gives (a FLAC cut short)
+SHORT_DECODE = re.compile(r"Requested (\d+) samples but got (\d+) samples")
 
 
 class DecoderOutOfMemory(MemoryError):
@@ -106,11 +109,17 @@ def _pipeline(paths, indices, batch_size: int, device: torch.device, threads: in
 
 def _decoder_words(error: RuntimeError) -> str:
     """The decoder's own message in a DALI pipeline error: the line after "encountered:" (the
-    lines before it are DALI's frame around it), else the first line."""
+    lines before it are DALI's frame around it), else the first line; a short read in ours."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if "encountered:" in lines[:-1]:
-        return lines[lines.index("encountered:") + 1][:200]
-    return lines[0][:200] if lines else type(error).__name__
+        words = lines[lines.index("encountered:") + 1]
+    else:
+        words = lines[0] if lines else type(error).__name__
+    short = SHORT_DECODE.search(words)
+    if short:
+        return (f"it decoded {short[2]} of the {short[1]} samples its header gives: the file is "
+                "cut short or corrupt")
+    return words[:200]
 
 
 def _to_batch(outputs, device: torch.device) -> AudioBatch:
