@@ -12,11 +12,15 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 TIMEOUT = datetime.timedelta(hours=2)   # a rank waits this long for the others at a barrier
+# a container's CPU quota: cgroup v2's "QUOTA PERIOD" (or "max PERIOD"), v1's two files (-1: none)
+CPU_QUOTA_FILES = (("/sys/fs/cgroup/cpu.max",),
+                   ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
 
 
 @dataclass(frozen=True)
@@ -80,11 +84,26 @@ class Ranks:
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask (a Slurm allocation, taskset, docker
-    --cpuset-cpus), which os.cpu_count() ignores; every CPU where there is no mask."""
+    """CPUs this process may use, which os.cpu_count() ignores: its affinity mask (a Slurm
+    allocation, taskset, docker --cpuset-cpus), at most its container's CPU quota (docker
+    --cpus, a Kubernetes CPU limit), rounded down."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        cpus = len(os.sched_getaffinity(0))
+    else:
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota()
+    return cpus if quota is None else min(cpus, max(1, int(quota)))
+
+
+def cpu_quota() -> float | None:
+    """The CPUs a cgroup CPU quota allows (quota / period; cgroup v2, else v1), or None."""
+    for files in CPU_QUOTA_FILES:
+        try:
+            quota, period = " ".join(Path(f).read_text() for f in files).split()[:2]
+            return None if quota in ("max", "-1") else int(quota) / int(period)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def ranks_from_env() -> Ranks:

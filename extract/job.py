@@ -87,8 +87,9 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     if batch_size is None:
         batch_size = default_batch_size(preset_obj, torch_device, ranks)
     check_options(batch_size, shard_frames, max_duration_s, limit, overwrite, resume)
-    if ranks.distributed:
-        torch.set_num_threads(ranks.cpu_threads())
+    # at most this rank's share of the CPUs it may use (torch's default counts a whole node's,
+    # past a container's quota); fewer where the caller or OMP_NUM_THREADS asked for fewer
+    torch.set_num_threads(min(torch.get_num_threads(), ranks.cpu_threads()))
     ranks.start()
     lock = None
     clock = StageClock(torch_device)

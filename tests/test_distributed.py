@@ -12,7 +12,7 @@ import pytest
 from extract.loader import FeatureStore
 from extract.loader.feature_store import StoreFormatError
 
-from conftest import ARGS, assert_same_store, start, wait_for_shards
+from conftest import ARGS, assert_same_store, start, wait_for_shards, write_corpus
 
 
 def torchrun(nproc: int, tmp_path: Path) -> list[str]:
@@ -100,3 +100,44 @@ def test_threads_follow_the_cpus_the_process_may_use():
                             preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}), check=True)
     cpu_count, alone, per_rank = map(int, result.stdout.split())
     assert (alone, per_rank) == (1, 1), f"os.cpu_count() {cpu_count}"
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "450000 100000\n"}, 4),                   # docker --cpus=4.5 (cgroup v2)
+    ({"cpu.max": "50000 100000\n"}, 1),                    # half a CPU: still one thread
+    ({"cpu.max": "max 100000\n"}, None),                   # no quota
+    ({"quota": "100000\n", "period": "100000\n"}, 1),      # cgroup v1
+    ({"quota": "-1\n", "period": "100000\n"}, None),
+    ({}, None),                                            # no cgroup files at all
+])
+def test_threads_stay_within_a_containers_cpu_quota(tmp_path, monkeypatch, files, expected):
+    import extract.distributed as distributed
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(distributed, "CPU_QUOTA_FILES", (
+        (str(tmp_path / "cpu.max"),), (str(tmp_path / "quota"), str(tmp_path / "period"))))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    cpus = 8 if expected is None else expected              # the affinity mask's 8 otherwise
+    assert distributed.usable_cpus() == cpus
+    assert distributed.Ranks(0, 2, 0, 2).cpu_threads() == max(1, cpus // 2)
+
+
+def test_the_job_runs_torch_within_the_cpu_quota(tmp_path, monkeypatch):
+    """Under a quota of one CPU the job's torch threads drop to one (torch's default counts
+    the machine's CPUs, quota or not)."""
+    import torch
+
+    import extract.distributed as distributed
+    from extract.job import run_job
+
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    monkeypatch.setattr(distributed, "CPU_QUOTA_FILES", ((str(tmp_path / "cpu.max"),),))
+    corpus = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_job(corpus, tmp_path / "out.zarr", device="cpu", show_progress=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
