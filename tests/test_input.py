@@ -1,4 +1,5 @@
 import dataclasses
+import gzip
 import re
 import struct
 from pathlib import Path
@@ -134,6 +135,40 @@ def test_the_audio_folder_given_as_the_dataset_names_the_folder_above(tmp_path):
                                           rf"above it, {re.escape(str(folder.resolve()))}, which "
                                           r"has metadata.csv$"):
         load_corpus(folder / "wavs")
+
+
+LINES = "a|Café|café\nb|B|\n" * 40
+
+
+@pytest.mark.parametrize("content,message", [
+    (LINES.encode("utf-16"), r"is UTF-16 text; re-encode it as UTF-8 \(iconv -f UTF-16 -t UTF-8 "),
+    (LINES.encode("utf-16-le"), r"is UTF-16LE text; re-encode it as UTF-8 \(iconv -f UTF-16LE "),
+    (LINES.encode("utf-16-be"), r"is UTF-16BE text; re-encode it as UTF-8 \(iconv -f UTF-16BE "),
+    (gzip.compress(LINES.encode() * 50), r"is a gzip archive, not a metadata file of text lines; "
+                                         r"unpack it, then pass the dataset folder"),
+    (np.random.default_rng(0).bytes(3000), r"is binary data, not a metadata file of text lines"),
+    (None, r"is a WAV file, not a metadata file of text lines; pass the dataset folder "
+           r"\(metadata.csv and wavs/\) or its metadata file$"),
+])
+def test_a_metadata_file_that_is_not_text_is_named_with_what_it_is(tmp_path, content, message):
+    folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
+    metadata = folder / "metadata.csv"
+    if content is None:
+        metadata = folder / "wavs" / "a.wav"     # an audio file given as the dataset
+    metadata.write_bytes(content or metadata.read_bytes())
+    for dataset in {folder, metadata} if content else {metadata}:
+        with pytest.raises(CorpusError, match=re.escape(str(metadata)) + " " + message):
+            load_corpus(dataset)
+
+
+def test_metadata_lines_that_only_look_like_a_file_signature_are_text(tmp_path):
+    folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
+    for lines, rejected in ((b"RIFF|A|\na|A|\n", [1]),
+                            (b"a|A|\n" + b"b\x00|NUL|\n" * 3, [2, 3, 4])):
+        (folder / "metadata.csv").write_bytes(lines)
+        corpus = load_corpus(folder)
+        assert [u.id for u in corpus.utterances] == ["a"]
+        assert [r.line_number for r in corpus.rejected] == rejected
 
 
 def test_relative_names_are_pathlibs(tmp_path):

@@ -34,6 +34,12 @@ OTHER_AUDIO = {".mp3": "MP3", ".ogg": "Ogg", ".opus": "Opus", ".m4a": "AAC (m4a)
                ".webm": "WebM"}
 MAX_DURATION_S = 600.0     # default limit; longer files are skipped (--max-duration)
 MAX_FIELDS = 4             # id|text|normalized text|speaker
+TEXT_CHECKED_BYTES = 4096  # of a metadata file, looked at for binary data
+# (leading bytes, what the file is) named when a metadata file is not text
+NOT_TEXT_KINDS = ((b"RIFF", "a WAV file"), (b"RF64", "a WAV file"), (b"fLaC", "a FLAC file"),
+                  (b"OggS", "an Ogg file"), (b"ID3", "an MP3 file"), (b"PAR1", "a Parquet file"),
+                  (b"\x1f\x8b", "a gzip archive"), (b"BZh", "a bzip2 archive"),
+                  (b"PK\x03\x04", "a zip archive"), (b"\xfd7zXZ", "an xz archive"))
 
 
 class CorpusError(ValueError):
@@ -107,6 +113,8 @@ def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
         metadata = dataset
     else:
         raise CorpusError(f"dataset {dataset} does not exist")
+    if problem := _not_text(metadata):
+        raise CorpusError(f"{metadata} {problem}")
     wavs = metadata.parent.resolve() / "wavs"
     if wavs.is_symlink() and not wavs.exists():
         raise CorpusError(f"{wavs} is a link to {os.readlink(wavs)}, which does not exist")
@@ -116,6 +124,31 @@ def find_metadata(dataset: str | Path) -> tuple[Path, Path]:
             f"; {audio[0]}/ holds audio: name it wavs, or link it (ln -s {audio[0]} "
             f"{metadata.parent / 'wavs'})" if audio else ""))
     return metadata, wavs
+
+
+def _not_text(metadata: Path) -> str | None:
+    """What is wrong with `metadata` when its start is not text (UTF-16, audio, an archive,
+    other binary data), else None (also when it cannot be read: parse_metadata says so)."""
+    try:
+        with open(metadata, "rb") as f:
+            head = f.read(TEXT_CHECKED_BYTES)
+    except OSError:
+        return None
+    even_nul, odd_nul = (head[k::2].count(0) / max(len(head[k::2]), 1) for k in (0, 1))
+    utf16 = ("UTF-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else
+             "UTF-16LE" if odd_nul - even_nul > 0.6 else
+             "UTF-16BE" if even_nul - odd_nul > 0.6 else None)
+    if utf16:
+        return (f"is {utf16} text; re-encode it as UTF-8 (iconv -f {utf16} -t UTF-8 {metadata} > "
+                "utf8.csv, then move utf8.csv over it)")
+    controls = sum(b < 32 and b not in b"\t\n\r" for b in head)    # none in text lines
+    kind = next((k for start, k in NOT_TEXT_KINDS if head.startswith(start)), None)
+    if controls < (1 if kind else max(16, len(head) // 10)):
+        return None
+    kind = kind or "binary data"
+    unpack = "unpack it, then " if kind.endswith("archive") else ""
+    return (f"is {kind}, not a metadata file of text lines; {unpack}pass the dataset folder "
+            "(metadata.csv and wavs/) or its metadata file")
 
 
 def _holds_audio(folder: Path, looked_at: int = 100) -> bool:
