@@ -27,10 +27,6 @@ def _attributes(path: Path) -> dict | None:
     return attributes if isinstance(attributes, dict) else None
 
 
-def is_our_store(path: Path) -> bool:
-    return ATTRS_KEY in (_attributes(path) or {})
-
-
 def _holds_nothing(path: Path, attributes: dict | None) -> bool:
     """Whether the folder holds nothing but our lock file and perhaps the bare zarr.json (its
     `attributes` empty) of a group a job was killed as it began creating."""
