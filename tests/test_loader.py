@@ -107,6 +107,42 @@ def test_spawned_workers_read_their_own_copy_where_shared_memory_is_short(mixed_
         torch.testing.assert_close(item["energy"], store[i]["energy"], rtol=0, atol=0)
 
 
+def test_a_store_opened_with_features_reads_and_serves_only_those(mixed_store, monkeypatch):
+    import extract.loader.feature_store as feature_store
+
+    full, normalized = FeatureStore(mixed_store), FeatureStore(mixed_store, normalize=True)
+    mel_bytes = zarr.open_array(mixed_store / "mel", mode="r").nbytes
+    monkeypatch.setattr(feature_store, "available_memory", lambda: mel_bytes)
+    with pytest.raises(MemoryError, match="in_memory=True needs"):
+        FeatureStore(mixed_store, in_memory=True)
+    vocoder = FeatureStore(mixed_store, in_memory=True, features=["mel"], mel_layout="bins_first")
+    assert vocoder.frame_bytes == mel_bytes
+    loader = torch.utils.data.DataLoader(vocoder, batch_size=None, num_workers=1,
+                                         multiprocessing_context="spawn")
+    for i, item in enumerate(loader):
+        assert set(item) == {"id", "text", "mel", "mel_layout"}
+        torch.testing.assert_close(item["mel"], full[i]["mel"].T, rtol=0, atol=0)
+    batch = pad_collate([vocoder[0], vocoder[1]])
+    assert set(batch) == {"ids", "texts", "lengths", "mel"}
+    assert batch["lengths"].tolist() == full.lengths[:2].tolist()
+    prosody = FeatureStore(mixed_store, features=("energy", "voiced", "f0"), normalize=True)
+    assert prosody.features == ["f0", "voiced", "energy"]
+    for i in range(len(full)):
+        item, expected = prosody[i], normalized[i]
+        assert set(item) == {"id", "text", "f0", "voiced", "energy"}
+        for name in prosody.features:
+            torch.testing.assert_close(item[name], expected[name], rtol=0, atol=0)
+    for features, message in ((["pitch"], r"has no frame array\(s\) \['pitch'\]; it has "
+                                          r"\['mel', 'f0', 'voiced', 'voiced_prob', 'energy'\]"),
+                              ("mel", r"features must name one or more of .*, got 'mel'"),
+                              ((), r"features must name one or more of .*, got \(\)")):
+        with pytest.raises(ValueError, match=message):
+            FeatureStore(mixed_store, features=features)
+    with pytest.raises(ValueError, match="normalize=True sets unvoiced f0 frames to 0, so it "
+                                         "needs 'voiced' among the features"):
+        FeatureStore(mixed_store, features=["f0"], normalize=True)
+
+
 def test_length_bucket_sampler_covers_everything_and_groups_lengths():
     rng = np.random.default_rng(0)
     lengths = rng.integers(50, 1000, size=1000)

@@ -90,14 +90,15 @@ class LengthBucketSampler(torch.utils.data.Sampler):
 
 def pad_collate(items: list[dict]) -> dict:
     """Stack items, zero-padding the time axis: mel [B, T, n_mels] ([B, n_mels, T] for a store
-    opened with mel_layout="bins_first"; linear likewise), f0/voiced/voiced_prob/energy [B, T],
-    lengths [B] (frames), ids, texts (and speakers) as lists."""
-    lengths = torch.tensor([len(item["f0"]) for item in items], dtype=torch.int64)
+    opened with mel_layout="bins_first"; linear likewise), f0/voiced/voiced_prob/energy [B, T]
+    (those the items hold: a store opened with `features` serves only those), lengths [B]
+    (frames), ids, texts (and speakers) as lists."""
+    bins_first = items[0].get("mel_layout") == "bins_first"
+    lengths = torch.tensor([frame_count(item, bins_first) for item in items], dtype=torch.int64)
     batch = {"ids": [item["id"] for item in items], "texts": [item["text"] for item in items],
              "lengths": lengths}
     if "speaker" in items[0]:
         batch["speakers"] = [item["speaker"] for item in items]
-    bins_first = items[0].get("mel_layout") == "bins_first"
     for name in (*PADDED_FEATURES, "linear"):
         if name not in items[0]:
             continue
@@ -108,3 +109,9 @@ def pad_collate(items: list[dict]) -> dict:
         else:
             batch[name] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True)
     return batch
+
+
+def frame_count(item: dict, bins_first: bool) -> int:
+    """Frames of a store item, whichever of its frame arrays it holds."""
+    name = next(n for n in (*PADDED_FEATURES, "linear") if n in item)
+    return item[name].shape[1 if bins_first and item[name].dim() == 2 else 0]

@@ -15,6 +15,7 @@ import operator
 import os
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from multiprocessing.context import get_spawning_popen
 from pathlib import Path
 
@@ -66,13 +67,14 @@ class FeatureStore:
 
     `store[i]` / `store["id"]` -> {"id", "text", "mel" [T, n_mels] float32, "f0" [T] float32,
     "voiced" [T] bool, "voiced_prob" [T] float32, "energy" [T] float32} (torch tensors), plus
-    "speaker" when the corpus names speakers and "linear" when the preset stores it.
+    "speaker" when the corpus names speakers and "linear" when the preset stores it (of the
+    frame arrays, only those `features` names, when it is given).
     `spans[i]` is the [start, end) of the samples (at config["sample_rate"], after resampling)
     that utterance i's frames cover: the whole file unless the preset trims silence.
     `audio_files[i]` is its audio file, relative to the dataset's wavs/ folder.
-    `frame_bytes` is the size of the frame arrays: on disk (uncompressed) and in memory.
+    `frame_bytes` is the size of the frame arrays it reads: on disk (uncompressed) and in memory.
 
-    in_memory: read every array at open and serve from RAM. DataLoader workers started by fork
+    in_memory: read the arrays at open and serve from RAM. DataLoader workers started by fork
         share those pages with the main process (copy-on-write, never written); when the first
         worker is started by spawn or forkserver, the arrays move to shared memory, which every
         such worker maps (where /dev/shm lacks the room, a warning, and each of them reads its
@@ -84,10 +86,13 @@ class FeatureStore:
         (energy - mean) / std, with mean and std over voiced frames, per speaker when the store
         has speakers (stats["speakers"]; the corpus's for a speaker with no voiced frame), else
         over the corpus.
+    features: the frame arrays to read and serve (default: all the store has, `array_names`),
+        e.g. ("mel",) for a vocoder; in_memory then holds only those.
     """
 
     def __init__(self, path: str | Path, in_memory: bool = False,
-                 mel_layout: str = "frames_first", normalize: bool = False):
+                 mel_layout: str = "frames_first", normalize: bool = False,
+                 features: Sequence[str] | None = None):
         if mel_layout not in ("frames_first", "bins_first"):
             raise ValueError(f"mel_layout must be 'frames_first' or 'bins_first', "
                              f"got {mel_layout!r}")
@@ -123,6 +128,7 @@ class FeatureStore:
         if missing:
             raise StoreFormatError(f"{self.path} lacks array(s) {missing}")
         self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in group]
+        self.features = self._chosen(features, normalize)
         self.offsets = np.asarray(group[OFFSETS][:], dtype=np.int64)
         self.spans = np.asarray(group[SPANS][:], dtype=np.int64)
         fields = utterance_fields(group[UTTERANCE_GROUP])
@@ -137,9 +143,26 @@ class FeatureStore:
         self._pid: int | None = None
         self._readers: dict = {}
         self._shared: dict | None = None    # in_memory frames in shared memory ({}: no room)
-        self.frame_bytes = sum(group[name].nbytes for name in self.array_names)
+        self.frame_bytes = sum(group[name].nbytes for name in self.features)
+        self._stored_bytes = sum(group[name].nbytes for name in self.array_names)
         if in_memory:
             self._arrays()
+
+    def _chosen(self, features: Sequence[str] | None, normalize: bool) -> list[str]:
+        """The frame arrays `features` names, checked against the store's, in store order."""
+        if features is None:
+            return list(self.array_names)
+        if isinstance(features, str) or not features:
+            raise ValueError(f"features must name one or more of {self.array_names}, e.g. "
+                             f"('mel',), got {features!r}")
+        unknown = [name for name in features if name not in self.array_names]
+        if unknown:
+            raise ValueError(f"{self.path} has no frame array(s) {unknown}; it has "
+                             f"{self.array_names}")
+        if normalize and "f0" in features and "voiced" not in features:
+            raise ValueError("normalize=True sets unvoiced f0 frames to 0, so it needs 'voiced' "
+                             "among the features")
+        return [name for name in self.array_names if name in features]
 
     def _open_group(self) -> zarr.Group:
         if not self.path.exists():
@@ -235,7 +258,7 @@ class FeatureStore:
                                   f"machine has {format_bytes(free)} available; open it without "
                                   "in_memory (its default reads go to the files)")
             group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
-            for name in self.array_names:
+            for name in self.features:
                 if self.in_memory:
                     self._readers[name] = self._zarr_read(name, group[name], slice(None))
                 elif raw_layout(json.loads((self.path / name / "zarr.json").read_text())):
@@ -284,7 +307,7 @@ class FeatureStore:
         item = {"id": self.ids[index], "text": self.texts[index]}
         if self.speakers is not None:
             item["speaker"] = self.speakers[index]
-        for name in self.array_names:
+        for name in self.features:
             item[name] = torch.from_numpy(self.frames(name, index))
         if self.normalize:
             self._normalize(item)
@@ -299,11 +322,12 @@ class FeatureStore:
         s = self.stats["speakers"][item["speaker"]] if "speaker" in item else self.stats
         if s["f0_mean"] is None:        # a speaker without a voiced frame: the corpus's
             s = self.stats
-        f0_mean, f0_std = s["f0_mean"], s["f0_std"]
-        energy_mean, energy_std = s["energy_voiced_mean"], s["energy_voiced_std"]
-        voiced = item["voiced"]
-        item["f0"] = torch.where(voiced, (item["f0"] - f0_mean) / max(f0_std, 1e-8), 0.0)
-        item["energy"] = (item["energy"] - energy_mean) / max(energy_std, 1e-8)
+        if "f0" in item:
+            item["f0"] = torch.where(item["voiced"],
+                                     (item["f0"] - s["f0_mean"]) / max(s["f0_std"], 1e-8), 0.0)
+        if "energy" in item:
+            item["energy"] = ((item["energy"] - s["energy_voiced_mean"])
+                              / max(s["energy_voiced_std"], 1e-8))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -333,7 +357,7 @@ class FeatureStore:
                               "room (docker run --shm-size) or start the workers by fork",
                               stacklevel=3)
             else:       # one array at a time, each copy freed before the next is made
-                for name in self.array_names:
+                for name in self.features:
                     self._shared[name] = torch.from_numpy(readers.pop(name)).share_memory_()
                     readers[name] = self._shared[name].numpy()
         return self._shared
@@ -364,7 +388,7 @@ class FeatureStore:
             *self._speaker_lines(),
             f"  log-mel mean {s['mel_mean_global']:.6f} std {s['mel_std_global']:.6f} over all "
             "bins (Matcha's data_statistics: mel_mean, mel_std)",
-            f"  arrays ({format_bytes(self.frame_bytes)} of frames): "
+            f"  arrays ({format_bytes(self._stored_bytes)} of frames): "
             + ", ".join(f"{n} {d}" for n, (d, _, _) in
                         {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items() if n in self.array_names)
             + f", {OFFSETS} int64, {SPANS} int64, "
