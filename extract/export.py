@@ -47,6 +47,8 @@ from extract.progress import Progress
 
 RECIPE_PRESETS = {"fastpitch": "dle-fastpitch", "nemo": "nemo-fastpitch",
                   "coqui": "coqui-fastpitch"}
+EXPORTED_FEATURES = {"fastpitch": ["mel", "f0"], "nemo": ["mel", "f0", "voiced", "energy"],
+                     "coqui": ["f0"]}
 
 
 class ExportError(ValueError):
@@ -60,7 +62,7 @@ def export_store(store_path: str | Path, target: str, out_dir: str | Path,
     `dataset_name`: Coqui's BaseDatasetConfig.dataset_name, part of its cache file names."""
     if target not in RECIPE_PRESETS:
         raise ExportError(f"--to must be one of {sorted(RECIPE_PRESETS)}, got {target!r}")
-    store = FeatureStore(store_path, mel_layout="bins_first")
+    store = FeatureStore(store_path, mel_layout="bins_first", features=EXPORTED_FEATURES[target])
     out_dir = Path(out_dir)
     if out_dir.resolve().is_relative_to(store.path.resolve()):
         raise ExportError(f"{out_dir} is inside the store {store_path}; export to a folder "

@@ -122,6 +122,9 @@ def test_a_store_opened_with_features_reads_and_serves_only_those(mixed_store, m
     for i, item in enumerate(loader):
         assert set(item) == {"id", "text", "mel", "mel_layout"}
         torch.testing.assert_close(item["mel"], full[i]["mel"].T, rtol=0, atol=0)
+    with pytest.raises(KeyError, match=r"'f0' is not among the features this store was opened "
+                                       r"with, \['mel'\]"):
+        vocoder.frames("f0", 0)
     batch = pad_collate([vocoder[0], vocoder[1]])
     assert set(batch) == {"ids", "texts", "lengths", "mel"}
     assert batch["lengths"].tolist() == full.lengths[:2].tolist()

@@ -269,6 +269,9 @@ class FeatureStore:
 
     def frames(self, name: str, index: int) -> np.ndarray:
         """Array `name` for utterance `index`, as numpy."""
+        if name not in self.features:
+            raise KeyError(f"{name!r} is not among the features this store was opened with, "
+                           f"{self.features}")
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
         reader = self._arrays()[name]
         if isinstance(reader, ShardReader):
