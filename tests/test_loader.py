@@ -1,5 +1,6 @@
 import os
 import pickle
+import re
 import resource
 import shutil
 
@@ -9,6 +10,7 @@ import torch
 import zarr
 
 from extract.loader import FeatureStore, LengthBucketSampler, pad_collate
+from extract.loader.shard_reader import StoreFormatError
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
@@ -213,8 +215,17 @@ def test_a_rank_outside_the_replicas_is_refused():
         LengthBucketSampler([5, 6], 1, num_replicas=3, rank=3)
 
 
+@pytest.fixture(params=["preadv", "pread"])
+def read_path(request, monkeypatch):
+    """Shard reads straight into the output (os.preadv) and, as where os.preadv is missing,
+    through os.pread and a copy."""
+    if request.param == "pread":
+        monkeypatch.delattr(os, "preadv")
+    return request.param
+
+
 def test_random_access_to_many_shards_stays_within_the_open_file_limit(mixed_corpus,
-                                                                        tmp_path):
+                                                                        tmp_path, read_path):
     """A store of over 100 shards per array (8 frames each), read in random order under a
     limit of 256 open files, which one open file per shard and array would pass: every
     utterance equals zarr-python's read of it, and the files left open are few."""
@@ -262,3 +273,17 @@ def test_check_config_names_each_setting_that_differs_from_a_vocoders(mixed_stor
         store.check_config(sample_rate=22050, hop_length=256, n_mels=80, fmax=11025.0)
     with pytest.raises(ValueError, match="config has no hop_size, num_mels; it has name, "):
         store.check_config(num_mels=80, hop_size=256)
+
+
+def test_a_shard_file_cut_short_while_the_store_is_open_is_named(mixed_store, tmp_path,
+                                                                  read_path):
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(mixed_store, path)
+    store = FeatureStore(path)
+    store[0]                                          # the shard's index is read and kept
+    shard = path / "mel" / "c" / "0" / "0"
+    os.truncate(shard, 1000)
+    with pytest.raises(StoreFormatError, match=rf"shard file {re.escape(str(shard))} ended "
+                                               r"early: was it changed while the store was "
+                                               r"open\?"):
+        store[0]
