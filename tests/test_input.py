@@ -147,6 +147,7 @@ LINES = "a|Café|café\nb|B|\n" * 40
     (gzip.compress(LINES.encode() * 50), r"is a gzip archive, not a metadata file of text lines; "
                                          r"unpack it, then pass the dataset folder"),
     (np.random.default_rng(0).bytes(3000), r"is binary data, not a metadata file of text lines"),
+    (b"ID3\x04\x00" + bytes(40), r"is an ID3-tagged audio file, not a metadata file of text"),
     (None, r"is a WAV file, not a metadata file of text lines; pass the dataset folder "
            r"\(metadata.csv and wavs/\) or its metadata file$"),
 ])
@@ -155,7 +156,8 @@ def test_a_metadata_file_that_is_not_text_is_named_with_what_it_is(tmp_path, con
     metadata = folder / "metadata.csv"
     if content is None:
         metadata = folder / "wavs" / "a.wav"     # an audio file given as the dataset
-    metadata.write_bytes(content or metadata.read_bytes())
+    else:
+        metadata.write_bytes(content)
     for dataset in {folder, metadata} if content else {metadata}:
         with pytest.raises(CorpusError, match=re.escape(str(metadata)) + " " + message):
             load_corpus(dataset)

@@ -37,9 +37,10 @@ MAX_FIELDS = 4             # id|text|normalized text|speaker
 TEXT_CHECKED_BYTES = 4096  # of a metadata file, looked at for binary data
 # (leading bytes, what the file is) named when a metadata file is not text
 NOT_TEXT_KINDS = ((b"RIFF", "a WAV file"), (b"RF64", "a WAV file"), (b"fLaC", "a FLAC file"),
-                  (b"OggS", "an Ogg file"), (b"ID3", "an MP3 file"), (b"PAR1", "a Parquet file"),
-                  (b"\x1f\x8b", "a gzip archive"), (b"BZh", "a bzip2 archive"),
-                  (b"PK\x03\x04", "a zip archive"), (b"\xfd7zXZ", "an xz archive"))
+                  (b"OggS", "an Ogg file"), (b"ID3", "an ID3-tagged audio file"),
+                  (b"PAR1", "a Parquet file"), (b"\x1f\x8b", "a gzip archive"),
+                  (b"BZh", "a bzip2 archive"), (b"PK\x03\x04", "a zip archive"),
+                  (b"\xfd7zXZ", "an xz archive"))
 
 
 class CorpusError(ValueError):
