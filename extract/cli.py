@@ -79,12 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exit 0 even if some utterances would be skipped")
 
     inspect = commands.add_parser("inspect", help="describe a store")
-    inspect.add_argument("store")
+    inspect.add_argument("store", help="a store that tts-extract run wrote")
 
     commands.add_parser("presets", help="list the presets")
 
     export = commands.add_parser("export", help="write a store in a toolkit's own file layout")
-    export.add_argument("store")
+    export.add_argument("store", help="a finished store that tts-extract run wrote")
     export.add_argument("--to", required=True, choices=("fastpitch", "nemo", "coqui"),
                         help="fastpitch: DeepLearningExamples mels/ and pitch/ .pt files; "
                              "nemo: NeMo's per-feature .npy files and feature_stats.json; "

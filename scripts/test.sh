@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv}
 bash scripts/setup.sh test
-# The loader's oldest supported torch, with only numpy and zarr beside it
+# The loader's oldest supported torch and numpy, with only zarr beside them
 # (tests/test_loader_compat.py; a CUDA build of torch 2.4.1, about 5 GB, made once).
 old=.venv-torch2.4
-if ! "$old/bin/python" -c "import torch, zarr" 2>/dev/null; then
+if ! "$old/bin/python" -c "import torch, zarr, numpy; assert numpy.__version__ == '1.26.4'" \
+    2>/dev/null; then
   rm -rf "$old"
   "${PYTHON:-python3}" -m venv "$old"
-  "$old/bin/python" -m pip install -qq torch==2.4.1 "zarr>=3.1" numpy
+  "$old/bin/python" -m pip install -qq torch==2.4.1 "zarr>=3.1" numpy==1.26.4
 fi
 TTS_EXTRACT_LOADER_PYTHON="$PWD/$old/bin/python" "$venv/bin/python" -m pytest -q "$@"

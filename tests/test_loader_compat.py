@@ -1,8 +1,9 @@
-"""The loader on the oldest torch it supports, in an environment with only numpy, zarr and torch.
+"""The loader on the oldest torch and numpy it supports, in an environment with only numpy, zarr
+and torch.
 
-scripts/test.sh builds that environment (.venv-torch2.4: torch 2.4.1) and names its Python in
-TTS_EXTRACT_LOADER_PYTHON; the test installs our wheel there as the README tells training
-environments to, without its dependencies.
+scripts/test.sh builds that environment (.venv-torch2.4: torch 2.4.1, numpy 1.26) and names its
+Python in TTS_EXTRACT_LOADER_PYTHON; the test installs our wheel there as the README tells
+training environments to, without its dependencies.
 """
 
 import json
@@ -36,8 +37,8 @@ if __name__ == "__main__":
                 arrays[f"{utt_id}/{name}"] = batch[name][k, :n].numpy()
     np.savez(out, **arrays)
     modules = sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")})
-    print(json.dumps({"torch": torch.__version__, "extract": extract.__file__,
-                      "modules": modules}))
+    print(json.dumps({"torch": torch.__version__, "numpy": np.__version__,
+                      "extract": extract.__file__, "modules": modules}))
 """
 
 
@@ -53,8 +54,9 @@ def loader_python(wheel) -> str:
 @pytest.mark.skipif(not LOADER_PYTHON, reason="TTS_EXTRACT_LOADER_PYTHON is not set "
                                               "(scripts/test.sh sets it)")
 @pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_loader_works_on_torch_2_4_with_only_numpy_zarr_and_torch(mixed_store, loader_python,
-                                                                   tmp_path, context):
+def test_loader_works_on_torch_2_4_and_numpy_1_26_with_only_zarr_beside(mixed_store,
+                                                                        loader_python,
+                                                                        tmp_path, context):
     script = tmp_path / "read_everything.py"
     script.write_text(READ_EVERYTHING)
     out = tmp_path / "read.npz"
@@ -64,6 +66,7 @@ def test_loader_works_on_torch_2_4_with_only_numpy_zarr_and_torch(mixed_store, l
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["torch"].startswith("2.4.")
+    assert report["numpy"].startswith("1.26."), report["numpy"]   # pyproject's floor
     assert "site-packages" in Path(report["extract"]).parts, report["extract"]   # the wheel's
     heavy = {"torchaudio", "nvidia", "librosa", "soundfile", "triton"}   # the job's
     assert not heavy & set(report["modules"]), report["modules"]
