@@ -308,9 +308,14 @@ def _extract(todo: list[Utterance], utts: list[Utterance], counts: np.ndarray, p
                                                             batch_size, device, threads, failed,
                                                             progress, stop, writer.path):
                 _featurise(indices, audio, lengths, utts, counts, preset, device, writer)
-    finally:
+    except BaseException:
+        # finished shards keep their work; the error on its way (a stop, or the first shard
+        # that failed to write) is the one to report, not a later shard's
         with stage("write"):
-            writer.wait()          # also when stopped: finished shards keep their work
+            writer.wait(raise_error=False)
+        raise
+    with stage("write"):
+        writer.wait()
     return failed
 
 

@@ -5,13 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv}
 bash scripts/setup.sh test
-# The loader's oldest supported torch and numpy, with only zarr beside them
+# The loader's oldest supported torch, numpy and zarr (pyproject's floors) and nothing else
 # (tests/test_loader_compat.py; a CUDA build of torch 2.4.1, about 5 GB, made once).
 old=.venv-torch2.4
-if ! "$old/bin/python" -c "import torch, zarr, numpy; assert numpy.__version__ == '1.26.4'" \
-    2>/dev/null; then
+oldest="torch==2.4.1 numpy==1.26.4 zarr==3.1.1"
+if ! "$old/bin/python" -c "import torch, numpy, zarr
+assert f'{numpy.__version__} {zarr.__version__}' == '1.26.4 3.1.1'" 2>/dev/null; then
   rm -rf "$old"
   "${PYTHON:-python3}" -m venv "$old"
-  "$old/bin/python" -m pip install -qq torch==2.4.1 "zarr>=3.1" numpy==1.26.4
+  "$old/bin/python" -m pip install -qq $oldest
 fi
 TTS_EXTRACT_LOADER_PYTHON="$PWD/$old/bin/python" "$venv/bin/python" -m pytest -q "$@"

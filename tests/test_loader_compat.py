@@ -1,14 +1,16 @@
-"""The loader on the oldest torch and numpy it supports, in an environment with only numpy, zarr
-and torch.
+"""The loader on the oldest torch, numpy and zarr it supports (pyproject's floors), in an
+environment with nothing else.
 
-scripts/test.sh builds that environment (.venv-torch2.4: torch 2.4.1, numpy 1.26) and names its
-Python in TTS_EXTRACT_LOADER_PYTHON; the test installs our wheel there as the README tells
-training environments to, without its dependencies.
+scripts/test.sh builds that environment (.venv-torch2.4: torch 2.4.1, numpy 1.26.4, zarr 3.1.1)
+and names its Python in TTS_EXTRACT_LOADER_PYTHON; the test installs our wheel there as the README
+tells training environments to, without its dependencies.
 """
 
 import json
 import os
+import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,11 @@ import pytest
 import zarr
 
 LOADER_PYTHON = os.environ.get("TTS_EXTRACT_LOADER_PYTHON")
+PYPROJECT = Path(__file__).parents[1] / "pyproject.toml"
 
 READ_EVERYTHING = """
 import json, sys
-import numpy as np, torch
+import numpy as np, torch, zarr
 from torch.utils.data import DataLoader
 import extract
 from extract import FeatureStore, LengthBucketSampler, pad_collate
@@ -38,7 +41,8 @@ if __name__ == "__main__":
     np.savez(out, **arrays)
     modules = sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")})
     print(json.dumps({"torch": torch.__version__, "numpy": np.__version__,
-                      "extract": extract.__file__, "modules": modules}))
+                      "zarr": zarr.__version__, "extract": extract.__file__,
+                      "modules": modules}))
 """
 
 
@@ -54,9 +58,8 @@ def loader_python(wheel) -> str:
 @pytest.mark.skipif(not LOADER_PYTHON, reason="TTS_EXTRACT_LOADER_PYTHON is not set "
                                               "(scripts/test.sh sets it)")
 @pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_loader_works_on_torch_2_4_and_numpy_1_26_with_only_zarr_beside(mixed_store,
-                                                                        loader_python,
-                                                                        tmp_path, context):
+def test_loader_works_at_the_oldest_torch_numpy_and_zarr_it_supports(mixed_store, loader_python,
+                                                                     tmp_path, context):
     script = tmp_path / "read_everything.py"
     script.write_text(READ_EVERYTHING)
     out = tmp_path / "read.npz"
@@ -64,9 +67,11 @@ def test_loader_works_on_torch_2_4_and_numpy_1_26_with_only_zarr_beside(mixed_st
                             capture_output=True, text=True, cwd=tmp_path,
                             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert result.returncode == 0, result.stderr
+    assert not result.stderr, result.stderr              # no warnings either
     report = json.loads(result.stdout.splitlines()[-1])
-    assert report["torch"].startswith("2.4.")
-    assert report["numpy"].startswith("1.26."), report["numpy"]   # pyproject's floor
+    floors = dependency_floors()
+    for name in ("torch", "numpy", "zarr"):
+        assert report[name].startswith(floors[name]), (name, report[name], floors[name])
     assert "site-packages" in Path(report["extract"]).parts, report["extract"]   # the wheel's
     heavy = {"torchaudio", "nvidia", "librosa", "soundfile", "triton"}   # the job's
     assert not heavy & set(report["modules"]), report["modules"]
@@ -80,3 +85,10 @@ def test_loader_works_on_torch_2_4_and_numpy_1_26_with_only_zarr_beside(mixed_st
             for name in ("mel", "f0", "voiced", "voiced_prob", "energy"):
                 np.testing.assert_array_equal(read[f"{utt_id}/{name}"],
                                               group[name][offsets[k]:offsets[k + 1]])
+
+
+def dependency_floors() -> dict[str, str]:
+    """pyproject's lowest versions: {"torch": "2.4", ...} from its "torch>=2.4" lines."""
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    matches = (re.fullmatch(r"([\w-]+)>=([\w.]+)", d) for d in dependencies)
+    return dict(m.groups() for m in matches if m)

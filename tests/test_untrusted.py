@@ -3,6 +3,7 @@ never unpickles anything, a full disk or unwritable output is a clear error that
 dataset untouched, and nothing lands outside the output folder."""
 
 import copy
+import errno
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,10 @@ import pytest
 import torch
 import zarr
 
+from extract.job import run_job
 from extract.loader import FeatureStore, StoreFormatError
+from extract.store import writer as writer_module
+from extract.store.output import StoreError
 from extract.store.layout import ATTRS_KEY
 
 from conftest import MIXED_SPECS, write_corpus
@@ -179,6 +184,57 @@ def test_a_full_disk_is_a_clear_error_and_the_dataset_is_untouched(tmp_path):
     assert tree_digest(corpus) == before
     with pytest.raises(StoreFormatError, match="incomplete"):
         FeatureStore(tmp_path / "out.zarr")
+
+
+class DeferredExecutor:
+    """A one-thread pool whose writes run when the next one is queued (or their result is
+    asked for): the timing where the first shard's write has failed just as the second is
+    queued, every time."""
+
+    def __init__(self, *args, **kwargs):
+        self.pending = []
+
+    def submit(self, fn, *args) -> Future:
+        for future in self.pending:
+            future.run()
+        future = DeferredWrite(fn, *args)
+        self.pending = [future]
+        return future
+
+    def shutdown(self) -> None:
+        for future in self.pending:
+            future.run()
+
+
+class DeferredWrite(Future):
+    def __init__(self, fn, *args):
+        super().__init__()
+        self.call = lambda: fn(*args)
+
+    def run(self) -> None:
+        if not self.done():
+            try:
+                self.set_result(self.call())
+            except Exception as e:
+                self.set_exception(e)
+
+    def result(self, timeout=None):
+        self.run()
+        return super().result(timeout)
+
+
+def test_the_first_shard_that_fails_to_write_is_the_one_reported(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "c", [(f"u{k}", 3.0, 22050, 1, "pcm16") for k in range(8)])
+
+    def full_disk(array_dir, shard, *args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer_module, "ThreadPoolExecutor", DeferredExecutor)
+    monkeypatch.setattr(writer_module, "write_shard", full_disk)
+    # the last utterance completes shard 0 and then shard 1 (frames 2048 on)
+    with pytest.raises(StoreError, match="writing shard 0 of .* No space left on device"):
+        run_job(corpus, tmp_path / "out.zarr", device="cpu", shard_frames=2048,
+                show_progress=False)
 
 
 def test_an_unwritable_output_is_a_clear_error(tmp_path):

@@ -226,9 +226,9 @@ class StoreWriter:
         while len(self._queued) > QUEUED_SHARDS or (self._queued and self._queued[0].done()):
             self._queued.popleft().result()
 
-    def wait(self) -> None:
+    def wait(self, raise_error: bool = True) -> None:
         """Return once every queued shard is written and marked; then raise the first write
-        error, if any."""
+        error, if any and `raise_error`."""
         errors = []
         while self._queued:
             try:
@@ -238,7 +238,7 @@ class StoreWriter:
         if self._writing is not None:
             self._writing.shutdown()
             self._writing = None
-        if errors:
+        if errors and raise_error:
             raise errors[0]
 
     def _flush(self, shard: int, buffer: dict[str, np.ndarray]) -> None:
