@@ -6,6 +6,7 @@ import pytest
 
 from extract import cli as cli_module
 from extract.loader import FeatureStore
+from extract.versions import job_environment_problem
 
 from conftest import ROOT, write_corpus
 
@@ -214,6 +215,28 @@ def test_version_names_ours_and_each_dependency():
     assert result.stdout.startswith(f"tts-extract {metadata.version('tts-extract')} (")
     for name in ("torch", "torchaudio", "nvidia-dali-cuda130", "numpy", "zarr"):
         assert f"{name} {metadata.version(name)}" in result.stdout
+
+
+JOB_READY = {"torch": "2.11.0+cu130", "torchaudio": "2.11.0", "nvidia-dali-cuda130": "2.4.0"}
+
+
+@pytest.mark.parametrize("versions,problem", [
+    (JOB_READY, None),
+    ({**JOB_READY, "torch": "2.12.1", "torchaudio": "2.12.0"}, None),
+    ({**JOB_READY, "torch": "2.4.1", "torchaudio": "not installed",
+      "nvidia-dali-cuda130": "not installed"},
+     "needs torchaudio and nvidia-dali-cuda130, which this environment lacks"),
+    ({**JOB_READY, "nvidia-dali-cuda130": "not installed"}, "needs nvidia-dali-cuda130,"),
+    ({**JOB_READY, "torch": "2.10.0", "torchaudio": "2.10.0"}, "found torch 2.10.0 and"),
+    ({**JOB_READY, "torch": "2.12.0"}, "the same release, found torch 2.12.0 and torchaudio 2.11"),
+])
+def test_the_job_names_the_dependencies_it_lacks(versions, problem):
+    found = job_environment_problem(versions)
+    if problem is None:
+        assert found is None, found
+    else:
+        assert problem in found and found.endswith("pip install torch==2.11.0 "
+                                                   "torchaudio==2.11.0 nvidia-dali-cuda130")
 
 
 @pytest.mark.parametrize("args", [["presets"], ["--help"], ["--version"], ["demo", "{tmp}"]])

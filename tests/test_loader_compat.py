@@ -92,3 +92,18 @@ def dependency_floors() -> dict[str, str]:
     dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     matches = (re.fullmatch(r"([\w-]+)>=([\w.]+)", d) for d in dependencies)
     return dict(m.groups() for m in matches if m)
+
+
+@pytest.mark.skipif(not LOADER_PYTHON, reason="TTS_EXTRACT_LOADER_PYTHON is not set "
+                                              "(scripts/test.sh sets it)")
+def test_the_job_in_a_loader_only_environment_is_one_clear_error(mixed_corpus, loader_python,
+                                                                  tmp_path):
+    result = subprocess.run([loader_python, "-m", "extract", "run", str(mixed_corpus),
+                             str(tmp_path / "out.zarr"), "--device", "cpu"],
+                            capture_output=True, text=True, cwd=tmp_path,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("tts-extract: error: the extraction job needs torchaudio "
+                                    "and nvidia-dali-cuda130"), result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "out.zarr").exists()
