@@ -39,7 +39,7 @@ def job_environment_problem(versions: dict[str, str]) -> str | None:
                if versions[name] == "not installed"]
     if missing:
         return (f"the extraction job needs {' and '.join(missing)}, which this environment "
-                f"lacks (an install for training loops: the loader alone); {JOB_INSTALL}")
+                f"lacks (an install for the loader alone?); {JOB_INSTALL}")
     torch_release, audio_release = (_release(versions[n]) for n in ("torch", "torchaudio"))
     if torch_release < JOB_TORCH or audio_release != torch_release:
         return (f"the extraction job needs torch >= {'.'.join(map(str, JOB_TORCH))} with the "
