@@ -34,7 +34,7 @@ from extract.store.layout import CHUNK_FRAMES, SHARD_FRAMES, marked_shards
 from extract.store.lock import StoreLock
 from extract.store.output import StoreError, disk_space_note, open_output
 from extract.store.writer import StoreWriter
-from extract.versions import dependency_versions, job_environment_problem
+from extract.versions import dali_found, dependency_versions, job_environment_problem
 
 WINDOW_SHARDS = 32                  # utterances are length-sorted within windows this long
 
@@ -81,7 +81,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
     store, each rank extracts the utterances of its own contiguous range of shards, and rank 0
     finalises the store once every rank is done."""
     started = time.perf_counter()
-    if problem := job_environment_problem(dependency_versions()):
+    if problem := job_environment_problem(dependency_versions(), dali_found()):
         raise RuntimeError(problem)
     preset_obj = load_preset(preset)
     ranks = ranks_from_env()

@@ -5,7 +5,7 @@ distributions' metadata, so nothing heavy is imported; and whether they can run 
 from __future__ import annotations
 
 import re
-from importlib import metadata
+from importlib import metadata, util
 
 import extract
 
@@ -32,11 +32,13 @@ def version_line() -> str:
     return f"tts-extract {ours} (" + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")"
 
 
-def job_environment_problem(versions: dict[str, str]) -> str | None:
-    """What keeps the extraction job from running with these `dependency_versions`, and the
-    fix; None when nothing does. (The loader alone needs only torch >= 2.4, numpy and zarr.)"""
-    missing = [name for name in ("torchaudio", "nvidia-dali-cuda130")
-               if versions[name] == "not installed"]
+def job_environment_problem(versions: dict[str, str], has_dali: bool) -> str | None:
+    """What keeps the extraction job from running with these `dependency_versions` and DALI
+    (any CUDA build of it) found or not, and the fix; None when nothing does. (The loader
+    alone needs only torch >= 2.4, numpy and zarr.)"""
+    lacking = {"torchaudio": versions["torchaudio"] == "not installed",
+               "DALI (nvidia-dali-cuda130)": not has_dali}
+    missing = [name for name, absent in lacking.items() if absent]
     if missing:
         return (f"the extraction job needs {' and '.join(missing)}, which this environment "
                 f"lacks (an install for the loader alone?); {JOB_INSTALL}")
@@ -52,3 +54,11 @@ def _release(version: str) -> tuple[int, int]:
     """(major, minor) of a version string such as '2.11.0+cu130'."""
     match = re.match(r"(\d+)\.(\d+)", version)
     return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def dali_found() -> bool:
+    """Whether DALI can be imported (without importing it)."""
+    try:
+        return util.find_spec("nvidia.dali") is not None
+    except ImportError:             # no `nvidia` package at all
+        return False
