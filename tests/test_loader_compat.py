@@ -1,8 +1,8 @@
 """The loader on the oldest torch, numpy and zarr it supports (pyproject's floors), in an
-environment with nothing else.
+environment with nothing else but google-crc32c; and the job there, which lacks its dependencies.
 
 scripts/test.sh builds that environment (.venv-torch2.4: torch 2.4.1, numpy 1.26.4, zarr 3.1.1)
-and names its Python in TTS_EXTRACT_LOADER_PYTHON; the test installs our wheel there as the README
+and names its Python in TTS_EXTRACT_LOADER_PYTHON; the tests install our wheel there as the README
 tells training environments to, without its dependencies.
 """
 

@@ -25,8 +25,8 @@ import zarr
 from extract.job import run_job
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store import writer as writer_module
-from extract.store.output import StoreError
 from extract.store.layout import ATTRS_KEY
+from extract.store.output import StoreError
 
 from conftest import MIXED_SPECS, write_corpus
 
