@@ -201,15 +201,15 @@ def print_presets(stream) -> None:
 
 
 def cmd_export(args) -> int:
-    from extract.export import RECIPE_PRESETS, export_store, fastpitch_train_flags
-    from extract.loader.feature_store import FeatureStore
+    from extract.export import (RECIPE_PRESETS, export_store, fastpitch_train_flags,
+                                open_for_export)
 
-    store = FeatureStore(args.store)
+    store = open_for_export(args.store, args.to)
     preset = store.config["name"]
     if preset != RECIPE_PRESETS[args.to]:
         print(f"note: {args.store} uses preset {preset!r}; {args.to}'s recipe computes its "
               f"features as preset {RECIPE_PRESETS[args.to]!r} does", file=sys.stderr)
-    count = export_store(args.store, args.to, args.dir, args.overwrite, args.dataset_name,
+    count = export_store(store, args.to, args.dir, args.overwrite, args.dataset_name,
                          show_progress=not args.quiet)
     print(f"exported {count} utterances to {args.dir} ({args.to} layout)")
     if args.to == "fastpitch":

@@ -55,17 +55,26 @@ class ExportError(ValueError):
     """The export cannot be written as asked."""
 
 
-def export_store(store_path: str | Path, target: str, out_dir: str | Path,
-                 overwrite: bool = False, dataset_name: str = "",
-                 show_progress: bool = False) -> int:
-    """Export every utterance of the store to `out_dir` in `target`'s layout; return the count.
-    `dataset_name`: Coqui's BaseDatasetConfig.dataset_name, part of its cache file names."""
+def open_for_export(store_path: str | Path, target: str) -> FeatureStore:
+    """The store at `store_path`, opened to read what `target`'s layout needs."""
     if target not in RECIPE_PRESETS:
         raise ExportError(f"--to must be one of {sorted(RECIPE_PRESETS)}, got {target!r}")
-    store = FeatureStore(store_path, mel_layout="bins_first", features=EXPORTED_FEATURES[target])
+    return FeatureStore(store_path, mel_layout="bins_first", features=EXPORTED_FEATURES[target])
+
+
+def export_store(store: str | Path | FeatureStore, target: str, out_dir: str | Path,
+                 overwrite: bool = False, dataset_name: str = "",
+                 show_progress: bool = False) -> int:
+    """Export every utterance of the store (a path, or `open_for_export`'s store for `target`)
+    to `out_dir` in `target`'s layout; return the count. `dataset_name`: Coqui's
+    BaseDatasetConfig.dataset_name, part of its cache file names."""
+    if not isinstance(store, FeatureStore):
+        store = open_for_export(store, target)
+    elif store.mel_layout != "bins_first" or set(EXPORTED_FEATURES[target]) - set(store.features):
+        raise ValueError(f"open the store with open_for_export(path, {target!r})")
     out_dir = Path(out_dir)
     if out_dir.resolve().is_relative_to(store.path.resolve()):
-        raise ExportError(f"{out_dir} is inside the store {store_path}; export to a folder "
+        raise ExportError(f"{out_dir} is inside the store {store.path}; export to a folder "
                           "outside it")
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir} exists and is not a folder; name a folder to export into")

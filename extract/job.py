@@ -100,7 +100,7 @@ def run_job(dataset: str | Path, out: str | Path, preset: str = DEFAULT_PRESET,
         corpus = resuming = None
         if ranks.is_main:
             try:
-                with setup.running(), stage("read corpus"):
+                with setup.running():
                     corpus, lock, resuming = _open(dataset, out, preset_obj, limit, overwrite,
                                                    resume, max_duration_s, shard_frames,
                                                    show_progress)
@@ -241,12 +241,14 @@ def _open(dataset, out, preset: Preset, limit, overwrite: bool, resume: bool,
           max_duration_s: float, shard_frames: int, show_progress: bool
           ) -> tuple[Corpus, StoreLock, bool]:
     """Read the corpus and lock the output: (corpus, lock, whether a store is resumed)."""
-    corpus = load_corpus(dataset, limit, show_progress)
-    utterances, counts, _ = plan(corpus, preset, max_duration_s)   # none: fail before `out`
+    with stage("read corpus"):
+        corpus = load_corpus(dataset, limit, show_progress)
+        utterances, counts, _ = plan(corpus, preset, max_duration_s)   # none: fail before `out`
     for note in data_notes(preset, utterances):   # about the data: shown even when quiet
         print(note, file=sys.stderr)
     out = Path(out)
-    lock, resuming = open_output(out, overwrite, resume)
+    with stage("open output"):
+        lock, resuming = open_output(out, overwrite, resume, show_progress)
     frames = int(counts.sum())
     shards = -(-frames // shard_frames)
     unfinished = shards - len(marked_shards(out)) if resuming else shards

@@ -33,7 +33,8 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     assert "\n  time by stage: " in result.stdout and "write " in result.stdout
     store = FeatureStore(out)
     run = store.attrs["run"]
-    assert set(run["stage_s"]) == {"read corpus", "create store", "decode", "resample",
+    assert set(run["stage_s"]) == {"read corpus", "open output", "create store", "decode",
+                                   "resample",
                                    "spectrogram", "pitch frames", "pitch (pyin observations)",
                                    "pitch (pyin Viterbi)", "to host", "write"}
     assert all(s >= 0 for s in run["stage_s"].values())
@@ -57,6 +58,7 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     assert len(FeatureStore(out)) == 100                                # untouched
     limited = cli("run", demo_corpus, out, "--device", "cpu", "--limit", "3", "--overwrite")
     assert limited.returncode == 0 and len(FeatureStore(out)) == 3
+    assert f"--overwrite: deleting the finished store in {out}" in limited.stderr
 
 
 @pytest.mark.parametrize("args,message", [

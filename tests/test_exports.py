@@ -186,6 +186,9 @@ def test_export_refuses_ids_outside_and_non_empty_folders(store, tmp_path):
         export_store(store, "nemo", tmp_path / "full")
     with pytest.raises(ExportError, match="--to must be one of"):
         export_store(store, "espnet", tmp_path / "x")
+    with pytest.raises(ValueError, match=r"open_for_export\(path, 'fastpitch'\)"):
+        export_store(FeatureStore(store), "fastpitch", tmp_path / "x")   # [T, n_mels] mels
+    assert not (tmp_path / "x").exists()
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(ExportError, match="a_file exists and is not a folder"):
         export_store(store, "nemo", tmp_path / "a_file")

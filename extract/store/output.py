@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from extract.progress import format_bytes
@@ -41,11 +42,13 @@ def _nothing_to_resume(path: Path, record: dict) -> bool:
     return not (record.get("complete") or record.get("compacting") or marked_shards(path))
 
 
-def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, bool]:
+def open_output(path: Path, overwrite: bool, resume: bool,
+                show_progress: bool = False) -> tuple[StoreLock, bool]:
     """Lock the output folder for this job; return the lock and whether there is an unfinished
     store to resume (one with finished shards: one without is started over, as nothing is
     lost). Refuses an existing output without --resume or --overwrite, and never deletes
-    anything but a tts-extract store (or an empty folder)."""
+    anything but a tts-extract store (or an empty folder); says so before deleting work
+    (`show_progress`), which for a large store takes a while."""
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} exists and is not a folder; name a new folder for the store")
     try:
@@ -71,6 +74,9 @@ def open_output(path: Path, overwrite: bool, resume: bool) -> tuple[StoreLock, b
     except OSError as e:
         raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
     if empty or (ours and (overwrite or _nothing_to_resume(path, record))):
+        if show_progress and ours and not _nothing_to_resume(path, record):
+            print(f"--overwrite: deleting the {'' if record.get('complete') else 'un'}finished "
+                  f"store in {path}", file=sys.stderr)
         for child in path.iterdir():
             if child.name != LOCK_NAME:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
