@@ -23,17 +23,14 @@ import numpy as np
 import torch
 import zarr
 
+from extract.loader.describe import SHOWN_REJECTIONS, describe_store
 from extract.loader.record import record_problem
 from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
-from extract.progress import format_audio_length, format_bytes
-from extract.stages import summary
+from extract.progress import format_bytes
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS, UTTERANCE_GROUP,
                                   marked_shards, utterance_fields)
 from extract.store.lock import running_owner
-
-
-SHOWN_REJECTIONS = 20
 
 
 def available_memory() -> int | None:
@@ -72,7 +69,9 @@ class FeatureStore:
     `spans[i]` is the [start, end) of the samples (at config["sample_rate"], after resampling)
     that utterance i's frames cover: the whole file unless the preset trims silence.
     `audio_files[i]` is its audio file, relative to the dataset's wavs/ folder.
-    `frame_bytes` is the size of the frame arrays it reads: on disk (uncompressed) and in memory.
+    `frame_bytes` is the size of the frame arrays it reads: on disk (uncompressed) and in memory;
+    `stored_bytes` that of all the store's frame arrays. `field_names`: its utterances' string
+    fields (id, text, audio, speaker where the corpus names speakers).
 
     in_memory: read the arrays at open and serve from RAM. DataLoader workers started by fork
         share those pages with the main process (copy-on-write, never written); when the first
@@ -135,7 +134,7 @@ class FeatureStore:
         self._check_consistency(group, fields)
         self.ids, self.texts, self.audio_files = fields["id"], fields["text"], fields["audio"]
         self.speakers = fields.get("speaker")
-        self._fields = list(fields)
+        self.field_names = list(fields)
         if normalize and self.stats["f0_mean"] is None:
             raise ValueError(f"{self.path} has no voiced frame to normalise by; open it "
                              "without normalize=True")
@@ -144,7 +143,7 @@ class FeatureStore:
         self._readers: dict = {}
         self._shared: dict | None = None    # in_memory frames in shared memory ({}: no room)
         self.frame_bytes = sum(group[name].nbytes for name in self.features)
-        self._stored_bytes = sum(group[name].nbytes for name in self.array_names)
+        self.stored_bytes = sum(group[name].nbytes for name in self.array_names)
         if in_memory:
             self._arrays()
 
@@ -367,72 +366,4 @@ class FeatureStore:
 
     def describe(self, shown_rejections: int | None = SHOWN_REJECTIONS) -> str:
         """What the store holds, with the first `shown_rejections` skipped items (None: all)."""
-        c, s = self.config, self.stats
-        rejected = self.attrs.get("rejected", [])
-        hidden = 0 if shown_rejections is None else max(0, len(rejected) - shown_rejections)
-        frames = self.lengths
-        trimmed = c.get("trim_top_db") is not None
-        audio = format_audio_length(int(np.diff(self.spans).sum()) / c["sample_rate"])
-        audio += " after trimming silence" if trimmed else ""
-        return "\n".join([
-            f"{self.path}: tts-extract store, format {self.attrs['format_version']}, complete",
-            f"  utterances: {len(self)}  frames: {frames.sum()}  "
-            f"(min {frames.min()}, median {int(np.median(frames))}, max {frames.max()})  "
-            f"audio: {audio}",
-            f"  preset: {c['name']} ({c['description']})",
-            f"  {c['sample_rate']} Hz, n_fft {c['n_fft']}, win {c['win_length']}, "
-            f"hop {c['hop_length']}, {c['n_mels']} mels {c['fmin']:g}-{c['fmax']:g} Hz, "
-            f"frames: {c['frame_count_rule']}, frame 0 centre {c['frame_center_offset_s']:.6f} s"
-            + (f", after trimming silence below {c['trim_top_db']:g} dB" if trimmed else ""),
-            f"  pitch: {c['pitch']['method']} {c['pitch']['fmin']:g}-{c['pitch']['fmax']:g} Hz; "
-            f"f0 mean {_fmt(s['f0_mean'])} std {_fmt(s['f0_std'])} Hz over "
-            f"{s['f0_voiced_frames']} voiced frames",
-            f"  energy mean {_fmt(s['energy_mean'])} std {_fmt(s['energy_std'])}",
-            *self._speaker_lines(),
-            f"  log-mel mean {s['mel_mean_global']:.6f} std {s['mel_std_global']:.6f} over all "
-            "bins (Matcha's data_statistics: mel_mean, mel_std)",
-            f"  arrays ({format_bytes(self._stored_bytes)} of frames): "
-            + ", ".join(f"{n} {d}" for n, (d, _, _) in
-                        {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}.items() if n in self.array_names)
-            + f", {OFFSETS} int64, {SPANS} int64, "
-            f"{UTTERANCE_GROUP}/{{{','.join(self._fields)}}} string",
-            f"  skipped: {len(rejected)} item(s)"
-            + "".join(f"\n    line {r['line']} ({r['entry']}): {r['reason']}"
-                      for r in rejected[:shown_rejections])
-            + (f"\n    ... and {hidden} more (tts-extract inspect {self.path} lists them all)"
-               if hidden else ""),
-            *_run_lines(self.attrs.get("run")),
-            f"  manifest sha256: {self.attrs['manifest_sha256']}",
-            "  versions: " + ", ".join(f"{k} {v}" for k, v in self.attrs["versions"].items()),
-        ])
-
-    def _speaker_lines(self) -> list[str]:
-        """How many speakers, their utterance counts, and those without a voiced frame."""
-        if self.speakers is None:
-            return []
-        counts = np.array(list(Counter(self.speakers).values()))
-        mute = [name for name, s in self.stats["speakers"].items() if s["f0_mean"] is None]
-        return [f"  speakers: {len(counts)}, {counts.min()}-{counts.max()} utterances each "
-                f"(median {np.median(counts):g}); f0 and energy statistics per speaker"
-                + (f"; {len(mute)} with no voiced frame ({', '.join(map(repr, mute[:3]))}"
-                   f"{', ...' if len(mute) > 3 else ''}: normalize=True uses the corpus's "
-                   "statistics for them)" if mute else "")]
-
-
-def _run_lines(run: dict | None) -> list[str]:
-    """How the job that finished the store ran."""
-    if not run:
-        return []
-    elapsed = run["elapsed_s"]
-    line = f"  {'finished by a resumed run' if run['resumed'] else 'written'} on {run['device']} " \
-           f"in {elapsed:.1f} s"
-    if elapsed > 0 and not run["resumed"]:
-        line += f" ({run['audio_s'] / elapsed:.0f}x real time)"
-    if run["ranks"] > 1:
-        line += f" by {run['ranks']} ranks"
-    line += f", batch size {run['batch_size']}"
-    return [line] + (["  " + summary(run["stage_s"], elapsed)] if elapsed > 0 else [])
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+        return describe_store(self, shown_rejections)
