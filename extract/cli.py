@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="describe a store")
     inspect.add_argument("store", help="a store that tts-extract run wrote")
 
-    commands.add_parser("presets", help="list the presets")
+    presets = commands.add_parser("presets", help="list the presets, or print one in full")
+    presets.add_argument("preset", nargs="?",
+                         help="a preset name or YAML file: print its every field, defaults "
+                              "included, as a preset file")
 
     export = commands.add_parser("export", help="write a store in a toolkit's own file layout")
     export.add_argument("store", help="a finished store that tts-extract run wrote")
@@ -189,7 +192,12 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    print_presets(sys.stdout)
+    from extract.config import load_preset
+
+    if args.preset is None:
+        print_presets(sys.stdout)
+    else:
+        print(load_preset(args.preset).to_yaml(), end="")
     return EXIT_OK
 
 

@@ -128,6 +128,15 @@ class Preset:
         d["frame_center_offset_s"] = self.frame_center_offset_s
         return d
 
+    def to_yaml(self) -> str:
+        """Every field, defaults included, as a preset file that --preset takes back as it is
+        (or edited), headed by the frame grid it gives."""
+        fields = dataclasses.asdict(self)
+        del fields["name"]
+        return (f"# preset {self.name}: {self.frame_count_rule} frames, frame t centred at "
+                f"sample {self.frame_center_offset} + t * {self.hop_length}\n"
+                + yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=1000))
+
 
 def preset_dir() -> Path:
     return Path(str(resources.files("extract.configs")))

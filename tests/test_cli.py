@@ -1,8 +1,10 @@
+import dataclasses
 import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from extract import cli as cli_module
 from extract.loader import FeatureStore
@@ -96,6 +98,30 @@ def test_presets_lists_every_preset_and_an_unknown_name_prints_the_list(demo_cor
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("tts-extract: error: unknown preset 'nope'; known presets:")
     assert unknown.stderr.strip().splitlines()[1:] == lines
+
+
+def test_presets_prints_one_in_full_as_a_file_that_loads_back(tmp_path, capsys):
+    from extract.config import PitchConfig, Preset, load_preset, preset_names
+
+    fields = {f.name for f in dataclasses.fields(Preset)} - {"name"}
+    pitch_fields = {f.name for f in dataclasses.fields(PitchConfig)}
+    for name in preset_names():
+        assert cli_module.main(["presets", name]) == 0
+        text = capsys.readouterr().out
+        printed = yaml.safe_load(text)
+        assert set(printed) == fields and set(printed["pitch"]) == pitch_fields  # defaults too
+        (tmp_path / f"{name}.yaml").write_text(text)
+        assert load_preset(str(tmp_path / f"{name}.yaml")) == load_preset(name)
+        assert load_preset(name).hop_length == 256
+        centre = 0 if load_preset(name).padding.endswith("_center") else 128
+        assert text.startswith(f"# preset {name}: num_samples // hop_length "
+                               f"{'+ 1 ' if centre == 0 else ''}frames, frame t centred at "
+                               f"sample {centre} + t * 256\n")
+    (tmp_path / "low.yaml").write_text("base: hifigan\npitch:\n  fmin: 50.0\n")
+    assert cli_module.main(["presets", str(tmp_path / "low.yaml")]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["pitch"]["fmin"] == 50.0 and printed["pitch"]["fmax"] == 2093.0
+    assert printed["hop_length"] == 256 and printed["peak_normalize"] == 0.95
 
 
 def test_ctrl_c_outside_extraction_is_one_line_and_status_130(monkeypatch, capsys):
