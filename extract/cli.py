@@ -4,7 +4,8 @@ Exit status of `run`: 0 when every utterance was extracted; 3 when the store is 
 some items were skipped (each named in the summary and in the store; --allow-skipped makes
 this 0); 2 for errors that stop the job (one line, `tts-extract: error: ...`); 130 or 143 when
 SIGINT or SIGTERM stopped it (rerun with --resume). `check` exits 3 when a run would skip
-items, else 0 (or 2).
+items, else 0 (or 2); `inspect --against` and `presets NAME --against` 1 when a mel setting
+differs from the toolkit config's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from extract.progress import format_audio_length
 from extract.store.layout import SHARD_FRAMES
 from extract.versions import version_line
 
-EXIT_OK, EXIT_FATAL, EXIT_SKIPPED = 0, 2, 3
+EXIT_OK, EXIT_DIFFERS, EXIT_FATAL, EXIT_SKIPPED = 0, 1, 2, 3
+AGAINST_HELP = ("a vocoder's or acoustic model's own config file (JSON or YAML): compare its mel "
+                "settings with these; exit status 1 when one differs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,11 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="describe a store")
     inspect.add_argument("store", help="a store that tts-extract run wrote")
+    inspect.add_argument("--against", metavar="CONFIG", help=AGAINST_HELP)
 
     presets = commands.add_parser("presets", help="list the presets, or print one in full")
     presets.add_argument("preset", nargs="?",
                          help="a preset name or YAML file: print its every field, defaults "
                               "included, as a preset file")
+    presets.add_argument("--against", metavar="CONFIG", help=AGAINST_HELP)
 
     export = commands.add_parser("export", help="write a store in a toolkit's own file layout")
     export.add_argument("store", help="a finished store that tts-extract run wrote")
@@ -187,6 +192,9 @@ def cmd_inspect(args) -> int:
     from extract.loader.feature_store import FeatureStore
 
     store = FeatureStore(args.store)
+    if args.against:
+        return print_comparison(f"{args.store} (preset {store.config['name']})", store.config,
+                                args.against)
     print(store.describe(shown_rejections=None))
     return 0
 
@@ -195,9 +203,33 @@ def cmd_presets(args) -> int:
     from extract.config import load_preset
 
     if args.preset is None:
+        if args.against:
+            raise ValueError("--against compares one preset: tts-extract presets NAME --against "
+                             "CONFIG")
         print_presets(sys.stdout)
+    elif args.against:
+        preset = load_preset(args.preset)
+        return print_comparison(f"preset {preset.name}", preset.to_dict(), args.against)
     else:
         print(load_preset(args.preset).to_yaml(), end="")
+    return EXIT_OK
+
+
+def print_comparison(ours: str, config: dict, against: str) -> int:
+    """The mel settings of `config` (ours: what it is) against a toolkit's config file; the
+    exit status."""
+    from extract.toolkit_config import compare_with_config
+
+    lines, differing = compare_with_config(config, against)
+    print(f"{ours} against {against}:", *lines, sep="\n")
+    mirrors = f" ({config['mirrors']})" if config.get("mirrors") else ""
+    print(f"a config file gives only these; the padding, window, magnitude, log and frame count "
+          f"are in the toolkit's code, which preset {config['name']} mirrors{mirrors}")
+    if differing:
+        print(f"{', '.join(differing)} {'differs' if len(differing) == 1 else 'differ'}: a model "
+              "trained on the config's mels would be given other ones; extract with a preset "
+              "that matches (tts-extract presets NAME prints one in full, to edit as your own)")
+        return EXIT_DIFFERS
     return EXIT_OK
 
 

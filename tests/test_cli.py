@@ -48,6 +48,13 @@ def test_run_and_inspect_the_demo_corpus(demo_corpus, tmp_path):
     inspect = cli("inspect", out)
     assert inspect.returncode == 0 and "utterances: 100" in inspect.stdout
     assert "written on cpu in " in inspect.stdout and "time by stage: " in inspect.stdout
+    bigvgan_v2 = tmp_path / "bigvgan.json"          # the 22 kHz BigVGAN v2's: fmax null
+    bigvgan_v2.write_text('{"sampling_rate": 22050, "n_fft": 1024, "num_mels": 80, '
+                          '"hop_size": 256, "win_size": 1024, "fmin": 0, "fmax": null}')
+    against = cli("inspect", out, "--against", bigvgan_v2)
+    assert against.returncode == 1, against.stderr
+    assert against.stdout.startswith(f"{out} (preset hifigan) against {bigvgan_v2}:\n")
+    assert "  fmax 8000: fmax null (= 11025) DIFFERS\n" in against.stdout
     estimate = re.search(r"a store of about ([\d.]+) MB", cli("check", demo_corpus).stdout)
     on_disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     shown = re.search(r"arrays \(([\d.]+) MB of frames\)", inspect.stdout)
