@@ -202,16 +202,35 @@ def cmd_inspect(args) -> int:
 def cmd_presets(args) -> int:
     from extract.config import load_preset
 
+    if args.preset is None and args.against:
+        return print_matching_presets(args.against)
     if args.preset is None:
-        if args.against:
-            raise ValueError("--against compares one preset: tts-extract presets NAME --against "
-                             "CONFIG")
         print_presets(sys.stdout)
     elif args.against:
         preset = load_preset(args.preset)
         return print_comparison(f"preset {preset.name}", preset.to_dict(), args.against)
     else:
         print(load_preset(args.preset).to_yaml(), end="")
+    return EXIT_OK
+
+
+def print_matching_presets(against: str) -> int:
+    """The presets whose mel settings agree with a toolkit's config file; the exit status."""
+    from extract.config import load_preset, preset_names
+    from extract.toolkit_config import compare_settings, settings_in_file
+
+    found = settings_in_file(against)
+    presets = [load_preset(name) for name in preset_names()]
+    matching = [p for p in presets if not compare_settings(p.to_dict(), found)[1]]
+    if not matching:
+        print(f"no preset agrees with {against}'s mel settings: tts-extract presets NAME "
+              f"--against {against} shows how one differs; a YAML file with `base: NAME` and "
+              "the settings that differ makes your own (README: Presets)")
+        return EXIT_DIFFERS
+    print(f"presets whose mel settings agree with {against} (pick the one whose toolkit made "
+          "it: the padding, window, magnitude and log are in the toolkit's code):")
+    for preset in matching:
+        print(f"  {preset.name:16s} {preset.mirrors}")
     return EXIT_OK
 
 

@@ -110,15 +110,26 @@ def _meaning(setting: str, value, ours: dict):
     return None
 
 
-def compare_with_config(ours: dict, path: str | Path) -> tuple[list[str], list[str]]:
-    """Our config (a store's `config`, or Preset.to_dict()) against the toolkit config at
-    `path`: a line per setting, and the settings that differ. ValueError where the file names
-    none of them."""
+def settings_in_file(path: str | Path) -> dict[str, list[tuple[str, object]]]:
+    """`mel_settings` of the config file at `path`; ValueError where it names none of them."""
     found = mel_settings(read_config(path))
     if not found:
         names = ", ".join(name for names in SETTING_NAMES.values() for name in names)
         raise ValueError(f"{path} names none of the mel settings (looked for {names}); is it a "
                          "vocoder's or acoustic model's config?")
+    return found
+
+
+def compare_with_config(ours: dict, path: str | Path) -> tuple[list[str], list[str]]:
+    """Our config (a store's `config`, or Preset.to_dict()) against the toolkit config at
+    `path`: a line per setting, and the settings that differ."""
+    return compare_settings(ours, settings_in_file(path))
+
+
+def compare_settings(ours: dict, found: dict[str, list[tuple[str, object]]]
+                     ) -> tuple[list[str], list[str]]:
+    """Our config against settings found in a config file (`mel_settings`): a line per
+    setting, and the settings that differ."""
     lines, differing = [], []
     for setting in SETTING_NAMES:
         theirs = []

@@ -233,5 +233,14 @@ def test_a_config_that_cannot_be_compared_is_one_clear_error(name, content, mess
     assert err.startswith("tts-extract: error: ") and message in err and len(err.splitlines()) == 1
     assert cli_module.main(["presets", "hifigan", "--against", str(tmp_path / "none")]) == 2
     assert "cannot read the config" in capsys.readouterr().err
-    assert cli_module.main(["presets", "--against", str(path)]) == 2
-    assert "compares one preset" in capsys.readouterr().err
+
+
+def test_presets_against_a_config_lists_those_that_agree(tmp_path, capsys):
+    hifigan = write(tmp_path, "config_v1.json", HIFIGAN_V1)
+    assert cli_module.main(["presets", "--against", str(hifigan)]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert {"hifigan", "matcha", "nemo-hifigan"} <= listed                # 22050, 80, 0-8000
+    assert not {"bigvgan-v2-22k", "vits", "espnet", "vocos"} & listed     # fmax, fmin, rate
+    rate_44k = write(tmp_path, "44k.json", dict(HIFIGAN_V1, sampling_rate=44100))
+    assert cli_module.main(["presets", "--against", str(rate_44k)]) == 1
+    assert capsys.readouterr().out.startswith(f"no preset agrees with {rate_44k}'s mel settings")
