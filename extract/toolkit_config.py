@@ -57,14 +57,18 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
-def _entries(node, path: str = "") -> Iterator[tuple[str, str, object]]:
-    """(dotted path, key, value) of every mapping entry in a nested config."""
+def _entries(node, path: str = "", inside: frozenset = frozenset()
+             ) -> Iterator[tuple[str, str, object]]:
+    """(dotted path, key, value) of every mapping entry in a nested config (once around a YAML
+    alias that contains itself)."""
     items = node.items() if isinstance(node, dict) else \
         enumerate(node) if isinstance(node, list) else ()
+    inside = inside | {id(node)}
     for key, value in items:
         where = f"{path}.{key}" if path else str(key)
         yield where, str(key), value
-        yield from _entries(value, where)
+        if id(value) not in inside:
+            yield from _entries(value, where, inside)
 
 
 def _resolve(value, root: dict, depth: int = 0):

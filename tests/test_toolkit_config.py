@@ -224,6 +224,7 @@ def test_a_vocoder_config_that_differs_is_named_and_exits_1(tmp_path, capsys):
     ("c.yaml", "a: [1\nb: 2\n", "c.yaml is not valid YAML: "),
     ("c.yaml", "- 1\n- 2\n", "does not hold a mapping of settings"),
     ("c.json", '{"batch_size": 16, "fmax_for_loss": null}', "names none of the mel settings"),
+    ("c.yaml", "loop: &loop [*loop]\n", "names none of the mel settings"),   # contains itself
 ])
 def test_a_config_that_cannot_be_compared_is_one_clear_error(name, content, message, tmp_path,
                                                              capsys):
