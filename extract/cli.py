@@ -202,15 +202,15 @@ def cmd_inspect(args) -> int:
 def cmd_presets(args) -> int:
     from extract.config import load_preset
 
-    if args.preset is None and args.against:
-        return print_matching_presets(args.against)
     if args.preset is None:
+        if args.against:
+            return print_matching_presets(args.against)
         print_presets(sys.stdout)
-    elif args.against:
-        preset = load_preset(args.preset)
+        return EXIT_OK
+    preset = load_preset(args.preset)
+    if args.against:
         return print_comparison(f"preset {preset.name}", preset.to_dict(), args.against)
-    else:
-        print(load_preset(args.preset).to_yaml(), end="")
+    print(preset.to_yaml(), end="")
     return EXIT_OK
 
 
@@ -246,9 +246,11 @@ def print_comparison(ours: str, config: dict, against: str) -> int:
           f"are in the toolkit's code, which preset {config['name']} mirrors{mirrors}")
     if differing:
         print(f"{', '.join(differing)} {'differs' if len(differing) == 1 else 'differ'}: a model "
-              "trained on the config's mels would be given other ones; extract with a preset "
-              "that matches (tts-extract presets NAME prints one in full, to edit as your own)")
+              "trained on the config's mels would be given other ones; tts-extract presets "
+              f"--against {against} lists the presets that agree, and tts-extract presets NAME "
+              "prints one in full, to edit as your own")
         return EXIT_DIFFERS
+    print(f"every setting {against} gives agrees")
     return EXIT_OK
 
 
