@@ -88,6 +88,40 @@ model:
     sample_rate: ${model.sample_rate}
     log_zero_guard_value: 1e-05
 """
+# NVIDIA/NeMo examples/tts/conf/hifigan/hifigan.yaml
+NEMO_HIFIGAN = """
+name: "HifiGan"
+train_dataset: ???
+sample_rate: 22050
+n_mel_channels: 80
+n_window_size: 1024
+n_window_stride: 256
+n_fft: 1024
+lowfreq: 0
+highfreq: 8000
+window: hann
+train_n_segments: 8192
+defaults:
+  - model/generator: v1
+model:
+  preprocessor:
+    _target_: nemo.collections.asr.parts.preprocessing.features.FilterbankFeatures
+    nfilt: ${n_mel_channels}
+    lowfreq: ${lowfreq}
+    highfreq: ${highfreq}
+    n_fft: ${n_fft}
+    n_window_size: ${n_window_size}
+    n_window_stride: ${n_window_stride}
+    pad_to: 0
+    pad_value: -11.52
+    sample_rate: ${sample_rate}
+    log_zero_guard_type: clamp
+    log_zero_guard_value: 1e-05
+    exact_pad: true
+  max_steps: 2500000
+trainer:
+  max_steps: ${model.max_steps}
+"""
 # shivammehta25/Matcha-TTS configs/data/ljspeech.yaml
 MATCHA_LJSPEECH = """
 _target_: matcha.data.text_mel_datamodule.TextMelDataModule
@@ -161,6 +195,7 @@ TOOLKIT_CONFIGS = {
     "vits": ("ljs_base.json", VITS_LJS),
     "coqui-fastpitch": ("config.json", COQUI_FASTPITCH),
     "nemo-fastpitch": ("fastpitch_align_v1.05.yaml", NEMO_FASTPITCH),
+    "nemo-hifigan": ("hifigan.yaml", NEMO_HIFIGAN),
     "matcha": ("ljspeech.yaml", MATCHA_LJSPEECH),
     "vocos": ("vocos.yaml", VOCOS),
     "espnet": ("config.yaml", ESPNET),
