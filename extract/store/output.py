@@ -73,8 +73,9 @@ def open_output(path: Path, overwrite: bool, resume: bool,
         raise StoreError(str(e)) from None
     except OSError as e:
         raise StoreError(f"cannot write to {path}: {e.strerror or e}") from e
-    if empty or (ours and (overwrite or _nothing_to_resume(path, record))):
-        if show_progress and ours and not _nothing_to_resume(path, record):
+    holds_work = ours and not _nothing_to_resume(path, record)     # empty: none
+    if overwrite or not holds_work:
+        if show_progress and holds_work:
             print(f"--overwrite: deleting the {'' if record.get('complete') else 'un'}finished "
                   f"store in {path}", file=sys.stderr)
         for child in path.iterdir():
