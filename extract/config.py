@@ -28,6 +28,7 @@ LOGS = ("ln_clamp", "ln_add", "log10_clamp")     # ln(max(x, floor)), ln(x + flo
 ENERGIES = ("magnitude_l2", "log_mel_l2")        # per-frame L2 norm of |STFT| or of the log-mel
 PITCH_METHODS = ("pyin", "yin", "dio")
 PITCH_PADDINGS = ("zero", "reflect")
+PITCH_DTYPES = ("float32", "float64")      # what pyin and yin frames are computed in
 FRAME_COUNT_RULES = {"half": "num_samples // hop_length",
                      "center": "num_samples // hop_length + 1"}
 
@@ -45,8 +46,8 @@ class PitchConfig:
     """Pitch on the mel frames. `pyin` reproduces librosa.pyin; `dio` reproduces WORLD's Dio
     and StoneMask as pyworld runs them (ESPnet's pitch); `yin` is a fast single-threshold
     option. threshold and silence_db apply to yin; switch_prob, no_trough_prob and
-    max_transition_rate (octaves per second) to pyin, with librosa's defaults; frame_length
-    and padding to pyin and yin."""
+    max_transition_rate (octaves per second) to pyin, with librosa's defaults; frame_length,
+    padding, whole_hop_extension and dtype to pyin and yin."""
     method: str = "pyin"
     fmin: float = 65.406
     fmax: float = 2093.0
@@ -59,6 +60,8 @@ class PitchConfig:
     padding: str = "zero"         # how frames at the edges are filled (librosa's pad_mode)
     whole_hop_extension: bool = False   # Coqui's compute_f0: a signal of a whole number of
     #                                     hops first gets hop/2 more samples, reflected
+    dtype: str = "float32"        # the float type of the audio the toolkit gives librosa.pyin,
+    #                               which its difference function runs in (Coqui: float64)
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,8 @@ def _validate(p: Preset) -> None:
                          ("padding", PADDINGS), ("mel_scale", MEL_SCALES),
                          ("mel_norm", MEL_NORMS), ("log", LOGS), ("energy", ENERGIES)):
         need(getattr(p, key) in allowed, f"{key} must be one of {allowed}, got {getattr(p, key)!r}")
-    for key, allowed in (("method", PITCH_METHODS), ("padding", PITCH_PADDINGS)):
+    for key, allowed in (("method", PITCH_METHODS), ("padding", PITCH_PADDINGS),
+                         ("dtype", PITCH_DTYPES)):
         need(getattr(p.pitch, key) in allowed,
              f"pitch.{key} must be one of {allowed}, got {getattr(p.pitch, key)!r}")
     for key in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):

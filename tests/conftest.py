@@ -1,7 +1,9 @@
-"""Shared fixtures: small synthetic corpora written as real WAV files."""
+"""Shared fixtures: small synthetic corpora written as real WAV files, and two recorded
+utterances (tests/data/recorded)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import struct
@@ -17,6 +19,7 @@ if not torch.cuda.is_available():   # Triton kernels run on the CPU in its inter
 
 import numpy as np
 import pytest
+import soundfile
 import zarr
 
 from extract.demo import synth_utterance
@@ -55,6 +58,23 @@ def write_corpus(folder: Path, specs: list[tuple[str, float, int, int, str]],
                      else f"{utt_id}.wav|Raw text {k}|")
     (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
+
+
+RECORDED = Path(__file__).resolve().parent / "data" / "recorded"
+
+
+@functools.lru_cache(maxsize=None)
+def recorded_speech(rate: int) -> dict[str, np.ndarray]:
+    """The recorded utterances (16 kHz WAVs) as float32 at `rate`, resampled by librosa (soxr),
+    not by our resampler: {name: audio}."""
+    import librosa
+
+    clips = {}
+    for path in sorted(RECORDED.glob("*.wav")):
+        y, sr = soundfile.read(path, dtype="float32")
+        clips[path.stem] = librosa.resample(y, orig_sr=sr, target_sr=rate).astype(np.float32)
+    assert len(clips) == 2, f"tests/data/recorded holds {sorted(clips)}"
+    return clips
 
 
 MIXED_SPECS = [

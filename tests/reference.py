@@ -186,6 +186,22 @@ def vocos_mel(y: np.ndarray) -> np.ndarray:
     return torch.log(torch.clip(mel, min=1e-7))[0].T.numpy()
 
 
+# Each preset's log-mel as its toolkit computes it: audio [L] -> [T, n_mels].
+PRESET_MELS = {
+    "hifigan": lambda y: bigvgan_mel(y, 22050, 80, 8000),
+    "bigvgan-v2-22k": lambda y: bigvgan_mel(y, 22050, 80, None),
+    "bigvgan-24k-100": lambda y: bigvgan_mel(y, 24000, 100, 12000),
+    "matcha": matcha_mel,
+    "vits": lambda y: vits_features(y)[1],
+    "nemo-fastpitch": lambda y: nemo_mel(y, exact_pad=False, log_zero_guard_type="add"),
+    "nemo-hifigan": lambda y: nemo_mel(y, exact_pad=True, log_zero_guard_type="clamp"),
+    "dle-fastpitch": dle_fastpitch_mel,
+    "coqui-fastpitch": coqui_mel,
+    "espnet": espnet_mel,
+    "vocos": vocos_mel,
+}
+
+
 def coqui_trim_silence(wav: np.ndarray) -> np.ndarray:
     """coqui-ai/TTS AudioProcessor.trim_silence as the FastPitch recipe configures it
     (do_trim_silence, trim_db 60, win_length 1024, hop_length 256, 22050 Hz)."""

@@ -402,6 +402,7 @@ def test_not_a_wav_and_truncated(tmp_path):
     ({"pitch": {"method": "dio"}}, "needs a centred padding"),
     ({"pitch": {"whole_hop_extension": True}}, "whole_hop_extension needs pitch.padding reflect"),
     ({"pitch": {"whole_hop_extension": 1}}, "must be true or false"),
+    ({"pitch": {"dtype": "float16"}}, "pitch.dtype must be one of"),
     ({"trim_top_db": -60.0}, "trim_top_db must be positive"),
     ({"trim_margin": 220}, "trim_margin needs trim_top_db"),
     ({"trim_top_db": 60.0, "trim_margin": -1}, "trim_margin must be >= 0"),

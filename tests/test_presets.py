@@ -1,7 +1,11 @@
 """Every preset against a transcription of its toolkit's feature code (tests/reference.py), on
-speech-like audio at the preset's rate: the log-mel within 1e-4, same frame count."""
+speech-like and recorded audio at the preset's rate: the log-mel within 1e-4, same frame
+count."""
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -16,21 +20,9 @@ from extract.features import estimate_pitch, extract_features
 from extract.job import run_job
 from extract.loader import FeatureStore
 
-TOLERANCE = 1e-4    # log domain, float32
+from conftest import RECORDED, recorded_speech
 
-REFERENCES = {
-    "hifigan": lambda y: reference.bigvgan_mel(y, 22050, 80, 8000),
-    "bigvgan-v2-22k": lambda y: reference.bigvgan_mel(y, 22050, 80, None),
-    "bigvgan-24k-100": lambda y: reference.bigvgan_mel(y, 24000, 100, 12000),
-    "matcha": reference.matcha_mel,
-    "vits": lambda y: reference.vits_features(y)[1],
-    "nemo-fastpitch": lambda y: reference.nemo_mel(y, exact_pad=False, log_zero_guard_type="add"),
-    "nemo-hifigan": lambda y: reference.nemo_mel(y, exact_pad=True, log_zero_guard_type="clamp"),
-    "dle-fastpitch": reference.dle_fastpitch_mel,
-    "coqui-fastpitch": reference.coqui_mel,
-    "espnet": reference.espnet_mel,
-    "vocos": reference.vocos_mel,
-}
+TOLERANCE = 1e-4    # log domain, float32
 
 
 def speech(rate: int, seconds: float = 2.3, seed: int = 5) -> np.ndarray:
@@ -39,23 +31,26 @@ def speech(rate: int, seconds: float = 2.3, seed: int = 5) -> np.ndarray:
 
 
 def test_every_preset_has_a_reference_and_names_its_toolkit():
-    assert set(available_presets()) == set(REFERENCES)
-    for name in REFERENCES:
+    assert set(available_presets()) == set(reference.PRESET_MELS)
+    for name in reference.PRESET_MELS:
         preset = load_preset(name)
         assert preset.mirrors and preset.description
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("name", sorted(reference.PRESET_MELS))
 def test_preset_matches_its_toolkit(name):
+    """On synthetic speech and on two recordings, whose near-silent stretches put the
+    quietest bins close to the log floor, where rounding shows most."""
     preset = load_preset(name)
-    y = speech(preset.sample_rate)
-    ours = extract_features(torch.from_numpy(y)[None], torch.tensor([len(y)]), preset)
-    expected = REFERENCES[name](y)
-    mel = ours["mel"][0].numpy()
-    assert mel.shape == expected.shape == (preset.num_frames(len(y)), preset.n_mels)
-    worst = float(np.abs(mel - expected).max())
-    assert worst <= TOLERANCE, worst
-    assert ours["f0"].shape == ours["energy"].shape == (1, mel.shape[0])
+    clips = {"synthetic": speech(preset.sample_rate), **recorded_speech(preset.sample_rate)}
+    for clip, y in clips.items():
+        ours = extract_features(torch.from_numpy(y)[None], torch.tensor([len(y)]), preset)
+        expected = reference.PRESET_MELS[name](y)
+        mel = ours["mel"][0].numpy()
+        assert mel.shape == expected.shape == (preset.num_frames(len(y)), preset.n_mels)
+        worst = float(np.abs(mel - expected).max())
+        assert worst <= TOLERANCE, (clip, worst)
+        assert ours["f0"].shape == ours["energy"].shape == (1, mel.shape[0])
 
 
 def test_vits_stores_its_linear_input():
@@ -106,6 +101,21 @@ def test_center_preset_pitch_is_librosa_pyin_on_the_same_frames(tmp_path):
     assert both.any() and (cents <= 10.001).mean() >= 0.99
 
 
+def test_coqui_pitch_runs_in_float64_as_compute_f0_does():
+    """compute_f0 gives librosa.pyin float64 audio, so its difference function runs in float64.
+    A wave of period 51.2 samples (every frame alike) whose second harmonic's amplitude puts the
+    estimated period 7e-6 of a bin from the edge between two 10-cent bins (found by bisection):
+    in float32 its frames would fall in the other bin (37 of 41 did)."""
+    preset = load_preset("coqui-fastpitch")
+    phase = 2 * np.pi * 5 * np.arange(256 * 40 + 77) / 256
+    y = (0.4 * np.sin(phase) + 0.054279103 * np.sin(2 * phase + 0.3)).astype(np.float32)
+    expected = reference.coqui_f0(y).astype(np.float32)
+    f0 = estimate_pitch(torch.from_numpy(y)[None], torch.tensor([len(y)]), preset,
+                        preset.num_frames(len(y)))[0][0].numpy()
+    assert expected.all()
+    np.testing.assert_array_equal(f0, expected)
+
+
 def test_coqui_pitch_extends_a_whole_number_of_hops_as_compute_f0_does():
     """Coqui pads a signal whose length is a multiple of hop by hop/2 reflected samples before
     pyin; that moves the last frames of audio that ends voiced. Same f0 on every frame."""
@@ -130,3 +140,21 @@ def test_coqui_pitch_extends_a_whole_number_of_hops_as_compute_f0_does():
         np.testing.assert_allclose(f0[k, :n], expected, rtol=1e-6, err_msg=f"clip {k}")
         moved += not np.allclose(f0_without[k, :n], expected, rtol=1e-6)
     assert moved >= 1                         # the extension matters for these endings
+
+
+def test_recorded_parity_script_reads_a_folder_of_recordings(tmp_path):
+    """benchmarks/recorded_parity.py on a WAV and a stereo FLAC (averaged): every preset within
+    the tolerance, pyin identical to librosa.pyin."""
+    (tmp_path / "wavs").mkdir()
+    y, rate = soundfile.read(RECORDED / "arctic_a0007.wav", dtype="float32")
+    soundfile.write(tmp_path / "wavs" / "a7.flac", np.stack([y, y], axis=1), rate)
+    (tmp_path / "wavs" / "a9.wav").write_bytes((RECORDED / "arctic_a0009.wav").read_bytes())
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "recorded_parity.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(reference.PRESET_MELS), result.stdout
+    assert all(f"(within {TOLERANCE:g})" in row for row in rows), result.stdout
+    assert "2 files, 7.1 s of audio" in result.stdout
+    assert "identical f0 and voicing 100.0000%" in result.stdout

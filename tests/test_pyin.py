@@ -29,6 +29,7 @@ from extract.features.pyin import (BINS_PER_SEMITONE, N_THRESHOLDS, first_lowest
                                    trough_probabilities)
 from extract.features.viterbi import TransitionBands, forward_values, viterbi_torch
 from extract.kernels.viterbi import NUM_WARPS, UNROLL, viterbi_triton
+from conftest import recorded_speech
 from reference import load_for_hifigan
 
 SR, N, HOP = 22050, 1024, 256
@@ -395,6 +396,24 @@ def test_pyin_matches_librosa_pyin_on_its_own_frames(device, rows_per_chunk, mon
     assert same_voicing / total >= 0.99
     assert close / both_voiced >= 0.99
     assert prob_close / total >= 0.99
+
+
+def test_pyin_is_librosa_pyin_frame_for_frame_on_recorded_speech(device):
+    """Two recordings (breaths, onsets, creak, near-silence) in one batch: the same voicing and
+    f0 as librosa.pyin on every frame."""
+    clips = list(recorded_speech(SR).values())
+    frames = torch.nn.utils.rnn.pad_sequence([librosa_grid(y) for y in clips], batch_first=True)
+    counts = torch.tensor([1 + len(y) // HOP for y in clips])
+    f0, voiced, prob = (x.cpu() for x in pyin(frames.to(device), counts.to(device), SR, HOP,
+                                              FMIN, FMAX))
+    for b, y in enumerate(clips):
+        ref_f0, ref_voiced, ref_prob = librosa.pyin(y, fmin=FMIN, fmax=FMAX, sr=SR,
+                                                    frame_length=N, hop_length=HOP)
+        n = len(ref_f0)
+        assert n == int(counts[b]) and ref_voiced.mean() > 0.3
+        np.testing.assert_array_equal(voiced[b, :n].numpy(), ref_voiced)
+        np.testing.assert_array_equal(f0[b, :n].numpy(), np.nan_to_num(ref_f0).astype(np.float32))
+        np.testing.assert_allclose(prob[b, :n].numpy(), ref_prob, rtol=0, atol=1e-6)
 
 
 def test_job_pitch_is_pyin_on_the_mel_frame_centres(tmp_path, device):

@@ -12,6 +12,8 @@ from extract.demo import synth_utterance
 from extract.features import extract_features
 from extract.features.world import dio, stonemask
 
+from conftest import recorded_speech
+
 RATE, HOP = 22050, 256
 FRAME_PERIOD = 1000 * HOP / RATE
 
@@ -26,13 +28,16 @@ def clip(kind: str, seed: int) -> np.ndarray:
         t = np.arange(int(1.3 * RATE)) / RATE
         noise = 0.05 * rng.standard_normal(len(t))
         return 0.5 * np.sin(2 * np.pi * 150 * t * (1 + 0.2 * t)) + noise
+    if kind == "recorded":
+        return list(recorded_speech(RATE).values())[seed].astype(np.float64)
     if kind == "short":                              # fewer frames than Dio's shortest voicing
         return synth_utterance(1.0, RATE, rng)[5000:5000 + 600].astype(np.float64)
     return np.zeros(int(0.5 * RATE))
 
 
 @pytest.mark.parametrize("kind,seed", [("speech", s) for s in range(6)]
-                         + [("noise", 0), ("tone_in_noise", 1), ("silence", 0), ("short", 2)])
+                         + [("noise", 0), ("tone_in_noise", 1), ("silence", 0), ("short", 2),
+                            ("recorded", 0), ("recorded", 1)])
 def test_dio_and_stonemask_match_pyworld(kind, seed, device):
     x = clip(kind, seed)
     signal = torch.from_numpy(x).to(device)
@@ -43,7 +48,7 @@ def test_dio_and_stonemask_match_pyworld(kind, seed, device):
     refined = stonemask(signal, RATE, positions, expected)
     np.testing.assert_allclose(refined, pyworld.stonemask(x, expected, positions, RATE),
                                rtol=1e-9, atol=0)
-    if kind in ("speech", "tone_in_noise"):
+    if kind in ("speech", "tone_in_noise", "recorded"):
         assert (expected > 0).mean() > 0.3
 
 

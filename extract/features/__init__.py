@@ -12,10 +12,15 @@ from extract.stages import stage
 
 
 def normalize_peak(audio: torch.Tensor, peak: float) -> torch.Tensor:
-    """Scale each row to max |x| = peak (librosa.util.normalize * peak); silent rows stay 0."""
-    current = audio.abs().amax(dim=1, keepdim=True)
+    """Scale each row to max |x| = peak as HiFi-GAN and BigVGAN do, librosa.util.normalize(y)
+    * peak on float64 audio, then float32: one rounding per sample (scaling in float32 rounds
+    twice, which moved the quietest log-mel bins of recorded speech by up to 3e-4). Silent rows
+    stay 0."""
+    wide = audio.double()
+    current = wide.abs().amax(dim=1, keepdim=True)
     tiny = torch.finfo(audio.dtype).tiny
-    return torch.where(current > tiny, audio * (peak / current.clamp(min=tiny)), audio)
+    return torch.where(current > tiny, wide / current.clamp(min=tiny) * peak,
+                       wide).to(audio.dtype)
 
 
 @ieee_float32()
@@ -49,7 +54,8 @@ def estimate_pitch(audio: torch.Tensor, lengths: torch.Tensor, preset: Preset,
                                      n_frames, q.fmin, q.fmax).float()
         return f0, f0 > 0, (f0 > 0).float()
     with stage("pitch frames"):
-        frames = pitch.pitch_frames(audio, lengths, preset, n_frames)
+        frames = pitch.pitch_frames(audio.to(getattr(torch, q.dtype)), lengths, preset,
+                                    n_frames)
     if q.method == "pyin":
         return pyin.pyin(frames, preset.num_frames(lengths), preset.sample_rate,
                          preset.hop_length, q.fmin, q.fmax, q.switch_prob, q.no_trough_prob,
