@@ -13,7 +13,7 @@ from extract.demo import synth_utterance
 from extract.job import run_job
 from extract.loader import FeatureStore
 
-from conftest import assert_same_store, start, wait_for_shards
+from conftest import assert_same_store, recorded_speech, start, wait_for_shards
 
 
 def padded_speech(rate: int, seed: int, lead_s: float, tail_s: float,
@@ -45,6 +45,18 @@ def test_spans_match_librosa_trim(seed, device):
         inner = librosa.effects.trim(y[220:-220], top_db=top_db, frame_length=1024,
                                      hop_length=256)[1]
         assert (start, end) == (220 + inner[0], 220 + inner[1])
+
+
+@pytest.mark.parametrize("top_db", [20.0, 40.0, 60.0])
+def test_spans_match_librosa_trim_on_recorded_speech(top_db, device):
+    for y in recorded_speech(22050).values():
+        signal = torch.from_numpy(y.astype(np.float64)).to(device)
+        expected = librosa.effects.trim(y.astype(np.float64), top_db=top_db, frame_length=1024,
+                                        hop_length=256)[1]
+        assert nonsilent_span(signal, top_db, 1024, 256) == tuple(expected)
+        inner = librosa.effects.trim(y[220:-220].astype(np.float64), top_db=top_db,
+                                     frame_length=1024, hop_length=256)[1]
+        assert trim_span(signal, top_db, 220, 1024, 256) == (220 + inner[0], 220 + inner[1])
 
 
 def test_coqui_preset_computes_every_feature_on_the_trimmed_audio(tmp_path):
