@@ -184,6 +184,19 @@ def test_resume_refuses_a_store_of_other_settings(corpus, reference, tmp_path):
     assert other.returncode == 2 and "started with different" in other.stderr
 
 
+def test_resume_names_the_preset_fields_that_differ(mixed_corpus, tmp_path):
+    """A store of the built-in hifigan resumed with a file that changes one pitch field: the
+    refusal names it (and the name and description, which a preset file sets)."""
+    out = tmp_path / "out.zarr"
+    run_job(mixed_corpus, out, device="cpu", limit=2, show_progress=False)
+    preset = tmp_path / "hifigan-600.yaml"
+    preset.write_text("base: hifigan\npitch:\n  fmax: 600.0\n")
+    with pytest.raises(StoreError, match=re.escape(
+            "started with different config (description, name, pitch.fmax);")):
+        run_job(mixed_corpus, out, preset=str(preset), device="cpu", limit=2, resume=True,
+                show_progress=False)
+
+
 def test_resume_refuses_a_store_whose_spans_moved(corpus, reference, tmp_path):
     """As a span found on another device kind may: the frames would cover other audio."""
     out = tmp_path / "moved.zarr"

@@ -35,6 +35,19 @@ QUEUED_SHARDS = 4           # completed shards waiting for the writing thread, a
 CHECK_PROGRESS_DELAY_S = 1.0   # --resume's check of finished shards shows progress after this
 
 
+_MISSING = object()
+
+
+def differing_fields(a: object, b: object, name: str = "") -> list[str]:
+    """Dotted names of the fields in which two nested dicts differ ("pitch.fmax"); [name] for
+    differing values that are not both dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [field for key in sorted(a.keys() | b.keys())
+                for field in differing_fields(a.get(key, _MISSING), b.get(key, _MISSING),
+                                              f"{name}.{key}" if name else key)]
+    return [] if a == b else [name or "config"]
+
+
 class StoreWriter:
     """Writes the shards `owned` (default: all) of one store.
 
@@ -142,7 +155,11 @@ class StoreWriter:
 
     def _check_resumable(self, attrs: dict, chunk_frames: int) -> None:
         record = self.group.attrs.get(ATTRS_KEY, {})
-        problems = [key for key in ("config", "manifest_sha256") if record.get(key) != attrs[key]]
+        problems = []
+        if fields := differing_fields(record.get("config"), attrs["config"]):
+            problems.append(f"config ({', '.join(fields)})")
+        if record.get("manifest_sha256") != attrs["manifest_sha256"]:
+            problems.append("manifest_sha256")
         if record.get("format_version") != FORMAT_VERSION:
             problems.append("format_version")
         expected = [self.index]
