@@ -67,6 +67,7 @@ if not torch.cuda.is_available():   # a trial run on the CPU: Triton kernels int
 import numpy as np  # noqa: E402
 import zarr  # noqa: E402
 
+from extract.config import C2_HZ, C7_HZ  # noqa: E402
 from extract.demo import write_demo_corpus  # noqa: E402
 from extract.job import run_job  # noqa: E402
 from extract.loader import FeatureStore  # noqa: E402
@@ -77,7 +78,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from job_vs_librosa import time_librosa  # noqa: E402
 
 MEL_ATOL = 1e-3        # log domain; cuFFT and the CPU FFT round differently
-RATE, HOP, FMIN, FMAX = 22050, 256, 65.406, 2093.0    # pyin at FastPitch's settings
+RATE, HOP, FMIN, FMAX = 22050, 256, C2_HZ, C7_HZ    # pyin at FastPitch's settings
 VOICING_AGREEMENT = 0.99
 
 

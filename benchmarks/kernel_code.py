@@ -28,6 +28,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from extract.config import C2_HZ, C7_HZ
 from extract.features.pyin import pitch_bin_count, transition_width
 from extract.kernels import trough_weights
 from extract.kernels.viterbi import NUM_WARPS, UNROLL, _viterbi_kernel, kernel_constants
@@ -35,7 +36,7 @@ from extract.kernels.viterbi import NUM_WARPS, UNROLL, _viterbi_kernel, kernel_c
 # (unroll, num_warps), the default first: counted here, timed by gpu_check.py
 SETTINGS = ((UNROLL, NUM_WARPS), (1, 16), (3, 32), (17, 32), (17, 16), (17, 8), (51, 32))
 
-N_BINS, WIDTH = pitch_bin_count(65.406, 2093.0), transition_width(35.92, 256, 22050)
+N_BINS, WIDTH = pitch_bin_count(C2_HZ, C7_HZ), transition_width(35.92, 256, 22050)
 BLOCK = triton.next_power_of_2(N_BINS)
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 ARGUMENT_TYPES = {"log_obs_ptr": "*fp64", "lengths_ptr": "*i64", "weights_ptr": "*fp64",

@@ -28,8 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from job_vs_librosa import run_in_processes  # noqa: E402
 
+from extract.config import C2_HZ, C7_HZ  # noqa: E402
+
 SR, N, HOP = 22050, 1024, 256
-FMIN, FMAX = 65.406, 2093.0
+FMIN, FMAX = C2_HZ, C7_HZ
 VOICES = ((80, 140), (150, 260), (95, 230))
 
 

@@ -29,9 +29,10 @@ from torch.utils._pytree import tree_flatten
 
 import extract.features.pyin as pyin_module
 import extract.kernels.trough_weights as trough_weights_module
+from extract.config import C2_HZ, C7_HZ
 from extract.demo import synth_utterance
 
-RATE, FMIN, FMAX = 22050, 65.406, 2093.0
+RATE, FMIN, FMAX = 22050, C2_HZ, C7_HZ
 SECTOR = 32
 NO_TRAFFIC = {"alias", "as_strided", "detach", "diagonal", "empty", "empty_like", "expand",
               "lift_fresh", "narrow", "permute", "select", "slice", "split", "squeeze", "t",

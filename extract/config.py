@@ -29,6 +29,8 @@ ENERGIES = ("magnitude_l2", "log_mel_l2")        # per-frame L2 norm of |STFT| o
 PITCH_METHODS = ("pyin", "yin", "dio")
 PITCH_PADDINGS = ("zero", "reflect")
 PITCH_DTYPES = ("float32", "float64")      # what pyin and yin frames are computed in
+# FastPitch's and NeMo's pyin range, librosa.note_to_hz("C2") and note_to_hz("C7")
+C2_HZ, C7_HZ = 65.40639132514966, 2093.004522404789
 FRAME_COUNT_RULES = {"half": "num_samples // hop_length",
                      "center": "num_samples // hop_length + 1"}
 
@@ -49,8 +51,8 @@ class PitchConfig:
     max_transition_rate (octaves per second) to pyin, with librosa's defaults; frame_length,
     padding, whole_hop_extension and dtype to pyin and yin."""
     method: str = "pyin"
-    fmin: float = 65.406
-    fmax: float = 2093.0
+    fmin: float = C2_HZ
+    fmax: float = C7_HZ
     frame_length: int = 1024
     threshold: float = 0.2
     silence_db: float = -60.0

@@ -229,6 +229,20 @@ def coqui_f0(wav: np.ndarray) -> np.ndarray:
     return f0
 
 
+def dle_fastpitch_pitch(path, mel_len: int) -> np.ndarray:
+    """DeepLearningExamples FastPitch fastpitch/data_function.py estimate_pitch(method="pyin"):
+    librosa.load, pyin from note_to_hz("C2") to note_to_hz("C7") with frame_length 1024 (hop
+    1024 // 4), NaN as 0, zero-padded to the mel's length."""
+    import librosa
+
+    snd, sr = librosa.load(path)
+    pitch_mel, _, _ = librosa.pyin(snd, fmin=librosa.note_to_hz("C2"),
+                                   fmax=librosa.note_to_hz("C7"), frame_length=1024)
+    assert np.abs(mel_len - pitch_mel.shape[0]) <= 1.0
+    pitch_mel = np.where(np.isnan(pitch_mel), 0.0, pitch_mel)
+    return np.pad(pitch_mel, (0, mel_len - len(pitch_mel)))
+
+
 def espnet_pitch(y: np.ndarray, n_frames: int) -> np.ndarray:
     """espnet2/tts/feats_extract/dio.py Dio._calculate_f0 before its continuous and log steps:
     pyworld.dio + stonemask at 80-400 Hz, frame_period 1000 * 256 / 22050, zero-padded or cut

@@ -20,7 +20,7 @@ import soundfile
 import torch
 
 import extract.features.pyin as pyin_module
-from extract.config import load_preset
+from extract.config import C2_HZ, C7_HZ, load_preset
 from extract.demo import synth_utterance
 from extract.features import extract_features
 from extract.features.pyin import (BINS_PER_SEMITONE, N_THRESHOLDS, first_lowest, frame_blocks,
@@ -33,7 +33,7 @@ from conftest import recorded_speech
 from reference import load_for_hifigan
 
 SR, N, HOP = 22050, 1024, 256
-FMIN, FMAX = 65.406, 2093.0
+FMIN, FMAX = C2_HZ, C7_HZ
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = np.finfo(np.float64).tiny
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"   # cpu: the Triton interpreter
