@@ -401,7 +401,7 @@ def test_pyin_matches_librosa_pyin_on_its_own_frames(device, rows_per_chunk, mon
 @pytest.mark.parametrize("rate,frame_length,hop", [(SR, N, HOP), (24000, N, HOP),
                                                    (44100, 2 * N, 2 * HOP)])
 def test_pyin_is_librosa_pyin_frame_for_frame_on_recorded_speech(rate, frame_length, hop, device):
-    """Two recordings (breaths, onsets, creak, near-silence) in one batch, at the presets' rates
+    """Two recordings (a real voice, onsets, near-silence) in one batch, at the presets' rates
     and at 44.1 kHz: the same voicing and f0 as librosa.pyin on every frame. voiced_prob as in
     the parity test: in near-silent frames the difference function is mostly float32 rounding,
     which differs between FFT sizes and libraries, so a trough can get no_trough_prob (0.01) in
