@@ -344,9 +344,10 @@ def test_triton_kernel_compiles_to_cuda_machine_code(arch, tmp_path):
     assert len(troughs) == 3 and all(r["stack_bytes"] == 0 for r in troughs.values()), troughs
 
 
-def librosa_grid(y: np.ndarray) -> torch.Tensor:
-    """librosa.pyin's frames (center=True, zero padding): [T, N] centred at t * HOP."""
-    return torch.from_numpy(np.pad(y, N // 2)).unfold(0, N, HOP)
+def librosa_grid(y: np.ndarray, frame_length: int = N, hop: int = HOP) -> torch.Tensor:
+    """librosa.pyin's frames (center=True, zero padding): [T, frame_length] centred at
+    t * hop."""
+    return torch.from_numpy(np.pad(y, frame_length // 2)).unfold(0, frame_length, hop)
 
 
 @functools.cache
@@ -407,9 +408,8 @@ def test_pyin_is_librosa_pyin_frame_for_frame_on_recorded_speech(rate, frame_len
     which differs between FFT sizes and libraries, so a trough can get no_trough_prob (0.01) in
     one and not the other (a frame of 16 kHz audio did)."""
     clips = list(recorded_speech(rate).values())
-    frames = torch.nn.utils.rnn.pad_sequence(
-        [torch.from_numpy(np.pad(y, frame_length // 2)).unfold(0, frame_length, hop)
-         for y in clips], batch_first=True)
+    frames = torch.nn.utils.rnn.pad_sequence([librosa_grid(y, frame_length, hop) for y in clips],
+                                             batch_first=True)
     counts = torch.tensor([1 + len(y) // hop for y in clips])
     f0, voiced, prob = (x.cpu() for x in pyin(frames.to(device), counts.to(device), rate, hop,
                                               FMIN, FMAX))
