@@ -1,18 +1,21 @@
 """Bad inputs: each is skipped with a reason naming the line and file, the job exits 3 (0 with
 --allow-skipped), and every other utterance comes out exactly as if the bad ones were absent."""
 
+import random
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+import torch
 import zarr
 
 from extract.demo import synth_utterance
-from extract.input.audio import write_wav
+from extract.input.audio import AudioError, check_finite, read_audio_info, write_wav
 from extract.loader import FeatureStore
 from extract.store.layout import FRAME_ARRAYS, OFFSETS, SPANS
 
@@ -320,3 +323,78 @@ def test_resume_refuses_a_compaction_that_no_longer_matches_the_plan(corpora, tm
         "removed": [1], "rejected": [{"line": 9, "entry": "b_decoder", "reason": "failed"}]})
     with pytest.raises(StoreError, match="input change"):
         _finish_compaction(writer, utts, np.ones(len(utts), dtype=np.int64), [])
+
+
+def damaged(data: bytes, rng: random.Random) -> bytes:
+    """`data` with random damage: bytes of its header changed, the file cut short, or bytes
+    anywhere changed."""
+    data, kind = bytearray(data), rng.random()
+    if kind < 0.5:
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(min(len(data), 96))] = rng.randrange(256)
+    elif kind < 0.7:
+        data = data[:rng.randrange(len(data))]
+    else:
+        for _ in range(rng.randint(1, 30)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def sound_files(corpora, tmp_path_factory):
+    """The clean corpus's WAVs and a 16-bit and a 24-bit FLAC, as {name: bytes}."""
+    files = {p.name: p.read_bytes() for p in sorted((corpora[1] / "wavs").iterdir())}
+    y = synth_utterance(0.7, 22050, np.random.default_rng(9))
+    for subtype in ("PCM_16", "PCM_24"):
+        path = tmp_path_factory.mktemp("flac") / f"f_{subtype}.flac"
+        soundfile.write(path, y, 22050, subtype=subtype)
+        files[path.name] = path.read_bytes()
+    return files
+
+
+def test_a_damaged_header_is_read_or_rejected_with_a_reason(sound_files, tmp_path):
+    """Whatever is damaged, reading a header (and checking float samples) either succeeds or
+    raises AudioError naming the file: never another exception."""
+    rng, path, accepted = random.Random(0), tmp_path / "x.wav", 0
+    for _ in range(5000):
+        path.write_bytes(damaged(rng.choice(list(sound_files.values())), rng))
+        try:
+            check_finite(path, read_audio_info(path))
+            accepted += 1
+        except AudioError as e:
+            assert str(e).startswith(f"{path}: "), e
+    assert 500 < accepted < 4500        # both outcomes were exercised
+
+
+def test_damaged_files_are_each_stored_or_named_and_the_others_untouched(corpora, clean_store,
+                                                                        sound_files, tmp_path):
+    """A corpus of randomly damaged files among the good ones: the job finishes, every line is
+    either stored or skipped with a reason naming its file, and the good files' features are
+    exactly those of the clean run."""
+    rng, messy = random.Random(1), tmp_path / "damaged"
+    (messy / "wavs").mkdir(parents=True)
+    lines = [f"{g[0]}|Text of {g[0]}.|" for g in GOOD]
+    for g in GOOD:
+        (messy / "wavs" / f"{g[0]}.wav").write_bytes(sound_files[f"{g[0]}.wav"])
+    for k in range(40):
+        name = rng.choice(list(sound_files))
+        file_name = f"d{k}{Path(name).suffix}"
+        (messy / "wavs" / file_name).write_bytes(damaged(sound_files[name], rng))
+        lines.append(f"{file_name}|Damaged {k}.|")
+    (messy / "metadata.csv").write_text("\n".join(lines) + "\n")
+    result = cli("run", messy, tmp_path / "out.zarr", *ARGS)
+    store = FeatureStore(tmp_path / "out.zarr")
+    rejected = {r["line"]: r["reason"] for r in store.attrs["rejected"]}
+    assert result.returncode == (3 if rejected else 0), result.stderr
+    assert 5 < len(rejected) < 35                       # both outcomes were exercised
+    stored = set(store.ids)
+    for number, line in enumerate(lines, 1):
+        utt_id = Path(line.split("|")[0]).stem
+        assert (utt_id in stored) != (number in rejected), line
+        if number in rejected:
+            assert f"/{line.split('|')[0]}: " in rejected[number], rejected[number]
+    reference = FeatureStore(clean_store)
+    for utt_id in reference.ids:
+        ours, theirs = store[utt_id], reference[utt_id]
+        for name in FRAME_ARRAYS:
+            assert torch.equal(ours[name], theirs[name]), (utt_id, name)

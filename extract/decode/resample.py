@@ -1,4 +1,4 @@
-"""Anti-aliased resampling of padded batches on the device (torchaudio's kaiser-window sinc).
+"""Anti-aliased resampling on the device (torchaudio's kaiser-window sinc), an utterance at a time.
 
 DALI's audio_resample does not filter when downsampling (a 15 kHz tone at 44.1 kHz comes out
 at 7050 Hz at full level), so every rate change goes through here.
@@ -99,39 +99,29 @@ def resampled_length(num_samples: int, orig_rate: int, new_rate: int) -> int:
 
 
 @ieee_float32()
-def resample_batch(audio: torch.Tensor, lengths: torch.Tensor, orig_rate: int,
-                   new_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample padded rows [B, L] -> [B, L'], zero past each row's new length.
-
-    Each row comes out exactly as if resampled alone: padding is zero, and the filter sees
-    zeros past the end either way.
-    """
-    if orig_rate == new_rate:
-        return audio, lengths
+def resample(samples: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """One utterance's samples [n] at orig_rate -> [ceil(n * new / orig)] at new_rate."""
     if _dense_kernel_size(orig_rate, new_rate) > MAX_DENSE_KERNEL:
-        out = _sparse_resample(audio, orig_rate, new_rate)
-    else:
-        out = _resampler(orig_rate, new_rate, audio.device)(audio)
-    new_lengths = -(-lengths * new_rate // orig_rate)
-    keep = torch.arange(out.shape[1], device=out.device)[None, :] < new_lengths[:, None]
-    return out * keep, new_lengths
+        return _sparse_resample(samples[None], orig_rate, new_rate)[0]
+    return _resampler(orig_rate, new_rate, samples.device)(samples)
 
 
 def to_preset_rate(audio: torch.Tensor, lengths: torch.Tensor, rates: list[int],
                    target: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample each row from its own rate to `target`; rows keep their order."""
+    """Padded rows [B, L], each at its own rate, at `target` -> ([B, L'], lengths [B]), zero
+    past each row's new length.
+
+    Each row is resampled alone, over its own samples: convolution and matrix routines choose
+    their algorithm, and with it their rounding, by the input's shape, so rows resampled
+    together would come out a float apart depending on the rest of their batch (the batch
+    size, the number of ranks, what a --resume had left to do)."""
     if all(r == target for r in rates):
         return audio, lengths
-    parts = []
-    for rate in sorted(set(rates)):
-        rows = torch.tensor([i for i, r in enumerate(rates) if r == rate], device=audio.device)
-        sub_lengths = lengths[rows]
-        sub = audio[rows, : int(sub_lengths.max())]
-        parts.append((rows, *resample_batch(sub, sub_lengths, rate, target)))
-    width = max(p[1].shape[1] for p in parts)
-    out = torch.zeros(len(rates), width, dtype=audio.dtype, device=audio.device)
-    out_lengths = torch.empty_like(lengths)
-    for rows, resampled, new_lengths in parts:
-        out[rows, : resampled.shape[1]] = resampled
-        out_lengths[rows] = new_lengths
-    return out, out_lengths
+    counts = lengths.tolist()
+    new_counts = [resampled_length(n, rate, target) for n, rate in zip(counts, rates)]
+    out = audio.new_zeros(len(rates), max(new_counts))
+    for row, (n, rate) in enumerate(zip(counts, rates)):
+        samples = audio[row, :n]
+        out[row, :new_counts[row]] = samples if rate == target else \
+            resample(samples, rate, target)
+    return out, torch.tensor(new_counts, dtype=lengths.dtype, device=lengths.device)
