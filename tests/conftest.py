@@ -215,3 +215,11 @@ def wait_for_shards(process, out, count: int, timeout: float = 120) -> None:
             raise AssertionError(f"job ended before {count} shards: {process.stderr.read()}")
         time.sleep(0.005)
     raise AssertionError("timed out")
+
+
+def kill_after_shards(corpus, out, count: int, *extra) -> None:
+    """Start a job on `out`, SIGKILL it once `count` shards are marked done, and reap it."""
+    job = start(corpus, out, *extra)
+    wait_for_shards(job, out, count)
+    job.kill()
+    job.wait()

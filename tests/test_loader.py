@@ -10,7 +10,7 @@ import torch
 import zarr
 
 from extract.loader import FeatureStore, LengthBucketSampler, pad_collate
-from extract.loader.shard_reader import StoreFormatError
+from extract.loader.shard_reader import ShardReader, StoreFormatError
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
@@ -245,6 +245,7 @@ def test_random_access_to_many_shards_stays_within_the_open_file_limit(mixed_cor
             for name in ("mel", "f0", "voiced", "voiced_prob", "energy"):
                 np.testing.assert_array_equal(item[name].numpy(), group[name][start:stop])
         assert len(os.listdir("/proc/self/fd")) - before <= 5 * 16
+        assert all(isinstance(reader, ShardReader) for reader in store._arrays().values())
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

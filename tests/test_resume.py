@@ -21,17 +21,15 @@ from extract.store.lock import LOCK_NAME
 from extract.store import writer as writer_module
 from extract.store.output import StoreError
 
-from conftest import ARGS, SHARD, assert_same_store, start, wait_for_shards, write_corpus
+from conftest import (ARGS, SHARD, assert_same_store, kill_after_shards, start, wait_for_shards,
+                      write_corpus)
 
 
 @pytest.mark.parametrize("kill_after", [0, 2, 5])
 def test_sigkill_then_resume_gives_the_uninterrupted_store(corpus, reference, tmp_path,
                                                            kill_after):
     out = tmp_path / "out.zarr"
-    job = start(corpus, out)
-    wait_for_shards(job, out, kill_after)
-    job.kill()
-    job.wait()
+    kill_after_shards(corpus, out, kill_after)
     done = {int(p.stem) for p in (out / PROGRESS).glob("*.json")}
     with pytest.raises(StoreFormatError, match="incomplete.*--resume"):
         FeatureStore(out)
@@ -56,25 +54,44 @@ def test_sigkill_then_resume_gives_the_uninterrupted_store(corpus, reference, tm
 def test_resume_redoes_finished_shards_a_machine_crash_left_damaged(corpus, reference,
                                                                     tmp_path):
     """After a power cut, a shard marked done may have a file that never reached the disk:
-    empty, missing or zeros at its end; or its marker may be empty. --resume redoes those four
-    and keeps the whole ones."""
+    empty, missing or zeros at its end; or its marker may be empty, or hold JSON that is not
+    a shard's statistics. --resume redoes those five and keeps the whole ones."""
     out = tmp_path / "out.zarr"
-    job = start(corpus, out)
-    wait_for_shards(job, out, 5)
-    job.kill()
-    job.wait()
-    first, second, third, fourth = sorted(int(p.stem) for p in (out / PROGRESS).glob("*.json"))[:4]
+    kill_after_shards(corpus, out, 5)
+    first, second, third, fourth, fifth = sorted(int(p.stem)
+                                                 for p in (out / PROGRESS).glob("*.json"))[:5]
     shard_file(out / "mel", first, 2).write_bytes(b"")
     shard_file(out / "voiced", second, 1).unlink()
     with open(shard_file(out / "f0", third, 1), "r+b") as f:
         f.seek(-100, os.SEEK_END)
         f.write(bytes(100))
     (out / PROGRESS / f"{fourth:08d}.json").write_text("")
+    marker = out / PROGRESS / f"{fifth:08d}.json"
+    moments = json.loads(marker.read_text())
+    moments["f0"]["sum"] = ["x"]
+    marker.write_text(json.dumps(moments))
     resumed = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
                               *ARGS, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert "note: 4 finished shard(s)" in resumed.stderr and "redoing them" in resumed.stderr
+    assert "note: 5 finished shard(s)" in resumed.stderr and "redoing them" in resumed.stderr
     assert_same_store(out, reference)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda out: (out / "f0" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "arr'),
+    lambda out: (out / "offsets" / "zarr.json").write_text(
+        (out / "offsets" / "zarr.json").read_text().replace('"shape": [', '"shape": [[], ')),
+    lambda out: os.truncate(out / "utterances" / "id" / "c" / "0", 10),
+])
+def test_resuming_a_damaged_store_is_one_clear_error(corpus, tmp_path, damage):
+    out = tmp_path / "out.zarr"
+    kill_after_shards(corpus, out, 2)
+    damage(out)
+    resumed = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
+                              *ARGS, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert resumed.stderr.splitlines()[-1].startswith(
+        f"tts-extract: error: cannot resume {out}: it is damaged ("), resumed.stderr
 
 
 def test_resume_checks_finished_shards_with_progress_and_ignores_other_files(
@@ -83,10 +100,7 @@ def test_resume_checks_finished_shards_with_progress_and_ignores_other_files(
     file in progress/ that is not a marker's (a note, a shard number without its zeros) is
     neither a finished shard nor an error."""
     out = tmp_path / "out.zarr"
-    job = start(corpus, out)
-    wait_for_shards(job, out, 3)
-    job.kill()
-    job.wait()
+    kill_after_shards(corpus, out, 3)
     marked = len(list((out / PROGRESS).glob("*.json")))
     (out / PROGRESS / "notes.json").write_text("{}")
     (out / PROGRESS / "7.json").write_text("{}")
@@ -175,10 +189,7 @@ def test_a_job_stopped_while_creating_its_store_is_started_over(corpus, referenc
 
 def test_resume_refuses_a_store_of_other_settings(corpus, reference, tmp_path):
     out = tmp_path / "out.zarr"
-    job = start(corpus, out)
-    wait_for_shards(job, out, 1)
-    job.kill()
-    job.wait()
+    kill_after_shards(corpus, out, 1)
     other = subprocess.run([sys.executable, "-m", "extract", "run", str(corpus), str(out),
                             "--device", "cpu", "--resume"], capture_output=True, text=True)
     assert other.returncode == 2 and "started with different" in other.stderr

@@ -13,7 +13,7 @@ from extract.demo import synth_utterance
 from extract.job import run_job
 from extract.loader import FeatureStore
 
-from conftest import assert_same_store, recorded_speech, start, wait_for_shards
+from conftest import assert_same_store, kill_after_shards, recorded_speech, start
 
 
 def padded_speech(rate: int, seed: int, lead_s: float, tail_s: float,
@@ -107,10 +107,7 @@ def test_a_trimming_job_killed_midway_resumes_to_the_uninterrupted_store(
         corpus, trimmed_reference, tmp_path):
     """The spans are found again on --resume and agree with the first run's."""
     out = tmp_path / "out.zarr"
-    job = start(corpus, out, "--preset", "coqui-fastpitch")
-    wait_for_shards(job, out, 1)
-    job.kill()
-    job.wait()
+    kill_after_shards(corpus, out, 1, "--preset", "coqui-fastpitch")
     resumed = start(corpus, out, "--preset", "coqui-fastpitch", "--resume")
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr

@@ -8,12 +8,14 @@ import hashlib
 import json
 import os
 import pickle
+import random
 import re
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from extract.job import run_job
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store import writer as writer_module
 from extract.store.layout import ATTRS_KEY
+from extract.store.lock import LOCK_NAME
 from extract.store.output import StoreError
 
 from conftest import MIXED_SPECS, write_corpus
@@ -133,6 +136,87 @@ def test_a_cut_shard_file_is_named_when_read(mixed_store, tmp_path, array, cut_t
             store = FeatureStore(path, in_memory=in_memory)   # in memory: reads at open
             for i in range(len(store)):
                 store[i]
+
+
+def edit_json(path: Path, change) -> None:
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: os.truncate(p / "offsets" / "c" / "0", 10), "offsets cannot be read ("),
+    (lambda p: os.truncate(p / "utterances" / "text" / "c" / "0", 20),
+     "utterances/text cannot be read ("),
+    (lambda p: edit_json(p / "f0" / "zarr.json", lambda d: d.update(shape="many")),
+     "the metadata of f0 cannot be read (TypeError"),
+    (lambda p: (p / "spans" / "zarr.json").write_text('{"zarr_format": 3, "node_'),
+     "the metadata of spans cannot be read (JSONDecodeError"),
+    (lambda p: (p / "voiced" / "zarr.json").write_text(
+        '{"zarr_format": 3, "node_type": "group", "attributes": {}}'), "voiced is not an array"),
+    (lambda p: edit_json(p / "mel" / "zarr.json",
+                         lambda d: d["chunk_grid"]["configuration"].update(chunk_shape=[0, 80])),
+     "mel cannot be read"),
+])
+def test_damaged_files_of_a_store_are_named(mixed_store, tmp_path, damage, message):
+    """Damage that zarr-python, or one of its codecs, finds in its own way (a zstd frame, a
+    metadata document): a StoreFormatError naming the array, at open or when read, in both
+    modes; `inspect` (which reads no frames) fails with one line where opening does."""
+    path, _ = copy_store(mixed_store, tmp_path)
+    damage(path)
+    for in_memory in (False, True):
+        with pytest.raises(StoreFormatError, match=re.escape(message)):
+            store = FeatureStore(path, in_memory=in_memory)
+            for i in range(len(store)):
+                store[i]
+    try:
+        FeatureStore(path)
+        refused_at_open = False
+    except StoreFormatError:
+        refused_at_open = True
+    result = subprocess.run([sys.executable, "-m", "extract", "inspect", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == (2 if refused_at_open else 0), result.stderr
+    assert len(result.stderr.splitlines()) == refused_at_open, result.stderr
+
+
+def test_randomly_damaged_stores_open_or_give_a_store_format_error(mixed_store, tmp_path):
+    """Random damage to any file of a store (bytes changed, the file cut short, a value of a
+    metadata document replaced): the store either opens and reads, or raises
+    StoreFormatError; never another exception."""
+    rng = random.Random(0)
+    files = [f.relative_to(mixed_store) for f in sorted(mixed_store.rglob("*"))
+             if f.is_file() and f.name != LOCK_NAME]
+    outcomes = Counter()
+    for attempt in range(150):
+        path = tmp_path / f"{attempt}.zarr"
+        shutil.copytree(mixed_store, path)
+        target = path / rng.choice(files)
+        data = bytearray(target.read_bytes())
+        if target.name == "zarr.json" and rng.random() < 0.5:
+            document = json.loads(data)
+            where = document
+            while isinstance(where.get(key := rng.choice(list(where))), dict) and where[key]:
+                where = where[key]
+            where[key] = rng.choice([None, -1, 0, 2 ** 40, "x", [], {}, True, [1, 2]])
+            data = json.dumps(document).encode()
+        elif rng.random() < 0.5:
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        else:
+            del data[rng.randrange(len(data)):]
+        target.write_bytes(bytes(data))
+        try:
+            for in_memory in (False, True):
+                store = FeatureStore(path, in_memory=in_memory)
+                for i in range(len(store)):
+                    store[i]
+                store.describe()
+            outcomes["read"] += 1
+        except StoreFormatError:
+            outcomes["refused"] += 1
+        shutil.rmtree(path)
+    assert outcomes["read"] > 10 and outcomes["refused"] > 50, outcomes
 
 
 def test_opening_and_reading_a_store_never_unpickles(mixed_store, monkeypatch):

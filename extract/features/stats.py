@@ -39,6 +39,25 @@ def shard_moments(features: dict[str, np.ndarray],
     return moments
 
 
+def valid_moments(moments: object, n_mels: int) -> bool:
+    """Whether `moments` (a shard's, read back from its marker) has the form shard_moments
+    gives them, with mel over `n_mels` bins: a damaged marker must not reach `combine`."""
+    def valid(part: object, width: int) -> bool:
+        return (isinstance(part, dict) and type(part.get("count")) is int
+                and part["count"] >= 0
+                and all(isinstance(part.get(key), list) and len(part[key]) == width
+                        and all(type(v) in (int, float) for v in part[key])
+                        for key in ("sum", "sum_sq")))
+
+    if not isinstance(moments, dict) or not valid(moments.get("mel"), n_mels) or not all(
+            valid(moments.get(key), 1) for key in ("f0", "energy", "energy_voiced")):
+        return False
+    speakers = moments.get("speakers", {})
+    return isinstance(speakers, dict) and all(
+        isinstance(part, dict) and valid(part.get("f0"), 1) and valid(part.get("energy_voiced"), 1)
+        for part in speakers.values())
+
+
 def _mean_std(parts: list[dict]) -> tuple[int, list, list]:
     """Combined count, mean and population std of moments, added in order."""
     count = sum(p["count"] for p in parts)

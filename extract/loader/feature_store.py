@@ -10,7 +10,6 @@ torch.Size([832, 80])
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 import warnings
@@ -28,9 +27,15 @@ from extract.loader.record import record_problem
 from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
 from extract.progress import format_bytes
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
-                                  OPTIONAL_FRAME_ARRAYS, SPANS, UTTERANCE_FIELDS, UTTERANCE_GROUP,
-                                  marked_shards, utterance_fields)
+                                  OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS, SPANS,
+                                  UTTERANCE_FIELDS, UTTERANCE_GROUP, marked_shards)
 from extract.store.lock import running_owner
+
+FIELD_ARRAYS = tuple(f"{UTTERANCE_GROUP}/{name}"
+                     for name in (*UTTERANCE_FIELDS, *OPTIONAL_UTTERANCE_FIELDS))
+REQUIRED_ARRAYS = (*FRAME_ARRAYS, OFFSETS, SPANS, *FIELD_ARRAYS[:len(UTTERANCE_FIELDS)])
+STORE_ARRAYS = (*REQUIRED_ARRAYS, *OPTIONAL_FRAME_ARRAYS, *FIELD_ARRAYS[len(UTTERANCE_FIELDS):])
+REEXTRACT = "extract the store again (tts-extract run --overwrite)"
 
 
 def available_memory() -> int | None:
@@ -121,17 +126,18 @@ class FeatureStore:
         self.config: dict = record["config"]
         self.stats: dict = record["stats"]
         self.attrs: dict = record
-        missing = [n for n in (*FRAME_ARRAYS, OFFSETS, SPANS,
-                                *(f"{UTTERANCE_GROUP}/{f}" for f in UTTERANCE_FIELDS))
-                   if n not in group]
+        arrays = self._open_arrays(group)
+        missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
         if missing:
             raise StoreFormatError(f"{self.path} lacks array(s) {missing}")
-        self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in group]
+        self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in arrays]
         self.features = self._chosen(features, normalize)
-        self.offsets = np.asarray(group[OFFSETS][:], dtype=np.int64)
-        self.spans = np.asarray(group[SPANS][:], dtype=np.int64)
-        fields = utterance_fields(group[UTTERANCE_GROUP])
-        self._check_consistency(group, fields)
+        self.offsets = self._zarr_read(OFFSETS, arrays[OFFSETS]).astype(np.int64)
+        self.spans = self._zarr_read(SPANS, arrays[SPANS]).astype(np.int64)
+        fields = {name.removeprefix(f"{UTTERANCE_GROUP}/"):
+                  [str(value) for value in self._zarr_read(name, arrays[name])]
+                  for name in FIELD_ARRAYS if name in arrays}
+        self._check_consistency(arrays, fields)
         self.ids, self.texts, self.audio_files = fields["id"], fields["text"], fields["audio"]
         self.speakers = fields.get("speaker")
         self.field_names = list(fields)
@@ -142,8 +148,8 @@ class FeatureStore:
         self._pid: int | None = None
         self._readers: dict = {}
         self._shared: dict | None = None    # in_memory frames in shared memory ({}: no room)
-        self.frame_bytes = sum(group[name].nbytes for name in self.features)
-        self.stored_bytes = sum(group[name].nbytes for name in self.array_names)
+        self.frame_bytes = sum(arrays[name].nbytes for name in self.features)
+        self.stored_bytes = sum(arrays[name].nbytes for name in self.array_names)
         if in_memory:
             self._arrays()
 
@@ -170,8 +176,25 @@ class FeatureStore:
             raise StoreFormatError(f"{self.path} is not a Zarr store (no zarr.json)")
         try:
             return zarr.open_group(str(self.path), mode="r", zarr_format=3)
-        except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
+        except (ValueError, KeyError, TypeError, OSError) as e:
             raise StoreFormatError(f"{self.path} cannot be opened: {e}") from e
+
+    def _open_arrays(self, group: zarr.Group) -> dict[str, zarr.Array]:
+        """The store's arrays that are there, by name (STORE_ARRAYS); a StoreFormatError naming
+        the first whose metadata is damaged."""
+        arrays = {}
+        for name in STORE_ARRAYS:
+            try:
+                array = group[name]
+            except KeyError:
+                continue
+            except Exception as e:       # zarr's many kinds of error for a damaged zarr.json
+                raise StoreFormatError(f"{self.path}: the metadata of {name} cannot be read "
+                                       f"({type(e).__name__}: {e}); {REEXTRACT}") from e
+            if not isinstance(array, zarr.Array):
+                raise StoreFormatError(f"{self.path}: {name} is not an array; {REEXTRACT}")
+            arrays[name] = array
+        return arrays
 
     def _shards_written(self, group: zarr.Group) -> str:
         """', N of M shards written' for an unfinished store (its writers' progress markers),
@@ -183,8 +206,9 @@ class FeatureStore:
             return ""
         return f", {len(marked_shards(self.path))} of {total} shards written"
 
-    def _check_consistency(self, group: zarr.Group, fields: dict[str, list[str]]) -> None:
-        n_frames = group["mel"].shape[0]
+    def _check_consistency(self, arrays: dict[str, zarr.Array],
+                           fields: dict[str, list[str]]) -> None:
+        n_frames = arrays["mel"].shape[0]
         lengths = np.diff(self.offsets)
         if len(self.offsets) < 1 or self.offsets[0] != 0 or (lengths < 0).any() \
                 or self.offsets[-1] != n_frames:
@@ -208,11 +232,11 @@ class FeatureStore:
             raise StoreFormatError(f"{self.path}: spans must hold {len(lengths)} [start, end) "
                                    "pairs with 0 <= start <= end")
         for name in self.array_names:
-            if group[name].shape[0] != n_frames:
-                raise StoreFormatError(f"{self.path}: {name} has {group[name].shape[0]} frames, "
+            if arrays[name].shape[0] != n_frames:
+                raise StoreFormatError(f"{self.path}: {name} has {arrays[name].shape[0]} frames, "
                                        f"mel has {n_frames}")
-        if group["mel"].shape[1:] != (self.config["n_mels"],):
-            raise StoreFormatError(f"{self.path}: mel has shape {group['mel'].shape}, not "
+        if arrays["mel"].shape[1:] != (self.config["n_mels"],):
+            raise StoreFormatError(f"{self.path}: mel has shape {arrays['mel'].shape}, not "
                                    f"(frames, config.n_mels = {self.config['n_mels']})")
 
     def __len__(self) -> int:
@@ -258,12 +282,14 @@ class FeatureStore:
                                   "in_memory (its default reads go to the files)")
             group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
             for name in self.features:
+                array = group[name]
+                metadata = array.metadata.to_dict()
                 if self.in_memory:
-                    self._readers[name] = self._zarr_read(name, group[name], slice(None))
-                elif raw_layout(json.loads((self.path / name / "zarr.json").read_text())):
-                    self._readers[name] = ShardReader(self.path / name)
+                    self._readers[name] = self._zarr_read(name, array)
+                elif raw_layout(metadata):
+                    self._readers[name] = ShardReader(self.path / name, metadata)
                 else:
-                    self._readers[name] = group[name]
+                    self._readers[name] = array
         return self._readers
 
     def frames(self, name: str, index: int) -> np.ndarray:
@@ -279,14 +305,14 @@ class FeatureStore:
             return reader[start:stop]
         return self._zarr_read(name, reader, slice(start, stop))
 
-    def _zarr_read(self, name: str, array: zarr.Array, rows: slice) -> np.ndarray:
+    def _zarr_read(self, name: str, array: zarr.Array, rows: slice = slice(None)) -> np.ndarray:
         """Rows of an array through zarr-python, whose errors for a damaged file (a checksum
         that does not match, a chunk cut short) do not name the array."""
         try:
             return np.asarray(array[rows])
-        except (ValueError, OSError) as e:
-            raise StoreFormatError(f"{self.path / name} cannot be read ({e}); extract the store "
-                                   "again (tts-extract run --overwrite)") from e
+        except Exception as e:     # zarr's and each codec's own kinds (zstd: RuntimeError)
+            raise StoreFormatError(f"{self.path / name} cannot be read ({type(e).__name__}: "
+                                   f"{e}); {REEXTRACT}") from e
 
     def index_of(self, utt_id: str) -> int:
         try:

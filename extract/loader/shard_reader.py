@@ -10,7 +10,6 @@ codec chain are read through zarr instead.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 from collections import OrderedDict
@@ -37,7 +36,8 @@ def max_open_shards() -> int:
 
 
 def raw_layout(metadata: dict) -> dict | None:
-    """The parameters for raw reads, or None when the array is not laid out for them."""
+    """The parameters for raw reads of an array whose metadata zarr-python parsed
+    (zarr.Array.metadata.to_dict()), or None when it is not laid out for them."""
     codecs = metadata.get("codecs", [])
     if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
         return None
@@ -52,8 +52,11 @@ def raw_layout(metadata: dict) -> dict | None:
             or key_encoding.get("name") != "default"
             or metadata["shape"][1:] != config["chunk_shape"][1:]):
         return None
-    return {"chunk_rows": config["chunk_shape"][0],
-            "shard_rows": metadata["chunk_grid"]["configuration"]["chunk_shape"][0],
+    chunk_rows = config["chunk_shape"][0]
+    shard_rows = metadata["chunk_grid"]["configuration"]["chunk_shape"][0]
+    if not 0 < chunk_rows <= shard_rows or shard_rows % chunk_rows:    # zarr could not read it
+        return None
+    return {"chunk_rows": chunk_rows, "shard_rows": shard_rows,
             "separator": key_encoding.get("configuration", {}).get("separator", "/"),
             "index_checksum": len(index_codecs) == 2}
 
@@ -76,12 +79,12 @@ class ShardReader:
     """Reads rows [start, stop) of one array. Shard indexes are cached; at most
     max_open_shards() shard files stay open, the least recently read closed first."""
 
-    def __init__(self, array_dir: Path):
+    def __init__(self, array_dir: Path, metadata: dict):
+        """metadata: the array's, as zarr-python parsed it (zarr.Array.metadata.to_dict())."""
         self.indexes: dict[int, np.ndarray | None] = {}      # None: the shard was never written
         self.files: OrderedDict[int, int] = OrderedDict()    # shard -> descriptor, oldest first
         self.max_open = max_open_shards()
         self.dir = Path(array_dir)
-        metadata = json.loads((self.dir / "zarr.json").read_text())
         layout = raw_layout(metadata)
         if layout is None:
             raise ValueError(f"{array_dir} is not an uncompressed sharded array")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from extract.features.stats import combine, shard_moments
+from extract.features.stats import combine, shard_moments, valid_moments
 from extract.progress import Progress
 from extract.store.index import UtteranceIndex
 from extract.store.layout import (ATTRS_KEY, CHUNK_FRAMES, FORMAT_VERSION, FRAME_ARRAYS,
@@ -68,11 +68,7 @@ class StoreWriter:
             if mode == "create":
                 self._create(widths, attrs, chunk_frames)
             else:
-                self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-                if mode == "resume":
-                    self._check_resumable(attrs, chunk_frames)
-                self.arrays = {name: self.group[name] for name in
-                               (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if name in self.group}
+                self._reopen(mode, attrs, chunk_frames)
             if not self.complete:
                 (path / PROGRESS).mkdir(exist_ok=True)
             # not mid-compaction: a compacted shard's old frames are gone, so it cannot be redone
@@ -88,10 +84,28 @@ class StoreWriter:
         self.missing = {s: self._shard_range(s)[1] - self._shard_range(s)[0]
                         for s in owned if s not in done}
 
+    def _reopen(self, mode: str, attrs: dict, chunk_frames: int) -> None:
+        """Open the existing store (checking, for "resume", that it is this job's); a store whose
+        metadata is damaged is a StoreError that says so, not zarr's error."""
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+            if mode == "resume":
+                self._check_resumable(attrs, chunk_frames)
+            self.arrays = {name: self.group[name] for name in
+                           (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if name in self.group}
+        except (StoreError, OSError):
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+            action = "resume" if mode == "resume" else "open"
+            raise StoreError(f"cannot {action} {self.path}: it is damaged "
+                             f"({type(e).__name__}: {e}); rerun with --overwrite to start "
+                             "over") from e
+
     def _unmark_damaged_shards(self, show_progress: bool) -> list[int]:
         """Remove the markers of shards a machine crash may have left damaged (the kernel had
-        not written every file to disk): a marker that is not whole, or a shard file that is
-        missing or not whole (shard_file.shard_is_whole). Return those shards: they are redone."""
+        not written every file to disk): a marker that is not whole (not JSON, or not moments
+        of this store's shape), or a shard file that is missing or not whole
+        (shard_file.shard_is_whole). Return those shards: they are redone."""
         row_bytes = {name: array.dtype.itemsize * int(np.prod(array.shape[1:]))
                      for name, array in self.arrays.items()}
         damaged = []
@@ -103,7 +117,7 @@ class StoreWriter:
             marker = marker_file(self.path, shard)
             lo, hi = self._shard_range(shard)
             try:
-                whole = isinstance(json.loads(marker.read_text()), dict)
+                whole = valid_moments(json.loads(marker.read_text()), self.arrays["mel"].shape[1])
             except (json.JSONDecodeError, UnicodeDecodeError):
                 whole = False
             whole = whole and all(
