@@ -53,6 +53,15 @@ def test_in_memory_refuses_a_store_larger_than_the_available_memory(mixed_store,
     monkeypatch.setattr(feature_store, "available_memory", lambda: frames // 2)
     with pytest.raises(MemoryError, match="in_memory=True needs"):
         copy[0]
+    # memory that runs out while zarr reads is that, not a damaged store
+    monkeypatch.setattr(feature_store, "available_memory", lambda: None)
+    def out_of_memory(*args):
+        raise MemoryError
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", out_of_memory)
+    with pytest.raises(MemoryError) as error:
+        FeatureStore(mixed_store, in_memory=True)
+    assert not isinstance(error.value, StoreFormatError)
 
 
 def test_forked_workers_share_an_in_memory_store(mixed_store, monkeypatch):

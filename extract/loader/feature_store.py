@@ -310,6 +310,8 @@ class FeatureStore:
         that does not match, a chunk cut short) do not name the array."""
         try:
             return np.asarray(array[rows])
+        except MemoryError:
+            raise
         except Exception as e:     # zarr's and each codec's own kinds (zstd: RuntimeError)
             raise StoreFormatError(f"{self.path / name} cannot be read ({type(e).__name__}: "
                                    f"{e}); {REEXTRACT}") from e
