@@ -154,9 +154,6 @@ def edit_json(path: Path, change) -> None:
      "the metadata of spans cannot be read (JSONDecodeError"),
     (lambda p: (p / "voiced" / "zarr.json").write_text(
         '{"zarr_format": 3, "node_type": "group", "attributes": {}}'), "voiced is not an array"),
-    (lambda p: edit_json(p / "mel" / "zarr.json",
-                         lambda d: d["chunk_grid"]["configuration"].update(chunk_shape=[0, 80])),
-     "mel cannot be read"),
 ])
 def test_damaged_files_of_a_store_are_named(mixed_store, tmp_path, damage, message):
     """Damage that zarr-python, or one of its codecs, finds in its own way (a zstd frame, a
