@@ -24,7 +24,7 @@ import zarr
 
 from extract.loader.describe import SHOWN_REJECTIONS, describe_store
 from extract.loader.record import record_problem
-from extract.loader.shard_reader import ShardReader, StoreFormatError, raw_layout
+from extract.loader.shard_reader import REEXTRACT, ShardReader, StoreFormatError, raw_layout
 from extract.progress import format_bytes
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS, SPANS,
@@ -35,7 +35,6 @@ FIELD_ARRAYS = tuple(f"{UTTERANCE_GROUP}/{name}"
                      for name in (*UTTERANCE_FIELDS, *OPTIONAL_UTTERANCE_FIELDS))
 REQUIRED_ARRAYS = (*FRAME_ARRAYS, OFFSETS, SPANS, *FIELD_ARRAYS[:len(UTTERANCE_FIELDS)])
 STORE_ARRAYS = (*REQUIRED_ARRAYS, *OPTIONAL_FRAME_ARRAYS, *FIELD_ARRAYS[len(UTTERANCE_FIELDS):])
-REEXTRACT = "extract the store again (tts-extract run --overwrite)"
 
 
 def available_memory() -> int | None:

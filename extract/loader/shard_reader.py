@@ -71,6 +71,9 @@ def read_into(fd: int, buffer: memoryview, offset: int) -> int:
     return len(data)
 
 
+REEXTRACT = "extract the store again (tts-extract run --overwrite)"
+
+
 class StoreFormatError(ValueError):
     """The path is not a complete tts-extract store this version can read."""
 
@@ -132,7 +135,7 @@ class ShardReader:
                 problem = "its index names chunks that are not in it (cut short?)"
         if problem:
             raise StoreFormatError(f"shard file {self._path(shard)} is damaged: {problem}; "
-                                    "extract the store again (tts-extract run --overwrite)")
+                                   f"{REEXTRACT}")
         return index
 
     def _path(self, shard: int) -> Path:
