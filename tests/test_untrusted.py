@@ -19,6 +19,7 @@ from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,7 @@ import zarr
 from extract.job import run_job
 from extract.loader import FeatureStore, StoreFormatError
 from extract.store import writer as writer_module
-from extract.store.layout import ATTRS_KEY
+from extract.store.layout import ATTRS_KEY, CHUNK_FRAMES, SHARD_FRAMES
 from extract.store.lock import LOCK_NAME
 from extract.store.output import StoreError
 
@@ -119,8 +120,8 @@ def test_a_store_with_a_zero_run_time_still_describes(mixed_store, tmp_path):
 
 
 @pytest.mark.parametrize("array,cut_to,message", [
-    ("mel", 0.5, "its index names chunks that are not in it"),
-    ("f0", 0.5, "its index names chunks that are not in it"),
+    ("mel", 0.5, "its index does not match its checksum"),
+    ("f0", 0.5, "its index does not match its checksum"),
     ("energy", 100, "100 bytes, too few for its index"),
 ])
 def test_a_cut_shard_file_is_named_when_read(mixed_store, tmp_path, array, cut_to, message):
@@ -136,6 +137,34 @@ def test_a_cut_shard_file_is_named_when_read(mixed_store, tmp_path, array, cut_t
             store = FeatureStore(path, in_memory=in_memory)   # in memory: reads at open
             for i in range(len(store)):
                 store[i]
+
+
+@pytest.mark.parametrize("array", ["mel", "voiced"])
+def test_a_shard_index_that_fails_its_checksum_is_named_when_read(mixed_store, tmp_path, array):
+    """A shard index whose first chunk is marked absent (a flipped bit could do it) is still
+    within the file, and an absent chunk reads as zeros: only the index's crc32c tells. Both
+    modes check it (a checksum made to match shows that it is what tells), and the raw reader
+    still checks an index that matches its checksum against the file."""
+    path, _ = copy_store(mixed_store, tmp_path)
+    shard = path / array / "c" / "0" / "0" if array == "mel" else path / array / "c" / "0"
+    data = bytearray(shard.read_bytes())
+    index_start = len(data) - 4 - 16 * (SHARD_FRAMES // CHUNK_FRAMES)
+    data[index_start:index_start + 16] = b"\xff" * 16
+    shard.write_bytes(bytes(data))
+    for in_memory, expected in ((False, f"shard file {shard} is damaged: its index does not "
+                                        "match its checksum"),
+                                (True, f"{path / array} cannot be read")):
+        with pytest.raises(StoreFormatError, match=re.escape(expected)):
+            FeatureStore(path, in_memory=in_memory)[0]
+    data[-4:] = google_crc32c.value(bytes(data[index_start:-4])).to_bytes(4, "little")
+    shard.write_bytes(bytes(data))
+    assert not FeatureStore(path)[0][array].any()
+    # and an index that matches its checksum is still checked against the file
+    data[index_start:index_start + 8] = len(data).to_bytes(8, "little")
+    data[-4:] = google_crc32c.value(bytes(data[index_start:-4])).to_bytes(4, "little")
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreFormatError, match="its index names chunks that are not in it"):
+        FeatureStore(path)[0]
 
 
 def edit_json(path: Path, change) -> None:
