@@ -7,7 +7,7 @@ torchaudio's kernel holds one row per output phase, each as wide as a whole inpu
 rates with a small common divisor that is mostly zeros (44056 -> 22050 Hz: 11025 rows of 44,600
 taps; 8.6 GB of memory and 50 s of CPU to resample 2 s). Those rates take `_sparse_resample`:
 the same windowed sinc at only the taps where it is not zero, gathered a block of output
-phases at a time: about 0.05 s a file of 10 s at 44101 Hz on 2 cores (22,050 phases).
+phases at a time: about 0.04 s a file of 10 s at 44101 Hz on 2 cores (22,050 phases).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _sparse_resample(samples: torch.Tensor, orig_rate: int, new_rate: int) -> to
     for phase in range(0, new, block):
         phases = slice(phase, phase + block)
         inputs = windows[starts[:, phases]]                  # [periods, phases, taps]
-        out[:, phases] = torch.einsum("kpt,pt->kp", inputs, weights[phases])
+        out[:, phases] = (inputs * weights[phases]).sum(-1)   # closer than a matmul's sums
     return out.reshape(-1)[:out_len]
 
 

@@ -16,7 +16,7 @@ import resource
 from collections import OrderedDict
 from pathlib import Path
 
-import google_crc32c      # zarr's dependency (its crc32c codec)
+import google_crc32c
 import numpy as np
 
 from extract.store.layout import ABSENT_CHUNK, shard_file
