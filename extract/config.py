@@ -31,8 +31,20 @@ PITCH_PADDINGS = ("zero", "reflect")
 PITCH_DTYPES = ("float32", "float64")      # what pyin and yin frames are computed in
 # FastPitch's and NeMo's pyin range, librosa.note_to_hz("C2") and note_to_hz("C7")
 C2_HZ, C7_HZ = 65.40639132514966, 2093.004522404789
+BINS_PER_SEMITONE = 10      # pyin's pitch bins: 0.1 semitone
 FRAME_COUNT_RULES = {"half": "num_samples // hop_length",
                      "center": "num_samples // hop_length + 1"}
+
+
+def pitch_bin_count(fmin: float, fmax: float) -> int:
+    """pyin's pitch bins from fmin to fmax, as librosa.pyin counts them (601 for C2-C7)."""
+    return math.floor(12 * BINS_PER_SEMITONE * math.log2(fmax / fmin)) + 1
+
+
+def transition_width(max_transition_rate: float, hop_length: int, sample_rate: int) -> int:
+    """Bins reachable in one frame, as librosa.pyin derives it (odd; 51 at 22.05 kHz, hop 256)."""
+    semitones = round(max_transition_rate * 12 * hop_length / sample_rate)
+    return semitones * BINS_PER_SEMITONE + 1
 
 
 class PresetError(ValueError):
@@ -301,3 +313,11 @@ def _validate(p: Preset) -> None:
          f"{q.switch_prob} and {q.no_trough_prob}")
     need(q.max_transition_rate > 0,
          f"pitch.max_transition_rate must be positive, got {q.max_transition_rate}")
+    bins = pitch_bin_count(q.fmin, q.fmax)
+    width = transition_width(q.max_transition_rate, p.hop_length, p.sample_rate)
+    highest = (bins - 1) // BINS_PER_SEMITONE * p.sample_rate / (12 * p.hop_length)
+    need(q.method != "pyin" or width <= bins,
+         f"pitch.max_transition_rate ({q.max_transition_rate} octaves/s) moves pyin up to "
+         f"{width} bins a frame, more than the {bins} from pitch.fmin to pitch.fmax (librosa.pyin "
+         f"refuses it too); at hop_length {p.hop_length} and sample_rate {p.sample_rate}, at "
+         f"most {highest:.4g}")

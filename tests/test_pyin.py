@@ -20,7 +20,7 @@ import soundfile
 import torch
 
 import extract.features.pyin as pyin_module
-from extract.config import C2_HZ, C7_HZ, load_preset
+from extract.config import C2_HZ, C7_HZ, PresetError, load_preset
 from extract.demo import synth_utterance
 from extract.features import extract_features
 from extract.features.pyin import (BINS_PER_SEMITONE, N_THRESHOLDS, first_lowest, frame_blocks,
@@ -104,6 +104,35 @@ def test_threshold_prior_and_width_are_librosas():
     np.testing.assert_allclose(beta, np.diff(scipy.stats.beta.cdf(grid, 2, 18)), rtol=1e-12,
                                atol=1e-17)
     assert transition_width(35.92, HOP, SR) == 51
+
+
+@pytest.mark.parametrize("preset_name", ["hifigan", "vocos"])
+def test_transition_rates_librosa_refuses_are_refused_when_the_preset_loads(preset_name,
+                                                                          tmp_path):
+    """A max_transition_rate that moves pitch further in a frame than its bins reach: librosa.pyin
+    raises, so loading the preset does, giving the highest rate it takes; at that rate both run."""
+    preset = load_preset(preset_name)
+    y = synth_utterance(0.3, preset.sample_rate, np.random.default_rng(0))
+    file = tmp_path / "fast.yaml"
+    file.write_text(f"base: {preset_name}\npitch: {{max_transition_rate: 1000}}\n")
+    with pytest.raises(PresetError, match=r"librosa.pyin refuses it too\); .* at most") as error:
+        load_preset(str(file))
+    highest = float(str(error.value).rsplit(" ", 1)[1])
+    for rate, librosa_takes in ((highest, True), (highest * 1.02, False)):
+        file.write_text(f"base: {preset_name}\npitch: {{max_transition_rate: {rate}}}\n")
+        try:
+            load_preset(str(file))
+            loads = True
+        except PresetError:
+            loads = False
+        try:
+            librosa.pyin(y, fmin=preset.pitch.fmin, fmax=preset.pitch.fmax,
+                         sr=preset.sample_rate, frame_length=preset.pitch.frame_length,
+                         hop_length=preset.hop_length, max_transition_rate=rate)
+            runs = True
+        except librosa.util.exceptions.ParameterError:
+            runs = False
+        assert loads == runs == librosa_takes, rate
 
 
 def test_threshold_events_are_each_rows_distinct_indices_in_order():

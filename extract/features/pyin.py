@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from extract.config import BINS_PER_SEMITONE, pitch_bin_count, transition_width
 from extract.features.pitch import (cumulative_mean_normalized_difference, parabolic_shift,
                                     period_range, trough_mask)
 from extract.features.viterbi import TransitionBands, viterbi
@@ -27,7 +28,6 @@ from extract.stages import stage
 N_THRESHOLDS = 100
 BETA_B = 18                 # threshold prior Beta(2, BETA_B)
 BOLTZMANN = 2.0
-BINS_PER_SEMITONE = 10      # resolution 0.1 semitone
 # Frames per block of per-frame work (frame_blocks): small on the CPU (cache: pitch on the 60
 # benchmark clips took 925 ms in blocks of 2048, 955 in 1024, 979 in 4096, 1045 in 8192), large
 # on a GPU (fewer launches and host syncs: on an H200, 131072 ran about 2x faster than 8192, and
@@ -97,16 +97,6 @@ def frame_blocks(batch: int, steps: int, rows: int) -> Iterator[tuple[slice, sli
         for utterance in range(batch):
             for first in range(0, steps, rows):
                 yield slice(utterance, utterance + 1), slice(first, first + rows)
-
-
-def pitch_bin_count(fmin: float, fmax: float) -> int:
-    return math.floor(12 * BINS_PER_SEMITONE * math.log2(fmax / fmin)) + 1
-
-
-def transition_width(max_transition_rate: float, hop_length: int, sample_rate: int) -> int:
-    """Bins reachable in one frame, as librosa.pyin derives it (odd; 51 at 22.05 kHz, hop 256)."""
-    semitones = round(max_transition_rate * 12 * hop_length / sample_rate)
-    return semitones * BINS_PER_SEMITONE + 1
 
 
 @functools.lru_cache(maxsize=1)
