@@ -1,7 +1,10 @@
 import dataclasses
 import gzip
+import os
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +281,25 @@ def test_symbolic_links_inside_the_dataset_are_followed(tmp_path):
     store = FeatureStore(tmp_path / "out.zarr")
     assert store.ids == ["a", "b"]
     assert len(store[1]["f0"]) == int(0.6 * 22050) // 256
+
+
+def test_paths_that_are_not_files_are_named_and_never_waited_on(tmp_path):
+    """A named pipe named like a WAV would block a reader until something writes to it; it, a
+    folder and a symbolic link loop are each skipped, named with what they are."""
+    folder = write_corpus(tmp_path / "c", [("a", 0.5, 22050, 1, "pcm16")])
+    wavs = folder / "wavs"
+    os.mkfifo(wavs / "pipe.wav")
+    (wavs / "folder.wav").mkdir()
+    (wavs / "loop.wav").symlink_to("loop.wav")
+    (folder / "metadata.csv").write_text("a|A|\npipe|P|\nfolder|F|\nloop|L|\n")
+    result = subprocess.run([sys.executable, "-m", "extract", "check", str(folder)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    for line, name, what in ((2, "pipe", "a named pipe, not an audio file"),
+                             (3, "folder", "a folder, not an audio file"),
+                             (4, "loop", "cannot read (Too many levels of symbolic links)")):
+        assert f"line {line} ({name}): {wavs / name}.wav: {what}" in result.stdout, result.stdout
+    assert "1 to extract, 3 to skip" in result.stdout
 
 
 def test_a_corpus_with_nothing_usable_is_an_error(tmp_path):

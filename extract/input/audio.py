@@ -7,6 +7,8 @@ with chunks of any size before the samples; FLAC may follow one ID3 tag, as the 
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,10 @@ UNKNOWN_SIZE = 0xFFFFFFFF
 MAX_SAMPLE_RATE = 768_000          # the highest in use; above it, a header is taken as corrupt
 MAX_FMT_BYTES = 64                 # of a fmt chunk (16, 18 or 40 bytes in practice)
 FINITE_CHECK_SAMPLES = 1 << 20     # float data is checked for NaN/Inf in blocks this long
+# what a path that is not a regular file is (opening a named pipe would wait for a writer)
+SPECIAL_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+                 (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                 (stat.S_ISBLK, "a block device"))
 
 
 class AudioError(ValueError):
@@ -49,6 +55,10 @@ def read_audio_info(path: Path) -> AudioInfo:
     """Parse the header of the WAV or FLAC file `path` (told apart by its first bytes, not its
     name); raise `AudioError` saying what is wrong."""
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in SPECIAL_FILES if test(mode)), "a special file")
+            raise AudioError(f"{path}: {kind}, not an audio file")
         with open(path, "rb") as f:
             file_size = f.seek(0, 2)
             f.seek(0)
