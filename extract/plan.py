@@ -118,9 +118,11 @@ def store_bytes(preset: Preset, frames: int) -> int:
 def data_notes(preset: Preset, utterances: list[Utterance]) -> list[str]:
     """What `check` and `run` point out about the preset and the data (stderr, even when
     quiet): mel bands without an FFT bin, audio sampled too low for the top mel band, lines
-    without a speaker in a corpus that names speakers, lines whose file an earlier line names."""
+    without a speaker in a corpus that names speakers, lines whose file an earlier line names,
+    lines without text."""
     return [note for note in (empty_mel_band_note(preset), upsampling_note(utterances, preset),
-                              unnamed_speaker_note(utterances), shared_file_note(utterances))
+                              unnamed_speaker_note(utterances), shared_file_note(utterances),
+                              empty_text_note(utterances))
             if note]
 
 
@@ -166,6 +168,20 @@ def shared_file_note(utterances: list[Utterance]) -> str | None:
     return (f"note: {len(repeats)} utterance(s) name an audio file that an earlier line names "
             f"too ({shown}{'; ...' if len(repeats) > 3 else ''}); each is extracted and stored "
             "under its own id: drop the repeated lines unless that is meant")
+
+
+def empty_text_note(utterances: list[Utterance]) -> str | None:
+    """A note when some lines give no text (both text fields empty): their features are
+    extracted, which a vocoder can train on, but not a model that reads text. None when every
+    line has text."""
+    empty = [u.line_number for u in utterances if not u.text]
+    if not empty:
+        return None
+    lines = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+    return (f"note: {len(empty)} of {len(utterances)} utterances have no text (metadata "
+            f"line{'s' if len(empty) > 1 else ''} {lines}); their features are stored with an "
+            "empty text, which a vocoder can train on but an acoustic model cannot: give "
+            + ("those lines their transcripts" if len(empty) > 1 else "that line its transcript"))
 
 
 def processing_order(utterances: list[Utterance], counts: np.ndarray,

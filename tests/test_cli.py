@@ -188,6 +188,17 @@ def test_check_and_run_note_lines_without_a_speaker_among_named_ones(tmp_path):
     assert "note:" not in cli("check", corpus).stderr
 
 
+def test_check_notes_lines_without_text(tmp_path):
+    corpus = write_corpus(tmp_path / "c", [(name, 0.5, 22050, 1, "pcm16") for name in "abc"])
+    metadata = corpus / "metadata.csv"
+    assert "note:" not in cli("check", corpus).stderr
+    metadata.write_text("a|Some text.|\nb| |\nc||  \n")
+    result = cli("check", corpus)
+    assert result.returncode == 0, result.stderr
+    assert ("note: 2 of 3 utterances have no text (metadata lines 2, 3); their features are "
+            "stored with an empty text") in result.stderr
+
+
 def test_check_and_run_note_ids_that_name_an_earlier_lines_file(tmp_path):
     corpus = write_corpus(tmp_path / "c", [(name, 0.5, 22050, 1, "pcm16") for name in "ab"])
     metadata = corpus / "metadata.csv"
