@@ -89,12 +89,12 @@ def _sparse_resample(samples: torch.Tensor, orig_rate: int, new_rate: int) -> to
     left = max(0, -lowest)
     right = max(0, periods * orig + highest + taps - len(samples))
     windows = torch.nn.functional.pad(samples, (left, right)).unfold(0, taps, 1)  # [n', taps]
-    starts = (torch.arange(periods, device=samples.device)[:, None] * orig + first + left)
+    period_starts = torch.arange(periods, device=samples.device)[:, None] * orig + left
     out = samples.new_empty(periods, new)
     block = max(1, SPARSE_BLOCK // (periods * taps))
     for phase in range(0, new, block):
         phases = slice(phase, phase + block)
-        inputs = windows[starts[:, phases]]                  # [periods, phases, taps]
+        inputs = windows[period_starts + first[phases]]      # [periods, phases, taps]
         out[:, phases] = (inputs * weights[phases]).sum(-1)   # closer than a matmul's sums
     return out.reshape(-1)[:out_len]
 
