@@ -144,9 +144,8 @@ def unnamed_speaker_note(utterances: list[Utterance]) -> str | None:
     unnamed = [u.line_number for u in utterances if not u.speaker]
     if not unnamed or len(unnamed) == len(utterances):
         return None
-    lines = ", ".join(map(str, unnamed[:5])) + (", ..." if len(unnamed) > 5 else "")
     return (f"note: {len(unnamed)} of {len(utterances)} utterances name no speaker (metadata "
-            f"line{'s' if len(unnamed) > 1 else ''} {lines}) while the others do; they are kept "
+            f"{_line_list(unnamed)}) while the others do; they are kept "
             "as one speaker named '' (its own statistics, speaker number and export entries): "
             "give those lines a fourth field")
 
@@ -177,11 +176,16 @@ def empty_text_note(utterances: list[Utterance]) -> str | None:
     empty = [u.line_number for u in utterances if not u.text]
     if not empty:
         return None
-    lines = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
     return (f"note: {len(empty)} of {len(utterances)} utterances have no text (metadata "
-            f"line{'s' if len(empty) > 1 else ''} {lines}); their features are stored with an "
+            f"{_line_list(empty)}); their features are stored with an "
             "empty text, which a vocoder can train on but an acoustic model cannot: give "
             + ("those lines their transcripts" if len(empty) > 1 else "that line its transcript"))
+
+
+def _line_list(numbers: list[int]) -> str:
+    """'line 4', or 'lines 1, 3, ...': the first five of some metadata line numbers."""
+    shown = ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}"
 
 
 def processing_order(utterances: list[Utterance], counts: np.ndarray,

@@ -28,7 +28,8 @@ from extract.loader.shard_reader import REEXTRACT, ShardReader, StoreFormatError
 from extract.progress import format_bytes
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS, SPANS,
-                                  UTTERANCE_FIELDS, UTTERANCE_GROUP, marked_shards)
+                                  UTTERANCE_FIELDS, UTTERANCE_GROUP, marked_shards,
+                                  utterance_fields)
 from extract.store.lock import running_owner
 
 FIELD_ARRAYS = tuple(f"{UTTERANCE_GROUP}/{name}"
@@ -133,9 +134,9 @@ class FeatureStore:
         self.features = self._chosen(features, normalize)
         self.offsets = self._zarr_read(OFFSETS, arrays[OFFSETS]).astype(np.int64)
         self.spans = self._zarr_read(SPANS, arrays[SPANS]).astype(np.int64)
-        fields = {name.removeprefix(f"{UTTERANCE_GROUP}/"):
-                  [str(value) for value in self._zarr_read(name, arrays[name])]
-                  for name in FIELD_ARRAYS if name in arrays}
+        fields = utterance_fields({name.removeprefix(f"{UTTERANCE_GROUP}/"):
+                                   self._zarr_read(name, arrays[name])
+                                   for name in FIELD_ARRAYS if name in arrays})
         self._check_consistency(arrays, fields)
         self.ids, self.texts, self.audio_files = fields["id"], fields["text"], fields["audio"]
         self.speakers = fields.get("speaker")
