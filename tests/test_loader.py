@@ -272,6 +272,23 @@ def test_item_access_by_position_and_id(mixed_store):
         store[1.5]
 
 
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_an_item_changed_in_place_leaves_the_store_as_it_was(mixed_store, in_memory):
+    """Training code may change an item's tensors in place (SpecAugment's masks); the next
+    read of that utterance still gives what the store holds."""
+    store = FeatureStore(mixed_store, in_memory=in_memory)
+    frames = slice(int(store.offsets[1]), int(store.offsets[2]))
+    stored = {name: zarr.open_array(mixed_store / name, mode="r")[frames]
+              for name in store.array_names}
+    item = store[1]
+    for name in store.array_names:
+        tensor = item[name]
+        tensor.copy_(~tensor if tensor.dtype == torch.bool else tensor + 1)
+    again = store[1]
+    for name in store.array_names:
+        np.testing.assert_array_equal(again[name].numpy(), stored[name], err_msg=name)
+
+
 def test_check_config_names_each_setting_that_differs_from_a_vocoders(mixed_store):
     store = FeatureStore(mixed_store)
     # jik876/hifi-gan config_v1.json: the default preset's vocoder

@@ -301,8 +301,8 @@ class FeatureStore:
         reader = self._arrays()[name]
         if isinstance(reader, ShardReader):
             return reader.read(start, stop)
-        if isinstance(reader, np.ndarray):
-            return reader[start:stop]
+        if isinstance(reader, np.ndarray):      # a copy: a caller may change it in place
+            return reader[start:stop].copy()
         return self._zarr_read(name, reader, slice(start, stop))
 
     def _zarr_read(self, name: str, array: zarr.Array, rows: slice = slice(None)) -> np.ndarray:
