@@ -3,6 +3,8 @@ import pickle
 import re
 import resource
 import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,21 +235,27 @@ def read_path(request, monkeypatch):
     return request.param
 
 
-def test_random_access_to_many_shards_stays_within_the_open_file_limit(mixed_corpus,
-                                                                        tmp_path, read_path):
-    """A store of over 100 shards per array (8 frames each), read in random order under a
-    limit of 256 open files, which one open file per shard and array would pass: every
-    utterance equals zarr-python's read of it, and the files left open are few."""
+@pytest.fixture(scope="module")
+def small_shard_store(mixed_corpus, tmp_path_factory) -> Path:
+    """mixed_corpus in shards of 8 frames: over 100 shards per array."""
     from extract.job import run_job
 
-    out = tmp_path / "small_shards.zarr"
+    out = tmp_path_factory.mktemp("stores") / "small_shards.zarr"
     run_job(mixed_corpus, out, device="cpu", shard_frames=8, show_progress=False)
-    group = zarr.open_group(str(out), mode="r")
+    assert zarr.open_array(out / "mel", mode="r").shape[0] // 8 > 100
+    return out
+
+
+def test_random_access_to_many_shards_stays_within_the_open_file_limit(small_shard_store,
+                                                                        read_path):
+    """A store of over 100 shards per array, read in random order under a limit of 256 open
+    files, which one open file per shard and array would pass: every utterance equals
+    zarr-python's read of it, and the files left open are few."""
+    group = zarr.open_group(str(small_shard_store), mode="r")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
     try:
-        store = FeatureStore(out)
-        assert group["mel"].shape[0] // 8 > 100          # shards per array
+        store = FeatureStore(small_shard_store)
         before = len(os.listdir("/proc/self/fd"))
         for i in np.random.default_rng(0).permutation(len(store)):
             item, (start, stop) = store[int(i)], store.offsets[i:i + 2]
@@ -257,6 +265,33 @@ def test_random_access_to_many_shards_stays_within_the_open_file_limit(mixed_cor
         assert all(isinstance(reader, ShardReader) for reader in store._arrays().values())
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_threads_reading_one_store_each_get_their_own_utterances(small_shard_store,
+                                                                 monkeypatch):
+    """Eight threads read random utterances of one store (a thread-pool prefetcher) while its
+    readers keep two shard files open per array, so files are closed, and their descriptors'
+    numbers reused, under other threads' reads: every item equals zarr-python's read of it,
+    and no file is left open beyond those two."""
+    import extract.loader.shard_reader as shard_reader
+
+    monkeypatch.setattr(shard_reader, "max_open_shards", lambda: 2)
+    store = FeatureStore(small_shard_store)
+    group = zarr.open_group(str(small_shard_store), mode="r")
+    stored = {name: group[name][:] for name in store.array_names}
+    before = len(os.listdir("/proc/self/fd"))
+
+    def differing(seed: int) -> list[str]:
+        found = []
+        for i in np.random.default_rng(seed).integers(0, len(store), 40):
+            item, (start, stop) = store[int(i)], store.offsets[i:i + 2]
+            found += [f"{name} of {item['id']}" for name in store.array_names
+                      if not np.array_equal(item[name].numpy(), stored[name][start:stop])]
+        return found
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(differing, range(16)), []) == []
+    assert len(os.listdir("/proc/self/fd")) - before <= 2 * len(store.array_names)
 
 
 def test_item_access_by_position_and_id(mixed_store):

@@ -76,7 +76,8 @@ class FeatureStore:
     `audio_files[i]` is its audio file, relative to the dataset's wavs/ folder.
     `frame_bytes` is the size of the frame arrays it reads: on disk (uncompressed) and in memory;
     `stored_bytes` that of all the store's frame arrays. `field_names`: its utterances' string
-    fields (id, text, audio, speaker where the corpus names speakers).
+    fields (id, text, audio, speaker where the corpus names speakers). Items are the caller's to
+    change; threads may share a store.
 
     in_memory: read the arrays at open and serve from RAM. DataLoader workers started by fork
         share those pages with the main process (copy-on-write, never written); when the first
@@ -268,12 +269,14 @@ class FeatureStore:
 
     def _arrays(self) -> dict:
         """Per-process readers: ShardReader, a zarr array, or an in-memory numpy array (which a
-        forked process keeps: it holds no file or thread)."""
+        forked process keeps: it holds no file or thread). Threads may share them; each table of
+        readers is whole before threads see it."""
         if self._pid != os.getpid():
             self._readers = {name: reader for name, reader in self._readers.items()
                              if isinstance(reader, np.ndarray)}
             self._pid = os.getpid()
         if not self._readers:
+            readers = {}
             free = available_memory() if self.in_memory else None
             if free is not None and self.frame_bytes > free:    # at open, or in a spawned worker
                 raise MemoryError(f"{self.path}: in_memory=True needs "
@@ -285,11 +288,12 @@ class FeatureStore:
                 array = group[name]
                 metadata = array.metadata.to_dict()
                 if self.in_memory:
-                    self._readers[name] = self._zarr_read(name, array)
+                    readers[name] = self._zarr_read(name, array)
                 elif raw_layout(metadata):
-                    self._readers[name] = ShardReader(self.path / name, metadata)
+                    readers[name] = ShardReader(self.path / name, metadata)
                 else:
-                    self._readers[name] = array
+                    readers[name] = array
+            self._readers = readers
         return self._readers
 
     def frames(self, name: str, index: int) -> np.ndarray:
@@ -388,7 +392,7 @@ class FeatureStore:
                               stacklevel=3)
             else:       # one array at a time, each copy freed before the next is made
                 for name in self.features:
-                    self._shared[name] = torch.from_numpy(readers.pop(name)).share_memory_()
+                    self._shared[name] = torch.from_numpy(readers[name]).share_memory_()
                     readers[name] = self._shared[name].numpy()
         return self._shared
 

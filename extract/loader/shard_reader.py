@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import resource
-from collections import OrderedDict
+import threading
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import google_crc32c
@@ -81,13 +82,18 @@ class StoreFormatError(ValueError):
 
 
 class ShardReader:
-    """Reads rows [start, stop) of one array. Shard indexes are cached; at most
-    max_open_shards() shard files stay open, the least recently read closed first."""
+    """Reads rows [start, stop) of one array, from any number of threads. Shard indexes are
+    cached; at most max_open_shards() shard files stay open, the least recently read closed
+    first (once no thread is reading it: its descriptor's number could otherwise be reused for
+    another file while a read is under way)."""
 
     def __init__(self, array_dir: Path, metadata: dict):
         """metadata: the array's, as zarr-python parsed it (zarr.Array.metadata.to_dict())."""
         self.indexes: dict[int, np.ndarray | None] = {}      # None: the shard was never written
         self.files: OrderedDict[int, int] = OrderedDict()    # shard -> descriptor, oldest first
+        self.reading: Counter[int] = Counter()      # descriptor -> reads under way
+        self.closing: set[int] = set()              # out of `files`, closed when its reads end
+        self.lock = threading.Lock()                # guards the three above and `indexes`
         self.max_open = max_open_shards()
         self.dir = Path(array_dir)
         layout = raw_layout(metadata)
@@ -104,7 +110,8 @@ class ShardReader:
         self.separator = layout["separator"]
 
     def _shard(self, shard: int) -> tuple[int, np.ndarray] | None:
-        """(file descriptor, index [chunks, 2]) of a shard, or None when it was never written."""
+        """(file descriptor, index [chunks, 2]) of a shard, or None when it was never written.
+        Called holding the lock; the caller counts the descriptor in `reading`."""
         fd = self.files.get(shard)
         if fd is not None:
             self.files.move_to_end(shard)
@@ -117,7 +124,7 @@ class ShardReader:
             self.indexes[shard] = None
             return None
         if len(self.files) >= self.max_open:
-            os.close(self.files.popitem(last=False)[1])
+            self._close(self.files.popitem(last=False)[1])
         self.files[shard] = fd
         if shard not in self.indexes:
             self.indexes[shard] = self._read_index(fd, shard)
@@ -154,24 +161,49 @@ class ShardReader:
         while row < stop:
             chunk = row // self.chunk_rows
             end = min(stop, (chunk + 1) * self.chunk_rows)
-            number = chunk // self.chunks_per_shard
-            shard = self._shard(number)
-            offset, nbytes = (ABSENT_CHUNK, ABSENT_CHUNK) if shard is None else \
-                shard[1][chunk % self.chunks_per_shard]
-            if offset == ABSENT_CHUNK:
-                out[row - start:end - start] = self.fill
-            else:
-                first = int(offset) + (row - chunk * self.chunk_rows) * self.row_bytes
-                rows = memoryview(out[row - start:end - start]).cast("B")
-                if read_into(shard[0], rows, first) < len(rows):
-                    raise StoreFormatError(f"shard file {self._path(number)} ended early: was "
-                                            "it changed while the store was open?")
+            self._read_rows(out[row - start:end - start], chunk, row - chunk * self.chunk_rows)
             row = end
         return out
 
+    def _read_rows(self, out: np.ndarray, chunk: int, skip: int) -> None:
+        """Rows of one chunk, from its row `skip` on, into `out`."""
+        number = chunk // self.chunks_per_shard
+        with self.lock:
+            shard = self._shard(number)
+            offset = ABSENT_CHUNK if shard is None else shard[1][chunk % self.chunks_per_shard, 0]
+            if offset == ABSENT_CHUNK:
+                out[:] = self.fill
+                return
+            fd = shard[0]
+            self.reading[fd] += 1
+        rows = memoryview(out).cast("B")
+        try:
+            got = read_into(fd, rows, int(offset) + skip * self.row_bytes)
+        finally:
+            with self.lock:
+                self.reading[fd] -= 1
+                if fd in self.closing:
+                    self._close(fd)
+        if got < len(rows):
+            raise StoreFormatError(f"shard file {self._path(number)} ended early: was it "
+                                   "changed while the store was open?")
+
+    def _close(self, fd: int) -> None:
+        """Close a descriptor that left `files` once no read is under way on it (holding the
+        lock)."""
+        if self.reading[fd] > 0:
+            self.closing.add(fd)
+            return
+        self.closing.discard(fd)
+        self.reading.pop(fd, None)
+        os.close(fd)
+
     def close(self) -> None:
-        while self.files:
-            os.close(self.files.popitem()[1])
+        with self.lock:
+            for fd in [*self.files.values(), *self.closing]:
+                os.close(fd)
+            self.files.clear()
+            self.closing.clear()
 
     def __del__(self) -> None:
         self.close()
