@@ -294,6 +294,25 @@ def test_threads_reading_one_store_each_get_their_own_utterances(small_shard_sto
     assert len(os.listdir("/proc/self/fd")) - before <= 2 * len(store.array_names)
 
 
+def test_workers_forked_while_a_thread_reads_the_store_start_all_the_same(mixed_store):
+    """A DataLoader forks its workers while another thread is inside a read (its readers'
+    locks held, as the fork copies them): each worker drops the readers it inherited, which
+    must not wait for those locks, and reads with its own."""
+    store = FeatureStore(mixed_store)
+    expected = store[0]["mel"]
+    locks = [reader.lock for reader in store._arrays().values()]
+    for lock in locks:
+        lock.acquire()
+    try:
+        loader = torch.utils.data.DataLoader(store, batch_size=None, num_workers=1,
+                                             multiprocessing_context="fork", timeout=30)
+        item = next(iter(loader))
+    finally:
+        for lock in locks:
+            lock.release()
+    torch.testing.assert_close(item["mel"], expected, rtol=0, atol=0)
+
+
 def test_item_access_by_position_and_id(mixed_store):
     store = FeatureStore(mixed_store)
     assert store[-1]["id"] == store.ids[-1]

@@ -199,11 +199,12 @@ class ShardReader:
         os.close(fd)
 
     def close(self) -> None:
-        with self.lock:
-            for fd in [*self.files.values(), *self.closing]:
-                os.close(fd)
-            self.files.clear()
-            self.closing.clear()
+        """Close every file, once no read is under way (without the lock, which a process
+        forked while another thread held it could never take)."""
+        for fd in [*self.files.values(), *self.closing]:
+            os.close(fd)
+        self.files.clear()
+        self.closing.clear()
 
     def __del__(self) -> None:
         self.close()
