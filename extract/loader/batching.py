@@ -85,7 +85,14 @@ class LengthBucketSampler(torch.utils.data.Sampler):
         return iter(self.batches())
 
     def __len__(self) -> int:
-        return len(self.batches())
+        """This rank's batches an epoch, counted without building them (training loops may ask
+        every step): pools of self.pool utterances, each cut into batches, shared in rounds."""
+        full_pools, rest = divmod(len(self.lengths), self.pool)
+        last = rest // self.batch_size if self.drop_last else -(-rest // self.batch_size)
+        count = full_pools * (self.pool // self.batch_size) + last
+        if self.num_replicas == 1:
+            return count
+        return count // self.num_replicas if self.drop_last else -(-count // self.num_replicas)
 
 
 def pad_collate(items: list[dict]) -> dict:
