@@ -343,6 +343,11 @@ def test_item_access_by_position_and_id(mixed_store):
     assert store[np.int64(1)]["id"] == store[torch.tensor(1)]["id"] == store.ids[1]
     with pytest.raises(TypeError, match=r"position \(int\), not float"):
         store[1.5]
+    offsets = zarr.open_array(mixed_store / "offsets", mode="r")[:]
+    assert store.lengths is store.lengths                # made once: indexed per utterance
+    np.testing.assert_array_equal(store.lengths, offsets[1:] - offsets[:-1])
+    with pytest.raises(ValueError, match="read-only"):
+        store.lengths[0] = 0
 
 
 @pytest.mark.parametrize("in_memory", [False, True])

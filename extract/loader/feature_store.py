@@ -10,6 +10,7 @@ torch.Size([832, 80])
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import warnings
@@ -262,10 +263,12 @@ class FeatureStore:
             raise ValueError(f"{self.path} (preset {self.config.get('name')!r}) does not match: "
                              + "; ".join(differ))
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
-        """Frames per utterance."""
-        return np.diff(self.offsets)
+        """Frames per utterance, made once (a loop may index it per utterance), read-only."""
+        lengths = np.diff(self.offsets)
+        lengths.flags.writeable = False
+        return lengths
 
     def _arrays(self) -> dict:
         """Per-process readers: ShardReader, a zarr array, or an in-memory numpy array (which a
