@@ -156,6 +156,10 @@ def test_a_shard_index_that_fails_its_checksum_is_named_when_read(mixed_store, t
                                 (True, f"{path / array} cannot be read")):
         with pytest.raises(StoreFormatError, match=re.escape(expected)):
             FeatureStore(path, in_memory=in_memory)[0]
+    store = FeatureStore(path)
+    for _ in range(2):      # and so on every read, not only the first (a loop may skip it)
+        with pytest.raises(StoreFormatError, match="its index does not match its checksum"):
+            store[0]
     data[-4:] = google_crc32c.value(bytes(data[index_start:-4])).to_bytes(4, "little")
     shard.write_bytes(bytes(data))
     assert not FeatureStore(path)[0][array].any()

@@ -123,11 +123,15 @@ class ShardReader:
         except FileNotFoundError:
             self.indexes[shard] = None
             return None
+        if shard not in self.indexes:
+            try:
+                self.indexes[shard] = self._read_index(fd, shard)
+            except BaseException:      # a damaged shard: named again on its next read
+                os.close(fd)
+                raise
         if len(self.files) >= self.max_open:
             self._close(self.files.popitem(last=False)[1])
         self.files[shard] = fd
-        if shard not in self.indexes:
-            self.indexes[shard] = self._read_index(fd, shard)
         return fd, self.indexes[shard]
 
     def _read_index(self, fd: int, shard: int) -> np.ndarray:
