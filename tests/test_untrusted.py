@@ -127,16 +127,33 @@ def test_a_store_with_a_zero_run_time_still_describes(mixed_store, tmp_path):
 def test_a_cut_shard_file_is_named_when_read(mixed_store, tmp_path, array, cut_to, message):
     """A shard file cut short (a copy that stopped, a full disk elsewhere) would have its index
     read from the middle of its data: the reader checks the index against the file instead of
-    returning whatever that index points at. zarr-python (in_memory) checks its checksum."""
+    returning whatever that index points at (in_memory reads the same way, at open)."""
     path, _ = copy_store(mixed_store, tmp_path)
     shard = next(p for p in (path / array / "c").rglob("*") if p.is_file())
     os.truncate(shard, int(shard.stat().st_size * cut_to) if cut_to < 1 else cut_to)
-    for in_memory, expected in ((False, f"shard file {shard} is damaged: {message}"),
-                                (True, f"{path / array} cannot be read")):
-        with pytest.raises(StoreFormatError, match=re.escape(expected)):
-            store = FeatureStore(path, in_memory=in_memory)   # in memory: reads at open
+    for in_memory in (False, True):
+        with pytest.raises(StoreFormatError,
+                           match=re.escape(f"shard file {shard} is damaged: {message}")):
+            store = FeatureStore(path, in_memory=in_memory)
             for i in range(len(store)):
                 store[i]
+
+
+@pytest.mark.parametrize("array", ["mel", "voiced"])
+def test_a_missing_shard_file_is_named_not_read_as_zeros(mixed_store, tmp_path, array):
+    """zarr reads a shard whose file is not there as its fill value, but every shard of a
+    finished store was written: a missing one (a copy of the store made in part) is named, in
+    both modes, on every read of it."""
+    path, _ = copy_store(mixed_store, tmp_path)
+    shard = path / array / "c" / "0" / "0" if array == "mel" else path / array / "c" / "0"
+    shard.unlink()
+    expected = re.escape(f"shard file {shard} is missing (was the store copied in part?)")
+    with pytest.raises(StoreFormatError, match=expected):
+        FeatureStore(path, in_memory=True)
+    store = FeatureStore(path)
+    for _ in range(2):
+        with pytest.raises(StoreFormatError, match=expected):
+            store[0]
 
 
 @pytest.mark.parametrize("array", ["mel", "voiced"])
@@ -151,10 +168,9 @@ def test_a_shard_index_that_fails_its_checksum_is_named_when_read(mixed_store, t
     index_start = len(data) - 4 - 16 * (SHARD_FRAMES // CHUNK_FRAMES)
     data[index_start:index_start + 16] = b"\xff" * 16
     shard.write_bytes(bytes(data))
-    for in_memory, expected in ((False, f"shard file {shard} is damaged: its index does not "
-                                        "match its checksum"),
-                                (True, f"{path / array} cannot be read")):
-        with pytest.raises(StoreFormatError, match=re.escape(expected)):
+    expected = re.escape(f"shard file {shard} is damaged: its index does not match its checksum")
+    for in_memory in (False, True):
+        with pytest.raises(StoreFormatError, match=expected):
             FeatureStore(path, in_memory=in_memory)[0]
     store = FeatureStore(path)
     for _ in range(2):      # and so on every read, not only the first (a loop may skip it)

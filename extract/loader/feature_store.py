@@ -290,12 +290,12 @@ class FeatureStore:
             for name in self.features:
                 array = group[name]
                 metadata = array.metadata.to_dict()
-                if self.in_memory:
-                    readers[name] = self._zarr_read(name, array)
-                elif raw_layout(metadata):
+                if raw_layout(metadata):
                     readers[name] = ShardReader(self.path / name, metadata)
+                    if self.in_memory:
+                        readers[name] = readers[name].read(0, array.shape[0])
                 else:
-                    readers[name] = array
+                    readers[name] = self._zarr_read(name, array) if self.in_memory else array
             self._readers = readers
         return self._readers
 

@@ -89,7 +89,7 @@ class ShardReader:
 
     def __init__(self, array_dir: Path, metadata: dict):
         """metadata: the array's, as zarr-python parsed it (zarr.Array.metadata.to_dict())."""
-        self.indexes: dict[int, np.ndarray | None] = {}      # None: the shard was never written
+        self.indexes: dict[int, np.ndarray] = {}
         self.files: OrderedDict[int, int] = OrderedDict()    # shard -> descriptor, oldest first
         self.reading: Counter[int] = Counter()      # descriptor -> reads under way
         self.closing: set[int] = set()              # out of `files`, closed when its reads end
@@ -109,20 +109,18 @@ class ShardReader:
         self.index_bytes = 16 * self.chunks_per_shard + (4 if self.checksum else 0)
         self.separator = layout["separator"]
 
-    def _shard(self, shard: int) -> tuple[int, np.ndarray] | None:
-        """(file descriptor, index [chunks, 2]) of a shard, or None when it was never written.
-        Called holding the lock; the caller counts the descriptor in `reading`."""
+    def _shard(self, shard: int) -> tuple[int, np.ndarray]:
+        """(file descriptor, index [chunks, 2]) of a shard. Called holding the lock; the caller
+        counts the descriptor in `reading`."""
         fd = self.files.get(shard)
         if fd is not None:
             self.files.move_to_end(shard)
             return fd, self.indexes[shard]
-        if shard in self.indexes and self.indexes[shard] is None:
-            return None
         try:
             fd = os.open(self._path(shard), os.O_RDONLY)
-        except FileNotFoundError:
-            self.indexes[shard] = None
-            return None
+        except FileNotFoundError:      # zarr would read fill values: zeros in place of frames
+            raise StoreFormatError(f"shard file {self._path(shard)} is missing (was the store "
+                                   f"copied in part?); copy it again, or {REEXTRACT}") from None
         if shard not in self.indexes:
             try:
                 self.indexes[shard] = self._read_index(fd, shard)
@@ -173,12 +171,11 @@ class ShardReader:
         """Rows of one chunk, from its row `skip` on, into `out`."""
         number = chunk // self.chunks_per_shard
         with self.lock:
-            shard = self._shard(number)
-            offset = ABSENT_CHUNK if shard is None else shard[1][chunk % self.chunks_per_shard, 0]
+            fd, index = self._shard(number)
+            offset = index[chunk % self.chunks_per_shard, 0]
             if offset == ABSENT_CHUNK:
                 out[:] = self.fill
                 return
-            fd = shard[0]
             self.reading[fd] += 1
         rows = memoryview(out).cast("B")
         try:
