@@ -275,6 +275,19 @@ def test_all_silent_corpus_gives_unvoiced_pitch_and_null_f0_stats(tmp_path):
     assert "audio: 1.0 s\n" in store.describe()       # of the file, not of its 86 frames
 
 
+def test_a_corpus_without_any_text_stores_its_empty_texts(tmp_path):
+    """Lines with no text (a vocoder's corpus): the text array's one chunk holds only zarr's
+    fill value, and is written all the same, since the loader takes a missing chunk for damage
+    (a store copied in part)."""
+    from extract.job import run_job
+
+    corpus = write_corpus(tmp_path / "c", MIXED_SPECS[:2], lj_style=False)
+    (corpus / "metadata.csv").write_text("".join(f"{spec[0]}.wav||\n" for spec in MIXED_SPECS[:2]))
+    run_job(corpus, tmp_path / "t.zarr", device="cpu", show_progress=False)
+    assert zarr.open_array(tmp_path / "t.zarr" / "utterances" / "text").nchunks_initialized == 1
+    assert FeatureStore(tmp_path / "t.zarr").texts == ["", ""]
+
+
 def format_doc_rows(section: str) -> dict[str, str]:
     """docs/FORMAT.md's table under `## section`: {first backticked name of a row: the row}."""
     text = (ROOT / "docs" / "FORMAT.md").read_text().split(f"\n## {section}\n")[1]

@@ -47,21 +47,26 @@ def rewrite(group: zarr.Group, name: str, values: np.ndarray) -> None:
     group.create_array(name, shape=values.shape, dtype="int64", overwrite=True)[:] = values
 
 
+def rewrite_strings(group: zarr.Group, name: str, values: list[str]) -> None:
+    """A string array of `values`, its chunk written even where they are all fill values."""
+    group.create_array(name, shape=(len(values),), dtype=str, overwrite=True,
+                       config={"write_empty_chunks": True})[:] = np.array(values, dtype=object)
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda g, p: rewrite(g, "offsets", g["offsets"][:][::-1].copy()), "not monotonic"),
     (lambda g, p: rewrite(g, "offsets", g["offsets"][:] + 1), "not monotonic from 0"),
     (lambda g, p: rewrite(g, "spans", g["spans"][:-1]), f"spans must hold {N}"),
     (lambda g, p: rewrite(g, "spans", g["spans"][:][:, ::-1].copy()), "0 <= start <= end"),
-    (lambda g, p: g.create_array("utterances/text", shape=(1,), dtype=str, overwrite=True),
+    (lambda g, p: rewrite_strings(g, "utterances/text", [""]),
      f"1 utterances/text, .* and {N} utterances"),
-    (lambda g, p: g.create_array("utterances/audio", shape=(2,), dtype=str, overwrite=True),
+    (lambda g, p: rewrite_strings(g, "utterances/audio", ["a", "b"]),
      f"2 utterances/audio and {N} utterances"),
-    (lambda g, p: g.create_array("utterances/speaker", shape=(N + 1,), dtype=str),
+    (lambda g, p: rewrite_strings(g, "utterances/speaker", [""] * (N + 1)),
      f"{N + 1} utterances/speaker and {N} utterances"),
-    (lambda g, p: g.create_array("utterances/speaker", shape=(N,), dtype=str, fill_value="p9"),
+    (lambda g, p: rewrite_strings(g, "utterances/speaker", ["p9"] * N),
      r"speaker\(s\) \['p9'\] have no statistics"),
-    (lambda g, p: g.create_array("utterances/id", shape=(N,), dtype=str, overwrite=True,
-                                 fill_value="x"),
+    (lambda g, p: rewrite_strings(g, "utterances/id", ["x"] * N),
      r"utterance id\(s\) \['x'\] appear more than once"),
     (lambda g, p: shutil.rmtree(p / "utterances" / "audio"),
      r"lacks array\(s\) \['utterances/audio'\]"),
@@ -154,6 +159,21 @@ def test_a_missing_shard_file_is_named_not_read_as_zeros(mixed_store, tmp_path, 
     for _ in range(2):
         with pytest.raises(StoreFormatError, match=expected):
             store[0]
+
+
+@pytest.mark.parametrize("array", ["offsets", "spans", "utterances/id", "utterances/text",
+                                   "utterances/audio"])
+def test_a_missing_chunk_of_an_index_array_is_named(mixed_store, tmp_path, array):
+    """zarr reads a missing chunk file as the fill value: every text '', every span [0, 0]
+    (offsets of zeros at least fail their own check). The job writes each one, so a missing
+    one is named at open."""
+    path, _ = copy_store(mixed_store, tmp_path)
+    for chunk in [p for p in (path / array / "c").rglob("*") if p.is_file()]:
+        chunk.unlink()
+    with pytest.raises(StoreFormatError, match=re.escape(
+            f"{path / array}: 1 of its 1 chunk file(s) are missing (was the store copied in "
+            "part?)")):
+        FeatureStore(path)
 
 
 @pytest.mark.parametrize("array", ["mel", "voiced"])

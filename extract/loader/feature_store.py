@@ -134,10 +134,10 @@ class FeatureStore:
             raise StoreFormatError(f"{self.path} lacks array(s) {missing}")
         self.array_names = [n for n in (*FRAME_ARRAYS, *OPTIONAL_FRAME_ARRAYS) if n in arrays]
         self.features = self._chosen(features, normalize)
-        self.offsets = self._zarr_read(OFFSETS, arrays[OFFSETS]).astype(np.int64)
-        self.spans = self._zarr_read(SPANS, arrays[SPANS]).astype(np.int64)
+        self.offsets = self._index_read(OFFSETS, arrays[OFFSETS]).astype(np.int64)
+        self.spans = self._index_read(SPANS, arrays[SPANS]).astype(np.int64)
         fields = utterance_fields({name.removeprefix(f"{UTTERANCE_GROUP}/"):
-                                   self._zarr_read(name, arrays[name])
+                                   self._index_read(name, arrays[name])
                                    for name in FIELD_ARRAYS if name in arrays})
         self._check_consistency(arrays, fields)
         self.ids, self.texts, self.audio_files = fields["id"], fields["text"], fields["audio"]
@@ -311,6 +311,16 @@ class FeatureStore:
         if isinstance(reader, np.ndarray):      # a copy: a caller may change it in place
             return reader[start:stop].copy()
         return self._zarr_read(name, reader, slice(start, stop))
+
+    def _index_read(self, name: str, array: zarr.Array) -> np.ndarray:
+        """A whole index array (offsets, spans, utterances/<field>), every chunk of which the
+        job wrote: zarr reads a missing chunk file as fill values (empty texts, zero spans)."""
+        missing = array.nchunks - array.nchunks_initialized
+        if missing:
+            raise StoreFormatError(f"{self.path / name}: {missing} of its {array.nchunks} chunk "
+                                   "file(s) are missing (was the store copied in part?); copy it "
+                                   f"again, or {REEXTRACT}")
+        return self._zarr_read(name, array)
 
     def _zarr_read(self, name: str, array: zarr.Array, rows: slice = slice(None)) -> np.ndarray:
         """Rows of an array through zarr-python, whose errors for a damaged file (a checksum

@@ -155,7 +155,9 @@ class StoreWriter:
         self._write_index()
 
     def _write_index(self) -> None:
-        """offsets, spans and utterances/<field> (small, one chunk each)."""
+        """offsets, spans and utterances/<field> (small, one chunk each, written even where it
+        holds only the fill value, e.g. no text at all: the loader takes a missing one for
+        damage)."""
         arrays = [(OFFSETS, self.index.offsets.astype(np.int64), ("utterance_edge",), None),
                   (SPANS, self.index.spans.astype(np.int64), ("utterance", "edge"), None)]
         arrays += [(f"{UTTERANCE_GROUP}/{name}", np.array(values, dtype=object), ("utterance",),
@@ -164,7 +166,8 @@ class StoreWriter:
             array = self.group.create_array(name, shape=values.shape,
                                             dtype=dtype or values.dtype,
                                             chunks=(max(1, len(values)), *values.shape[1:]),
-                                            dimension_names=dims, overwrite=True)
+                                            dimension_names=dims, overwrite=True,
+                                            config={"write_empty_chunks": True})
             array[:] = values
 
     def _check_resumable(self, attrs: dict, chunk_frames: int) -> None:
