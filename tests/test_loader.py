@@ -289,9 +289,9 @@ def test_random_access_to_many_shards_stays_within_the_open_file_limit(small_sha
 def test_threads_reading_one_store_each_get_their_own_utterances(small_shard_store,
                                                                  monkeypatch):
     """Eight threads read random utterances of one store (a thread-pool prefetcher) while its
-    readers keep two shard files open per array, so files are closed, and their descriptors'
-    numbers reused, under other threads' reads: every item equals zarr-python's read of it,
-    and no file is left open beyond those two."""
+    readers keep two shard files open per array, so files are closed and reopened while other
+    threads read them (a descriptor closed mid-read could be reused for another file): every
+    item equals zarr-python's read of it, and no file is left open beyond those two."""
     import extract.loader.shard_reader as shard_reader
 
     monkeypatch.setattr(shard_reader, "max_open_shards", lambda: 2)
