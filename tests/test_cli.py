@@ -210,7 +210,7 @@ def test_check_and_run_note_ids_that_name_an_earlier_lines_file(tmp_path):
                 "(x/../b) as line 2 (b); line 4 (./a) as line 1 (a)); each is extracted and "
                 "stored under its own id") in stderr
     store = FeatureStore(tmp_path / "o.zarr")
-    assert store.ids == ["a", "b", "x/../b", "./a"]
+    assert store.ids == ("a", "b", "x/../b", "./a")
     assert store["./a"]["mel"].equal(store["a"]["mel"])
 
 

@@ -54,7 +54,7 @@ def assert_same_stores(first, second, ids: list[str]) -> None:
     for folder in (first, second):
         run_job(folder, folder / "out.zarr", device="cpu", show_progress=False)
         stores.append(FeatureStore(folder / "out.zarr"))
-    assert stores[0].ids == stores[1].ids == ids
+    assert stores[0].ids == stores[1].ids == tuple(ids)
     np.testing.assert_array_equal(stores[0].spans, stores[1].spans)
     for name in ids:
         for feature in ("mel", "f0", "voiced", "voiced_prob", "energy"):
@@ -279,7 +279,7 @@ def test_symbolic_links_inside_the_dataset_are_followed(tmp_path):
         [linked.resolve() / "wavs" / "a.wav", linked.resolve() / "wavs" / "b.wav"]
     run_job(linked, tmp_path / "out.zarr", device="cpu", show_progress=False)
     store = FeatureStore(tmp_path / "out.zarr")
-    assert store.ids == ["a", "b"]
+    assert store.ids == ("a", "b")
     assert len(store[1]["f0"]) == int(0.6 * 22050) // 256
 
 

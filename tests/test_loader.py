@@ -1,5 +1,6 @@
 import os
 import pickle
+import random
 import re
 import resource
 import shutil
@@ -115,7 +116,7 @@ def test_spawned_workers_read_their_own_copy_where_shared_memory_is_short(mixed_
     with pytest.warns(UserWarning, match=r"do not fit the [\d.]+ kB free in /dev/shm, so each "
                                          r"worker started by spawn reads its own copy"):
         served = list(loader)
-    assert [item["id"] for item in served] == store.ids
+    assert tuple(item["id"] for item in served) == store.ids
     for i, item in enumerate(served):
         torch.testing.assert_close(item["energy"], store[i]["energy"], rtol=0, atol=0)
 
@@ -343,6 +344,8 @@ def test_item_access_by_position_and_id(mixed_store):
     assert store[np.int64(1)]["id"] == store[torch.tensor(1)]["id"] == store.ids[1]
     with pytest.raises(TypeError, match=r"position \(int\), not float"):
         store[1.5]
+    with pytest.raises(TypeError):      # shuffled in place, frames would get other ids and texts
+        random.shuffle(store.ids)
     offsets = zarr.open_array(mixed_store / "offsets", mode="r")[:]
     assert store.lengths is store.lengths                # made once: indexed per utterance
     np.testing.assert_array_equal(store.lengths, offsets[1:] - offsets[:-1])

@@ -76,7 +76,7 @@ def test_coqui_preset_computes_every_feature_on_the_trimmed_audio(tmp_path):
     assert [(r.entry, "too short after trimming silence" in r.reason)
             for r in result.rejected] == [("tiny", True)]
     store = FeatureStore(tmp_path / "coqui.zarr")
-    assert store.ids == ["quiet_edges", "noisy_edges", "silent"]
+    assert store.ids == ("quiet_edges", "noisy_edges", "silent")
     kept_s = sum(end - start for start, end in store.spans.tolist()) / 22050
     assert f"audio: {kept_s:.1f} s after trimming silence" in store.describe()
     for name in store.ids:

@@ -417,7 +417,7 @@ def test_nothing_lands_outside_the_output_folder_whatever_the_ids(tmp_path):
     assert all(p == tmp_path / "out" or (tmp_path / "out" / "s.zarr") in (p, *p.parents)
                for p in new), sorted(new)
     store = FeatureStore(tmp_path / "out" / "s.zarr")
-    assert store.ids == ["a", "sub/../sub/b"]
+    assert store.ids == ("a", "sub/../sub/b")
     reasons = [r["reason"] for r in store.attrs["rejected"]]
     assert sum("outside" in r for r in reasons) == 2 and any("duplicate" in r for r in reasons)
     assert json.loads((tmp_path / "out" / "s.zarr" / "zarr.json").read_text())

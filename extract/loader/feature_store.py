@@ -74,7 +74,8 @@ class FeatureStore:
     frame arrays, only those `features` names, when it is given).
     `spans[i]` is the [start, end) of the samples (at config["sample_rate"], after resampling)
     that utterance i's frames cover: the whole file unless the preset trims silence.
-    `audio_files[i]` is its audio file, relative to the dataset's wavs/ folder.
+    `audio_files[i]` is its audio file, relative to the dataset's wavs/ folder. `ids`, `texts`,
+    `audio_files` and `speakers` (None without speakers) are tuples, one entry per utterance.
     `frame_bytes` is the size of the frame arrays it reads: on disk (uncompressed) and in memory;
     `stored_bytes` that of all the store's frame arrays. `field_names`: its utterances' string
     fields (id, text, audio, speaker where the corpus names speakers). Items are the caller's to
@@ -140,8 +141,10 @@ class FeatureStore:
                                    self._index_read(name, arrays[name])
                                    for name in FIELD_ARRAYS if name in arrays})
         self._check_consistency(arrays, fields)
-        self.ids, self.texts, self.audio_files = fields["id"], fields["text"], fields["audio"]
-        self.speakers = fields.get("speaker")
+        # tuples: shuffling a list of them in place would pair frames with other ids and texts
+        self.ids, self.texts, self.audio_files = (tuple(fields[name])
+                                                  for name in ("id", "text", "audio"))
+        self.speakers = tuple(fields["speaker"]) if "speaker" in fields else None
         self.field_names = list(fields)
         if normalize and self.stats["f0_mean"] is None:
             raise ValueError(f"{self.path} has no voiced frame to normalise by; open it "
