@@ -25,7 +25,8 @@ import zarr
 
 from extract.loader.describe import SHOWN_REJECTIONS, describe_store
 from extract.loader.record import record_problem
-from extract.loader.shard_reader import REEXTRACT, ShardReader, StoreFormatError, raw_layout
+from extract.loader.shard_reader import (COPIED_IN_PART, REEXTRACT, ShardReader,
+                                         StoreFormatError, raw_layout)
 from extract.progress import format_bytes
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS, SPANS,
@@ -294,9 +295,8 @@ class FeatureStore:
                 array = group[name]
                 metadata = array.metadata.to_dict()
                 if raw_layout(metadata):
-                    readers[name] = ShardReader(self.path / name, metadata)
-                    if self.in_memory:
-                        readers[name] = readers[name].read(0, array.shape[0])
+                    reader = ShardReader(self.path / name, metadata)
+                    readers[name] = reader.read(0, array.shape[0]) if self.in_memory else reader
                 else:
                     readers[name] = self._zarr_read(name, array) if self.in_memory else array
             self._readers = readers
@@ -321,8 +321,7 @@ class FeatureStore:
         missing = array.nchunks - array.nchunks_initialized
         if missing:
             raise StoreFormatError(f"{self.path / name}: {missing} of its {array.nchunks} chunk "
-                                   "file(s) are missing (was the store copied in part?); copy it "
-                                   f"again, or {REEXTRACT}")
+                                   f"file(s) are missing {COPIED_IN_PART}")
         return self._zarr_read(name, array)
 
     def _zarr_read(self, name: str, array: zarr.Array, rows: slice = slice(None)) -> np.ndarray:

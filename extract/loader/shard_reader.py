@@ -75,6 +75,7 @@ def read_into(fd: int, buffer: memoryview, offset: int) -> int:
 
 
 REEXTRACT = "extract the store again (tts-extract run --overwrite)"
+COPIED_IN_PART = f"(was the store copied in part?); copy it again, or {REEXTRACT}"
 
 
 class StoreFormatError(ValueError):
@@ -119,8 +120,8 @@ class ShardReader:
         try:
             fd = os.open(self._path(shard), os.O_RDONLY)
         except FileNotFoundError:      # zarr would read fill values: zeros in place of frames
-            raise StoreFormatError(f"shard file {self._path(shard)} is missing (was the store "
-                                   f"copied in part?); copy it again, or {REEXTRACT}") from None
+            raise StoreFormatError(f"shard file {self._path(shard)} is missing "
+                                   f"{COPIED_IN_PART}") from None
         if shard not in self.indexes:
             try:
                 self.indexes[shard] = self._read_index(fd, shard)
