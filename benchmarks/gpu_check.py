@@ -1,6 +1,7 @@
 """One prepared run for a lent GPU machine: checks the CUDA path against the CPU path and
-measures throughput. Writes OUT_DIR/gpu_check.json after every step (a failed step records its
-traceback and the next one runs) and prints it at the end.
+measures throughput. Writes OUT_DIR/gpu_check.json after every step, with the step's seconds
+and, on CUDA, the GPU memory torch allocated at its peak (a failed step records its traceback and
+the next one runs), and prints it at the end.
 
     python benchmarks/gpu_check.py OUT_DIR [--copies 20] [--pyin-utterances 1000]
                                            [--librosa-files 100] [--limit N]
@@ -486,15 +487,16 @@ def main() -> None:
     for name, step in steps.items():
         if args.steps and name not in args.steps:
             continue
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         try:
             report[name] = step()
         except Exception:           # keep going: the other steps' figures still count
             report[name] = {"error": traceback.format_exc(limit=8)}
         report[name + "_step_s"] = round(time.perf_counter() - start, 1)
-        if device == "cuda":
-            report["peak_gpu_mem_gb"] = max(report.get("peak_gpu_mem_gb", 0.0),
-                                            torch.cuda.max_memory_allocated() / 1e9)
+        if device == "cuda":        # held_memory's includes the tensor that holds the memory
+            report[name + "_peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
         (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
         print(f"{name}: {report[name + '_step_s']} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
