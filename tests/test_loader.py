@@ -12,7 +12,8 @@ import pytest
 import torch
 import zarr
 
-from extract.loader import FeatureStore, LengthBucketSampler, pad_collate
+from extract.loader import (FeatureStore, LengthBucketSampler, StoreReplacedError,
+                            pad_collate)
 from extract.loader.shard_reader import ShardReader, StoreFormatError
 
 
@@ -331,6 +332,75 @@ def test_workers_forked_while_a_thread_reads_the_store_start_all_the_same(mixed_
         for lock in locks:
             lock.release()
     torch.testing.assert_close(item["mel"], expected, rtol=0, atol=0)
+
+
+def test_a_store_replaced_after_it_was_opened_is_refused_not_read_by_the_old_index(
+        reference, mixed_store, tmp_path):
+    """A store opened by a training loop, then replaced by another corpus's (as `tts-extract
+    run --overwrite` replaces it): reads that open its new files would take them at the old
+    offsets. Each is refused instead; a store opened afresh reads the new one."""
+    path = tmp_path / "features.zarr"
+    shutil.copytree(reference, path)
+    store = FeatureStore(path)
+    shutil.rmtree(path)
+    shutil.copytree(mixed_store, path)
+    for i in (0, len(store) - 1):
+        with pytest.raises(StoreReplacedError, match="replaced, moved or deleted after it was"):
+            store[i]
+    np.testing.assert_array_equal(FeatureStore(path)[0]["mel"].numpy(),
+                                  FeatureStore(mixed_store)[0]["mel"].numpy())
+
+
+def test_workers_started_after_an_overwrite_refuse_the_new_store(corpus, tmp_path):
+    """The store extracted again with --overwrite between two epochs: the next epoch's
+    DataLoader workers, forked with the old index, refuse the new files."""
+    from extract.cli import main
+
+    path = tmp_path / "features.zarr"
+    assert main(["run", str(corpus), str(path), "--device", "cpu", "--limit", "12",
+                 "--quiet"]) == 0
+    store = FeatureStore(path)
+    loader = torch.utils.data.DataLoader(store, batch_size=None, num_workers=1,
+                                         multiprocessing_context="fork", timeout=60)
+    assert [item["id"] for item in loader] == list(store.ids)
+    assert main(["run", str(corpus), str(path), "--device", "cpu", "--limit", "20",
+                 "--overwrite", "--quiet"]) == 0
+    assert len(FeatureStore(path)) == 20
+    with pytest.raises(StoreReplacedError, match="open it again"):
+        next(iter(loader))
+
+
+def test_a_store_replaced_while_it_is_opened_is_refused(reference, mixed_store, tmp_path,
+                                                        monkeypatch):
+    """Replaced between reading its record and its index: not an index made of two stores."""
+    path = tmp_path / "features.zarr"
+    shutil.copytree(reference, path)
+    check = FeatureStore._check_consistency
+
+    def replace_then_check(self, arrays, fields):
+        shutil.rmtree(path)
+        shutil.copytree(mixed_store, path)
+        check(self, arrays, fields)
+
+    monkeypatch.setattr(FeatureStore, "_check_consistency", replace_then_check)
+    with pytest.raises(StoreReplacedError):
+        FeatureStore(path)
+
+
+def test_a_resume_of_the_complete_store_leaves_its_readers_reading(corpus, tmp_path):
+    """`tts-extract run --resume` on a finished store changes nothing, and its open readers
+    go on (its lock file is written; the store's own files are not)."""
+    from extract.cli import main
+
+    path = tmp_path / "features.zarr"
+    args = ["run", str(corpus), str(path), "--device", "cpu", "--limit", "12", "--quiet"]
+    assert main(args) == 0
+    store = FeatureStore(path)
+    assert main([*args, "--resume"]) == 0
+    group = zarr.open_group(str(path), mode="r")
+    for i in range(len(store)):
+        start, stop = store.offsets[i:i + 2]
+        np.testing.assert_array_equal(store[i]["mel"].numpy(), group["mel"][start:stop])
 
 
 def test_item_access_by_position_and_id(mixed_store):

@@ -26,7 +26,7 @@ import zarr
 from extract.loader.describe import SHOWN_REJECTIONS, describe_store
 from extract.loader.record import record_problem
 from extract.loader.shard_reader import (COPIED_IN_PART, REEXTRACT, ShardReader,
-                                         StoreFormatError, raw_layout)
+                                         StoreFormatError, StoreVersion, raw_layout)
 from extract.progress import format_bytes
 from extract.store.layout import (ATTRS_KEY, FORMAT_VERSION, FRAME_ARRAYS, OFFSETS,
                                   OPTIONAL_FRAME_ARRAYS, OPTIONAL_UTTERANCE_FIELDS, SPANS,
@@ -108,6 +108,7 @@ class FeatureStore:
         self.in_memory = in_memory
         self.mel_layout = mel_layout
         self.normalize = normalize
+        self._version = StoreVersion(self.path)     # before anything is read
         group = self._open_group()
         record = group.attrs.get(ATTRS_KEY)
         if not isinstance(record, dict):
@@ -142,6 +143,7 @@ class FeatureStore:
                                    self._index_read(name, arrays[name])
                                    for name in FIELD_ARRAYS if name in arrays})
         self._check_consistency(arrays, fields)
+        self._version.check()       # the index is one store's, not parts of two
         # tuples: shuffling a list of them in place would pair frames with other ids and texts
         self.ids, self.texts, self.audio_files = (tuple(fields[name])
                                                   for name in ("id", "text", "audio"))
@@ -291,11 +293,12 @@ class FeatureStore:
                                   f"machine has {format_bytes(free)} available; open it without "
                                   "in_memory (its default reads go to the files)")
             group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+            self._version.check()
             for name in self.features:
                 array = group[name]
                 metadata = array.metadata.to_dict()
                 if raw_layout(metadata):
-                    reader = ShardReader(self.path / name, metadata)
+                    reader = ShardReader(self.path / name, metadata, self._version)
                     readers[name] = reader.read(0, array.shape[0]) if self.in_memory else reader
                 else:
                     readers[name] = self._zarr_read(name, array) if self.in_memory else array

@@ -82,14 +82,47 @@ class StoreFormatError(ValueError):
     """The path is not a complete tts-extract store this version can read."""
 
 
+class StoreReplacedError(StoreFormatError):
+    """The store was replaced (e.g. by `tts-extract run --overwrite`), moved or deleted after it
+    was opened."""
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+class StoreVersion:
+    """The store's root zarr.json as it was at open. A job that replaces the store (--overwrite)
+    deletes that file before it writes any new one, so a reader that checks it after opening a
+    file cannot pair the index it read at open with another store's frames."""
+
+    def __init__(self, store: Path):
+        self.root = Path(store) / "zarr.json"
+        self.identity = _identity(self.root)
+
+    def check(self) -> None:
+        """StoreReplacedError unless zarr.json is still the file seen at open (its device,
+        inode, size and modification time)."""
+        if _identity(self.root) != self.identity:
+            raise StoreReplacedError(f"{self.root.parent} was replaced, moved or deleted "
+                                     "after it was opened (by tts-extract run --overwrite?): "
+                                     "the index read then may not fit its files; open it again")
+
+
 class ShardReader:
     """Reads rows [start, stop) of one array, from any number of threads. Shard indexes are
     cached; at most max_open_shards() shard files stay open, the least recently read closed
     first (once no thread is reading it: its descriptor's number could otherwise be reused for
     another file while a read is under way)."""
 
-    def __init__(self, array_dir: Path, metadata: dict):
-        """metadata: the array's, as zarr-python parsed it (zarr.Array.metadata.to_dict())."""
+    def __init__(self, array_dir: Path, metadata: dict, version: StoreVersion):
+        """metadata: the array's, as zarr-python parsed it (zarr.Array.metadata.to_dict());
+        version: its store's at open, checked whenever a shard file is opened."""
+        self.version = version
         self.indexes: dict[int, np.ndarray] = {}
         self.files: OrderedDict[int, int] = OrderedDict()    # shard -> descriptor, oldest first
         self.reading: Counter[int] = Counter()      # descriptor -> reads under way
@@ -120,14 +153,16 @@ class ShardReader:
         try:
             fd = os.open(self._path(shard), os.O_RDONLY)
         except FileNotFoundError:      # zarr would read fill values: zeros in place of frames
+            self.version.check()
             raise StoreFormatError(f"shard file {self._path(shard)} is missing "
                                    f"{COPIED_IN_PART}") from None
-        if shard not in self.indexes:
-            try:
+        try:
+            self.version.check()       # after the open, so the file is the index's
+            if shard not in self.indexes:
                 self.indexes[shard] = self._read_index(fd, shard)
-            except BaseException:      # a damaged shard: named again on its next read
-                os.close(fd)
-                raise
+        except BaseException:          # a damaged shard: named again on its next read
+            os.close(fd)
+            raise
         if len(self.files) >= self.max_open:
             self._close(self.files.popitem(last=False)[1])
         self.files[shard] = fd
