@@ -11,10 +11,8 @@ out=${1:?usage: gpu_session.sh OUT_DIR [gpu_check.py options]}
 shift
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
-# DALI's GPU spectrogram loads libcufft from torch's CUDA libraries
-cuda_libs=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__),
-    "..", "nvidia", "cu13", "lib"))')
-export LD_LIBRARY_PATH="$cuda_libs:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
+# no LD_LIBRARY_PATH: the job runs on CUDA without one (H200, 2026-11-29), as users run it
+export PYTHONUNBUFFERED=1
 # librosa's numba cache filled by one process: test workers filling it at once crashed
 python3 -c 'import librosa, numpy as np; librosa.pyin(np.random.rand(8192), fmin=65, fmax=2093,
     sr=22050)' || exit 1
