@@ -5,8 +5,8 @@ them; the extraction job's heavier dependencies (DALI, torchaudio) load when a j
 """
 
 __version__ = "0.1.0"
-__all__ = ["FeatureStore", "LengthBucketSampler", "StoreFormatError", "pad_collate",
-           "__version__"]
+__all__ = ["FeatureStore", "LengthBucketSampler", "StoreFormatError", "StoreReplacedError",
+           "pad_collate", "__version__"]
 
 
 def __getattr__(name: str):
