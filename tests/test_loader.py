@@ -334,6 +334,17 @@ def test_workers_forked_while_a_thread_reads_the_store_start_all_the_same(mixed_
     torch.testing.assert_close(item["mel"], expected, rtol=0, atol=0)
 
 
+def test_a_store_opened_by_a_relative_path_reads_after_the_working_directory_changes(
+        mixed_store, tmp_path, monkeypatch):
+    """Training scripts change directory after building their datasets (Hydra's run folder):
+    the store's files are still found, not taken as missing or replaced."""
+    monkeypatch.chdir(mixed_store.parent)
+    store = FeatureStore(mixed_store.name)
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_array_equal(store[0]["mel"].numpy(),
+                                  FeatureStore(mixed_store)[0]["mel"].numpy())
+
+
 def test_a_store_replaced_after_it_was_opened_is_refused_not_read_by_the_old_index(
         reference, mixed_store, tmp_path):
     """A store opened by a training loop, then replaced by another corpus's (as `tts-extract

@@ -104,7 +104,7 @@ class FeatureStore:
         if mel_layout not in ("frames_first", "bins_first"):
             raise ValueError(f"mel_layout must be 'frames_first' or 'bins_first', "
                              f"got {mel_layout!r}")
-        self.path = Path(path)
+        self.path = Path(path).absolute()      # reads go on after the caller changes directory
         self.in_memory = in_memory
         self.mel_layout = mel_layout
         self.normalize = normalize
