@@ -398,6 +398,21 @@ def test_a_store_replaced_while_it_is_opened_is_refused(reference, mixed_store, 
         FeatureStore(path)
 
 
+def test_a_store_whose_root_file_only_got_a_new_inode_is_read_on(mixed_store, tmp_path):
+    """FUSE mounts (rclone's, for one) may give an unchanged file a new inode number: the
+    same zarr.json, size and modification time, under a new inode, is not a replacement."""
+    path = tmp_path / "features.zarr"
+    shutil.copytree(mixed_store, path)
+    store = FeatureStore(path)
+    root = path / "zarr.json"
+    inode = root.stat().st_ino
+    shutil.copy2(root, tmp_path / "zarr.json")       # copy2 keeps the modification time
+    os.replace(tmp_path / "zarr.json", root)
+    assert root.stat().st_ino != inode
+    np.testing.assert_array_equal(store[0]["mel"].numpy(),
+                                  FeatureStore(mixed_store)[0]["mel"].numpy())
+
+
 def test_a_resume_of_the_complete_store_leaves_its_readers_reading(corpus, tmp_path):
     """`tts-extract run --resume` on a finished store changes nothing, and its open readers
     go on (its lock file is written; the store's own files are not)."""

@@ -87,12 +87,14 @@ class StoreReplacedError(StoreFormatError):
     was opened."""
 
 
-def _identity(path: Path) -> tuple[int, ...] | None:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time (not its inode, which FUSE mounts such as rclone's
+    may number anew while the file stays as it was), or None where it is gone."""
     try:
         stat = os.stat(path)
     except FileNotFoundError:
         return None
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+    return stat.st_size, stat.st_mtime_ns
 
 
 class StoreVersion:
@@ -105,8 +107,8 @@ class StoreVersion:
         self.identity = _identity(self.root)
 
     def check(self) -> None:
-        """StoreReplacedError unless zarr.json is still the file seen at open (its device,
-        inode, size and modification time)."""
+        """StoreReplacedError unless zarr.json is still the file seen at open (its size and
+        modification time)."""
         if _identity(self.root) != self.identity:
             raise StoreReplacedError(f"{self.root.parent} was replaced, moved or deleted "
                                      "after it was opened (by tts-extract run --overwrite?): "
