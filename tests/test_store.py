@@ -221,6 +221,7 @@ def test_a_starting_job_waits_out_readers_but_not_a_job(tmp_path, monkeypatch):
         with pytest.raises(StoreLockedError):
             StoreLock(folder).acquire()
 
+
 def failing_flock(error: int):
     def flock(file, operation):
         raise OSError(error, os.strerror(error))
