@@ -429,6 +429,17 @@ def test_a_resume_of_the_complete_store_leaves_its_readers_reading(corpus, tmp_p
         np.testing.assert_array_equal(store[i]["mel"].numpy(), group["mel"][start:stop])
 
 
+def test_a_store_names_itself_and_the_options_it_was_opened_with(mixed_store):
+    """What a notebook or a log shows for the dataset: path, size, preset and any option that
+    is not the default."""
+    offsets = zarr.open_array(mixed_store / "offsets", mode="r")[:]
+    assert repr(FeatureStore(mixed_store)) == (f"<FeatureStore {mixed_store}: {len(offsets) - 1} "
+                                               f"utterances, {offsets[-1]} frames, preset "
+                                               "'hifigan'>")
+    assert repr(FeatureStore(mixed_store, mel_layout="bins_first", features=["mel"])).endswith(
+        "preset 'hifigan', mel_layout='bins_first', features=['mel']>")
+
+
 def test_item_access_by_position_and_id(mixed_store):
     store = FeatureStore(mixed_store)
     assert store[-1]["id"] == store.ids[-1]

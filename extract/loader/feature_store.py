@@ -250,6 +250,16 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __repr__(self) -> str:
+        """<FeatureStore PATH: N utterances, F frames, preset NAME[, options not at default]>"""
+        options = [f"{name}={value!r}" for name, value, default in (
+            ("in_memory", self.in_memory, False), ("mel_layout", self.mel_layout, "frames_first"),
+            ("normalize", self.normalize, False)) if value != default]
+        if self.features != self.array_names:
+            options.append(f"features={self.features!r}")
+        return (f"<FeatureStore {self.path}: {len(self)} utterances, {int(self.offsets[-1])} "
+                f"frames, preset {self.config.get('name')!r}{''.join(', ' + o for o in options)}>")
+
     def check_config(self, **expected) -> None:
         """Raise ValueError naming every setting in which the store differs from `expected`,
         such as the vocoder's own, so that its mels cannot silently mismatch:
