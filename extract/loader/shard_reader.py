@@ -162,7 +162,7 @@ class ShardReader:
             self.version.check()       # after the open, so the file is the index's
             if shard not in self.indexes:
                 self.indexes[shard] = self._read_index(fd, shard)
-        except BaseException:          # a damaged shard: named again on its next read
+        except BaseException:          # replaced or damaged: kept closed, named on each read
             os.close(fd)
             raise
         if len(self.files) >= self.max_open:
